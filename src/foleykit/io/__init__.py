@@ -1,0 +1,1 @@
+"""Media input/output: audio, image and video decode/encode, atomic writes, sidecars, input limits."""

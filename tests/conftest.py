@@ -1,0 +1,61 @@
+"""Test setup: offline, CPU, deterministic, and no socket may connect anywhere but loopback."""
+
+from __future__ import annotations
+
+import os
+
+os.environ["HF_HUB_OFFLINE"] = "1"
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+import socket  # noqa: E402
+
+import pytest  # noqa: E402
+
+_real_connect = socket.socket.connect
+_real_connect_ex = socket.socket.connect_ex
+
+
+class NetworkBlockedError(RuntimeError):
+    """Raised when a test tries to reach the network."""
+
+
+def _is_local(address) -> bool:
+    if isinstance(address, (str, bytes)):  # AF_UNIX
+        return True
+    host = address[0] if isinstance(address, tuple) else address
+    return host in ("127.0.0.1", "::1", "localhost") or str(host).startswith("127.")
+
+
+def _guarded_connect(self, address):
+    if not _is_local(address):
+        raise NetworkBlockedError(f"test tried to open a network connection to {address!r}")
+    return _real_connect(self, address)
+
+
+def _guarded_connect_ex(self, address):
+    if not _is_local(address):
+        raise NetworkBlockedError(f"test tried to open a network connection to {address!r}")
+    return _real_connect_ex(self, address)
+
+
+socket.socket.connect = _guarded_connect  # type: ignore[method-assign]
+socket.socket.connect_ex = _guarded_connect_ex  # type: ignore[method-assign]
+
+
+def pytest_collection_modifyitems(config, items):
+    if os.environ.get("FOLEYKIT_SLOW") == "1":
+        return
+    skip_slow = pytest.mark.skip(reason="slow test: set FOLEYKIT_SLOW=1 to run")
+    for item in items:
+        if "slow" in item.keywords:
+            item.add_marker(skip_slow)
+
+
+@pytest.fixture(scope="session")
+def tiny_models_dir(tmp_path_factory):
+    """The tiny model set, built once per test session into a temporary cache."""
+    from foleykit.model_sets import build_tiny_model_set
+
+    root = tmp_path_factory.mktemp("tiny-models")
+    return build_tiny_model_set(root)
