@@ -1,0 +1,115 @@
+"""The Python API, with the same names as the CLI: ``foleykit.generate(...)``.
+
+Loading models is the slow part, so pipelines are cached per (method, models, mapper, device,
+dtype) for the life of the process; repeated calls (a notebook, the web app) reuse them.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image
+
+from .errors import InputError, OutputError
+from .io.atomic import check_output_path
+from .io.sidecar import write_sidecar
+from .pipelines.mapper import MapperPipeline, SoundResult, is_video_path
+
+METHODS = ("mapper",)
+AUDIO_SUFFIXES = (".wav", ".flac")
+
+
+@dataclass
+class GenerateResult:
+    """What :func:`generate` made: the sound, the seed used and the files written (if any)."""
+
+    sound: SoundResult
+    seed: int
+    outputs: list[Path]
+    sidecar: Path | None
+
+
+@functools.lru_cache(maxsize=2)
+def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str | None = None,
+                  device: str = "auto", dtype: str | None = None) -> MapperPipeline:
+    """Load (once per process) the pipeline of ``method`` on a model set."""
+    if method == "mapper":
+        return MapperPipeline.from_models(models, mapper=mapper, device=device, dtype=dtype)
+    raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def _check_output(output: Path, source, video: bool, overwrite: bool) -> Path:
+    suffix = output.suffix.lower()
+    allowed = AUDIO_SUFFIXES + ((".mp4",) if video else ())
+    if suffix not in allowed:
+        kind = "a video" if video else "an image"
+        raise OutputError(f"output {output}: for {kind} write {' or '.join(allowed)}")
+    inputs = [] if isinstance(source, Image.Image) else [source]
+    out = check_output_path(output, inputs)
+    if out.exists() and not overwrite:
+        raise OutputError(f"output {out} already exists; pass --overwrite to replace it")
+    return out
+
+
+def generate(
+    source: str | Path | Image.Image,
+    output: str | Path | None = None,
+    *,
+    method: str = "mapper",
+    models: str | None = None,
+    mapper: str | None = None,
+    seed: int | None = None,
+    duration: float | None = None,
+    steps: int | None = None,
+    preset: str = "fast",
+    guidance: float | None = None,
+    candidates: int = 1,
+    frames: int = 16,
+    device: str = "auto",
+    dtype: str | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> GenerateResult:
+    """Generate the sound of ``source`` (an image or a video); write it to ``output`` if given.
+
+    ``output``: ``.wav``/``.flac`` (any input) or ``.mp4`` (video input: the original video stream
+    copied, the new audio added). A JSON sidecar ``<output>.json`` records inputs, parameters, model
+    ids and revisions, the seed used and versions. Nothing is written unless generation succeeds.
+    """
+    video = not isinstance(source, Image.Image) and is_video_path(source)
+    out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
+    if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
+        raise InputError(f"input {source} does not exist or is not a file")
+    pipe = load_pipeline(method, models, mapper, device, dtype)
+    sound = pipe(
+        source if isinstance(source, Image.Image) else Path(source).expanduser(),
+        duration_s=duration, preset=preset, num_inference_steps=steps, guidance_scale=guidance,
+        num_candidates=candidates, seed=seed, frames_per_window=frames, progress=progress,
+    )
+    outputs: list[Path] = []
+    sidecar = None
+    if out_path is not None:
+        from .io.audio import write_audio
+
+        if out_path.suffix.lower() == ".mp4":
+            from .io.video import mux_audio
+
+            mux_audio(Path(source).expanduser(), sound.waveform, sound.sample_rate, out_path)
+        else:
+            write_audio(out_path, sound.waveform, sound.sample_rate)
+        outputs.append(out_path)
+        record = {
+            "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
+            "output": {"path": str(out_path.resolve()), "sample_rate": sound.sample_rate,
+                       "duration_s": round(sound.duration_s, 6),
+                       "channels": 1 if sound.waveform.ndim == 1 else int(sound.waveform.shape[0])},
+            "parameters": {"method": method, "models": models, "mapper": mapper, "duration": duration, "steps": steps,
+                           "preset": preset, "guidance": guidance, "candidates": candidates, "frames": frames,
+                           "device": device, "dtype": dtype},
+            "seed": sound.seed,
+            **sound.record,
+        }
+        sidecar = write_sidecar(out_path, record)
+    return GenerateResult(sound=sound, seed=sound.seed, outputs=outputs, sidecar=sidecar)

@@ -1,0 +1,154 @@
+"""The ``foleykit`` command line: a thin typer layer over :mod:`foleykit.api` and the trainers.
+
+User errors (bad input, impossible parameters, missing models while offline) end with one line
+on stderr and a non-zero exit; nothing partial is left on disk.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .errors import FoleykitError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Generate the sound of a picture: image/video in, soundtrack out.")
+train_app = typer.Typer(no_args_is_help=True, help="Train foleykit's learnable modules on cached embeddings.")
+app.add_typer(train_app, name="train")
+models_app = typer.Typer(no_args_is_help=True, help="Inspect or build model sets.")
+app.add_typer(models_app, name="models")
+
+
+def _err(msg: str) -> None:
+    typer.echo(f"foleykit: error: {msg}", err=True)
+
+
+@app.command()
+def generate(
+    input: Annotated[Path, typer.Argument(help="Image (jpg/png/...) or video (mp4/mov/...).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .wav/.flac, or .mp4 for a video input.")],
+    method: Annotated[str, typer.Option(help="Generation method.")] = "mapper",
+    models: Annotated[Optional[str], typer.Option(help="Model set: default | tiny | DIR (env FOLEYKIT_MODELS).")] = None,
+    mapper: Annotated[Optional[str], typer.Option(help="Trained V2A-Mapper folder (foleykit train mapper).")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed; omitted or -1 = random (the seed used is printed).")] = None,
+    duration: Annotated[Optional[float], typer.Option(help="Seconds of audio (default: 10 for images, the video's length).")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="Diffusion steps (default: from the preset).")] = None,
+    preset: Annotated[str, typer.Option(help="paper (DDIM 200, eta 1, guidance 2.5) | fast (DPM-Solver++ 12).")] = "fast",
+    guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (default: preset).")] = None,
+    candidates: Annotated[int, typer.Option(help="Clips drawn; the one closest in CLAP to the condition is kept.")] = 1,
+    frames: Annotated[int, typer.Option(help="Video frames averaged per 10 s window.")] = 16,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    dtype: Annotated[Optional[str], typer.Option(help="float32 | float16 | bfloat16 (default: fp16 on CUDA, else fp32).")] = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+) -> None:
+    """Generate the sound of an image or a video."""
+    from .api import generate as api_generate
+
+    res = api_generate(
+        input, output, method=method, models=models, mapper=mapper, seed=seed, duration=duration, steps=steps,
+        preset=preset, guidance=guidance, candidates=candidates, frames=frames, device=device, dtype=dtype,
+        overwrite=overwrite, progress=not quiet,
+    )
+    for path in res.outputs:
+        typer.echo(f"wrote {path} ({res.sound.duration_s:.2f} s, {res.sound.sample_rate} Hz)")
+    if res.sidecar is not None:
+        typer.echo(f"wrote {res.sidecar}")
+    typer.echo(f"seed: {res.seed}")
+
+
+@train_app.command("mapper")
+def train_mapper_cmd(
+    pairs: Annotated[Path, typer.Argument(help="safetensors/.pt/.npz file with tensors 'clip' [N,D] and 'clap' [N,512].")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write config.json + model.safetensors.")],
+    kind: Annotated[str, typer.Option(help="diffusion_transformer | diffusion_mlp | regression_transformer | regression_mlp")] = "diffusion_transformer",
+    width: Annotated[int, typer.Option(help="Token width.")] = 512,
+    depth: Annotated[Optional[int], typer.Option(help="Layers (default: the paper's best for the kind).")] = None,
+    epochs: Annotated[int, typer.Option(help="Training epochs (the paper: 100).")] = 100,
+    batch_size: Annotated[int, typer.Option(help="Pairs per batch (the paper: 448).")] = 448,
+    lr: Annotated[float, typer.Option(help="AdamW learning rate (the paper: 1.1e-4).")] = 1.1e-4,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed; omitted = random (printed).")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it holds a model.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
+) -> None:
+    """Train a V2A-Mapper on (CLIP, CLAP) embedding pairs."""
+    from .modules.mapper import MapperConfig
+    from .seeding import resolve_seed
+    from .training.mapper import load_embedding_pairs, train_mapper
+
+    if (output / "model.safetensors").exists() and not overwrite:
+        raise FoleykitError(f"{output} already holds a model; pass --overwrite to replace it")
+    clip, clap = load_embedding_pairs(pairs)
+    config = MapperConfig(kind=kind, clip_dim=int(clip.shape[1]), clap_dim=int(clap.shape[1]), width=width, depth=depth)
+    seed = resolve_seed(seed)
+    res = train_mapper(clip, clap, config, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                       progress=not quiet, log_path=None)
+    _save_atomic_dir(res.model, output)
+    last = res.history[-1] if res.history else None
+    if last is not None:
+        typer.echo(f"final epoch: {last}")
+    typer.echo(f"wrote {output}")
+    typer.echo(f"seed: {res.seed}")
+
+
+def _save_atomic_dir(model, output: Path) -> None:
+    """save_pretrained into a temporary sibling folder, then swap it in."""
+    import shutil
+    import tempfile
+
+    output = output.expanduser()
+    output.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
+    try:
+        model.save_pretrained(tmp)
+        if output.exists():
+            shutil.rmtree(output)
+        os.replace(tmp, output)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+@models_app.command("show")
+def models_show(models: Annotated[Optional[str], typer.Argument(help="default | tiny | DIR")] = None) -> None:
+    """Print which weights a model set uses (building the tiny stand-ins if asked for)."""
+    import json
+
+    from .model_sets import resolve_model_set
+
+    typer.echo(json.dumps(resolve_model_set(models).to_dict(), indent=2))
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Console entry point: one clear line for user errors, tracebacks only for bugs."""
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app(args=argv, standalone_mode=False)
+    except FoleykitError as exc:
+        _err(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        _err("interrupted")
+        sys.exit(130)
+    except (typer.Exit, SystemExit) as exc:
+        code = getattr(exc, "exit_code", getattr(exc, "code", 0))
+        sys.exit(code)
+    except Exception as exc:  # click usage errors come through here in non-standalone mode
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        if isinstance(exc, click.exceptions.Abort):
+            _err("aborted")
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,118 @@
+"""CLAP: audio and text embeddings in the 512-d space AudioLDM is conditioned on.
+
+Audio is resampled to 48 kHz and cut into 10 s windows (CLAP's input length); a clip longer than
+one window is embedded window by window and the unit vectors are averaged and renormalised.
+Clips shorter than a window are repeat-padded, as AudioLDM's own CLAP front end does.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import soxr
+import torch
+import torch.nn.functional as F
+
+from ..devices import resolve_device, resolve_dtype
+from ..errors import InputError
+from .loading import LoadedFrom, load_pretrained, to_device
+
+CLAP_SAMPLE_RATE = 48_000
+CLAP_WINDOW_S = 10.0
+
+
+def _pooled(out) -> torch.Tensor:
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+class ClapEncoder:
+    """Frozen CLAP audio/text encoder returning L2-normalised [N, 512] vectors."""
+
+    def __init__(self, model, feature_extractor, tokenizer, *, loaded_from: LoadedFrom | None = None) -> None:
+        self.model = model
+        self.feature_extractor = feature_extractor
+        self.tokenizer = tokenizer
+        self.loaded_from = loaded_from
+
+    @classmethod
+    def from_pretrained(
+        cls, ref: str, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
+    ) -> ClapEncoder:
+        from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
+
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
+        model, src = load_pretrained(ClapModel, ref, dtype=dt)
+        fe, _ = load_pretrained(ClapFeatureExtractor, ref)
+        tok, _ = load_pretrained(AutoTokenizer, ref)
+        return cls(to_device(model, dev, dt), fe, tok, loaded_from=src)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.projection_dim)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str], *, batch_size: int = 64) -> torch.Tensor:
+        """[N, 512] unit text embeddings."""
+        outs = []
+        for i in range(0, len(texts), batch_size):
+            tok = self.tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, return_tensors="pt")
+            tok = tok.to(self.device)
+            outs.append(_pooled(self.model.get_text_features(**tok)).float())
+        emb = torch.cat(outs) if outs else torch.empty(0, self.dim, device=self.device)
+        return F.normalize(emb, dim=-1)
+
+    def _windows(self, wave: np.ndarray, sample_rate: int) -> list[np.ndarray]:
+        wave = np.asarray(wave, dtype=np.float32)
+        if wave.ndim != 1:
+            raise InputError(f"CLAP takes mono audio; got an array of shape {wave.shape}")
+        if wave.size == 0 or not np.isfinite(wave).all():
+            raise InputError("CLAP input audio is empty or contains NaN/inf samples")
+        if sample_rate != CLAP_SAMPLE_RATE:
+            wave = soxr.resample(wave, sample_rate, CLAP_SAMPLE_RATE, quality="HQ").astype(np.float32)
+        win = int(CLAP_WINDOW_S * CLAP_SAMPLE_RATE)
+        n = max(1, int(np.ceil(wave.size / win)))
+        chunks = [wave[i * win : (i + 1) * win] for i in range(n)]
+        # A short tail window would be mostly repeat-padding: merge it into the previous one's span.
+        if n > 1 and chunks[-1].size < win // 4:
+            chunks = chunks[:-1]
+        return chunks
+
+    @torch.no_grad()
+    def embed_audio(
+        self, waves: Sequence[np.ndarray], sample_rate: int, *, batch_size: int = 8, return_windows: bool = False
+    ) -> torch.Tensor | list[torch.Tensor]:
+        """[N, 512] unit audio embeddings (window average), or per-clip [W, 512] with ``return_windows``."""
+        windows: list[np.ndarray] = []
+        owner: list[int] = []
+        for idx, w in enumerate(waves):
+            for chunk in self._windows(w, sample_rate):
+                windows.append(chunk)
+                owner.append(idx)
+        embs = []
+        for i in range(0, len(windows), batch_size):
+            feats = self.feature_extractor(
+                windows[i : i + batch_size],
+                sampling_rate=CLAP_SAMPLE_RATE,
+                truncation="rand_trunc",  # windows are <= 10 s, so nothing is randomly cropped
+                padding="repeatpad",
+                return_tensors="pt",
+            )
+            inputs = {k: v.to(self.device) for k, v in feats.items() if k in ("input_features", "is_longer")}
+            inputs["input_features"] = inputs["input_features"].to(self.dtype)
+            embs.append(_pooled(self.model.get_audio_features(**inputs)).float())
+        all_emb = F.normalize(torch.cat(embs), dim=-1) if embs else torch.empty(0, self.dim)
+        owner_t = torch.tensor(owner, device=all_emb.device)
+        per_clip = [all_emb[owner_t == i] for i in range(len(waves))]
+        if return_windows:
+            return per_clip
+        return F.normalize(torch.stack([e.mean(0) for e in per_clip]), dim=-1) if per_clip else all_emb

@@ -1,0 +1,105 @@
+"""CLIP: global image embeddings, patch tokens in the joint space, and text embeddings.
+
+Image features are projected but *not* normalised by transformers; callers that need unit
+vectors pass ``normalize=True``. Patch tokens go through the vision tower's ``post_layernorm`` and
+``visual_projection`` so they live in the same joint space as the global embedding (what the
+grounding module of Sounding-that-Object attends over).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..devices import resolve_device, resolve_dtype
+from .loading import LoadedFrom, load_pretrained, to_device
+
+
+def _pooled(out) -> torch.Tensor:
+    """transformers v5 returns a model output with ``pooler_output``; v4 returned the tensor."""
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+class ClipEncoder:
+    """Frozen CLIP image/text encoder. Batched, ``no_grad``, device/dtype aware."""
+
+    def __init__(self, model, processor, tokenizer, *, loaded_from: LoadedFrom | None = None) -> None:
+        self.model = model
+        self.processor = processor
+        self.tokenizer = tokenizer
+        self.loaded_from = loaded_from
+
+    @classmethod
+    def from_pretrained(
+        cls, ref: str, *, device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None
+    ) -> ClipEncoder:
+        from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
+        model, src = load_pretrained(CLIPModel, ref, dtype=dt)
+        processor, _ = load_pretrained(CLIPImageProcessorPil, ref)
+        tokenizer, _ = load_pretrained(CLIPTokenizer, ref)
+        return cls(to_device(model, dev, dt), processor, tokenizer, loaded_from=src)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.projection_dim)
+
+    @property
+    def patch_grid(self) -> int:
+        vc = self.model.config.vision_config
+        return int(vc.image_size // vc.patch_size)
+
+    def _pixels(self, images: Sequence[Image.Image | np.ndarray]) -> torch.Tensor:
+        batch = self.processor(images=list(images), return_tensors="pt")["pixel_values"]
+        return batch.to(device=self.device, dtype=self.dtype)
+
+    @torch.no_grad()
+    def embed_images(
+        self, images: Sequence[Image.Image | np.ndarray], *, batch_size: int = 32, normalize: bool = False
+    ) -> torch.Tensor:
+        """[N, dim] global image embeddings (float32 on the encoder's device)."""
+        outs = []
+        for i in range(0, len(images), batch_size):
+            feats = _pooled(self.model.get_image_features(pixel_values=self._pixels(images[i : i + batch_size])))
+            outs.append(feats.float())
+        emb = torch.cat(outs) if outs else torch.empty(0, self.dim, device=self.device)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    @torch.no_grad()
+    def embed_patches(
+        self, images: Sequence[Image.Image | np.ndarray], *, batch_size: int = 16, normalize: bool = False
+    ) -> torch.Tensor:
+        """[N, grid*grid, dim] patch tokens projected into the joint space (CLS token dropped)."""
+        vision = self.model.vision_model
+        outs = []
+        for i in range(0, len(images), batch_size):
+            hidden = vision(pixel_values=self._pixels(images[i : i + batch_size])).last_hidden_state[:, 1:]
+            outs.append(self.model.visual_projection(vision.post_layernorm(hidden)).float())
+        emb = torch.cat(outs) if outs else torch.empty(0, self.patch_grid**2, self.dim, device=self.device)
+        return F.normalize(emb, dim=-1) if normalize else emb
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str], *, batch_size: int = 64, normalize: bool = False) -> torch.Tensor:
+        """[N, dim] text embeddings."""
+        outs = []
+        for i in range(0, len(texts), batch_size):
+            tok = self.tokenizer(
+                list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=77, return_tensors="pt"
+            ).to(self.device)
+            outs.append(_pooled(self.model.get_text_features(**tok)).float())
+        emb = torch.cat(outs) if outs else torch.empty(0, self.dim, device=self.device)
+        return F.normalize(emb, dim=-1) if normalize else emb

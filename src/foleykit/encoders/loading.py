@@ -1,0 +1,54 @@
+"""One loading path for real checkpoints and tiny stand-ins: resolve the reference, then ``from_pretrained``."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import ModelNotAvailableError
+from ..hub import resolve_pretrained
+
+
+def quiet_loading() -> None:
+    """Silence transformers' per-load progress bars and info logs; foleykit shows its own progress."""
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+    hub_logging.set_verbosity_error()
+
+
+@dataclass(frozen=True)
+class LoadedFrom:
+    """Provenance of a loaded model, recorded in every output's sidecar."""
+
+    ref: str
+    revision: str
+    path: str
+
+
+def load_pretrained(cls: Any, ref: str, *, subfolder: str | None = None, revision: str | None = None, **kwargs: Any):
+    """``cls.from_pretrained`` on the resolved local folder; returns (object, LoadedFrom)."""
+    quiet_loading()
+    local, rev = resolve_pretrained(ref, revision=revision)
+    folder = Path(local) / subfolder if subfolder else Path(local)
+    if not folder.is_dir():
+        raise ModelNotAvailableError(f"model {ref!r} has no sub-folder {subfolder!r} ({cls.__name__} expected there)")
+    try:
+        obj = cls.from_pretrained(str(folder), **kwargs)
+    except (OSError, ValueError, KeyError) as exc:
+        raise ModelNotAvailableError(f"could not load {cls.__name__} from {folder}: {exc}") from None
+    return obj, LoadedFrom(ref=ref, revision=rev, path=str(folder))
+
+
+def to_device(module: torch.nn.Module, device: torch.device, dtype: torch.dtype) -> torch.nn.Module:
+    """Move to device/dtype and freeze: encoders are inference-only."""
+    if next(module.parameters()).dtype != dtype:
+        module = module.to(dtype=dtype)
+    module = module.to(device=device).eval()
+    module.requires_grad_(False)
+    return module

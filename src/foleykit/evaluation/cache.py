@@ -1,0 +1,70 @@
+"""Embedding cache: each clip goes through each embedder once, however many metrics read the result.
+
+Entries are keyed by the file's resolved path, modification time (ns) and size, and by the
+embedder's id (weights, configuration and front end), so an edited file or another checkpoint
+never reuses a stale entry (audioldm_eval reuses ``*_feature_cache.npy`` unless told otherwise).
+Kept in memory, and on disk as one ``.npz`` per entry when a directory is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from ..io.atomic import atomic_path
+
+Outputs = dict[str, np.ndarray]
+
+
+class EmbeddingCache:
+    """Memory (and optionally disk) cache of per-file outputs ``{name: array}``, with hit counts."""
+
+    def __init__(self, directory: str | os.PathLike | None = None) -> None:
+        self.directory = Path(directory).expanduser() if directory is not None else None
+        if self.directory is not None:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        self._memory: dict[str, Outputs] = {}
+        self.hits = 0
+        self.misses = 0
+
+    @staticmethod
+    def key(path: str | os.PathLike, embedder_id: str) -> str:
+        p = Path(path).resolve()
+        st = p.stat()
+        raw = json.dumps([str(p), st.st_mtime_ns, st.st_size, embedder_id])
+        return hashlib.sha256(raw.encode()).hexdigest()
+
+    def get(self, path: str | os.PathLike, embedder_id: str) -> Outputs | None:
+        k = self.key(path, embedder_id)
+        if k in self._memory:
+            return self._memory[k]
+        if self.directory is not None and (self.directory / f"{k}.npz").is_file():
+            with np.load(self.directory / f"{k}.npz") as data:
+                self._memory[k] = {name: data[name] for name in data.files}
+            return self._memory[k]
+        return None
+
+    def put(self, path: str | os.PathLike, embedder_id: str, outputs: Outputs) -> None:
+        k = self.key(path, embedder_id)
+        self._memory[k] = outputs
+        if self.directory is not None:
+            with atomic_path(self.directory / f"{k}.npz") as tmp, open(tmp, "wb") as fh:
+                np.savez(fh, **outputs)
+
+    def get_or_compute(self, path: str | os.PathLike, embedder_id: str, compute: Callable[[], Outputs]) -> Outputs:
+        found = self.get(path, embedder_id)
+        if found is not None:
+            self.hits += 1
+            return found
+        self.misses += 1
+        outputs = compute()
+        self.put(path, embedder_id, outputs)
+        return outputs
+
+    def stats(self) -> dict[str, object]:
+        return {"hits": self.hits, "misses": self.misses, "directory": str(self.directory) if self.directory else None}

@@ -1,0 +1,41 @@
+"""CLAP audio and text embeddings for C-FAD and the CLAP score, through foleykit's CLAP encoder.
+
+Audio goes in at 48 kHz, at most 10 s (480,000 samples), repeat-padded when shorter, as
+LAION-CLAP does. Cropping to exactly 10 s in our front end is what keeps CLAP deterministic:
+LAION-CLAP crops longer audio at a random offset (and its GitHub HEAD crashes doing it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+
+from ...encoders.clap import CLAP_SAMPLE_RATE, CLAP_WINDOW_S, ClapEncoder
+from .base import AudioEmbedder
+
+
+class ClapEmbedder(AudioEmbedder):
+    name = "clap"
+    sample_rate = CLAP_SAMPLE_RATE
+    max_seconds = CLAP_WINDOW_S
+    pad_mode = "repeat"
+
+    def __init__(self, encoder: ClapEncoder, *, id: str) -> None:
+        self.encoder = encoder
+        self.id = id
+
+    @classmethod
+    def from_pretrained(cls, ref: str, *, device: str | torch.device = "cpu") -> ClapEmbedder:
+        encoder = ClapEncoder.from_pretrained(ref, device=device, dtype=torch.float32)
+        src = encoder.loaded_from
+        return cls(encoder, id=f"clap:{src.ref}@{src.revision}" if src else f"clap:{ref}")
+
+    def embed(self, wave: np.ndarray) -> dict[str, np.ndarray]:
+        emb = self.encoder.embed_audio([wave], self.sample_rate)
+        return {"embedding": emb[0].float().cpu().numpy()}
+
+    def embed_texts(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), d)`` unit text embeddings."""
+        return self.encoder.embed_texts(list(texts)).float().cpu().numpy()

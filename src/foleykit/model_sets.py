@@ -1,0 +1,437 @@
+"""Named model sets: which foundation models foleykit loads, and the offline ``tiny`` stand-ins.
+
+A model set maps *roles* (``clip``, ``clip_mapper``, ``clap``, ``audioldm``, ``mapper``) to model
+references. A reference is a hub id (``openai/clip-vit-large-patch14``) or a local directory in the
+hub layout. Three kinds of set exist:
+
+* ``default``: the hub ids of the papers' checkpoints (needs the hub, or a filled HF cache).
+* ``tiny``: deterministic tiny random models of the *same classes*, built in code once into a local
+  cache in the hub layout and then loaded through the same ``from_pretrained`` path as real weights.
+  They make every code path runnable offline (tests, CI, the quick start without hub access).
+* a directory: a folder with ``model_set.json`` ({role: relative dir or hub id}), or with one
+  sub-folder per role named as in the ``tiny`` layout.
+
+The real-size architecture configs are kept here too (:func:`real_size_configs`) so benchmarks can
+build full-size models with random weights.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from .errors import InputError
+
+#: Bump when the tiny stand-ins change, so stale caches are rebuilt.
+TINY_VERSION = "5"
+
+DEFAULT_MODELS: dict[str, str] = {
+    # SS2A and Sounding-that-Object use ViT-L/14 (768-d joint space).
+    "clip": "openai/clip-vit-large-patch14",
+    # V2A-Mapper uses ViT-B/32 (512-d joint space).
+    "clip_mapper": "openai/clip-vit-base-patch32",
+    # The CLAP space AudioLDM was trained on (HTSAT-tiny audio tower, RoBERTa text tower).
+    "clap": "laion/clap-htsat-unfused",
+    # AudioLDM-S components (unet, vae, vocoder, scheduler, text_encoder, tokenizer) by subfolder.
+    "audioldm": "cvssp/audioldm-s-full-v2",
+}
+
+#: Sub-folder names used by the tiny set and by local model-set directories without a manifest.
+ROLE_DIRS: dict[str, str] = {
+    "clip": "clip-vit-large-patch14",
+    "clip_mapper": "clip-vit-base-patch32",
+    "clap": "clap-htsat-unfused",
+    "audioldm": "audioldm-s-full-v2",
+    "mapper": "v2a-mapper",
+}
+
+
+@dataclass(frozen=True)
+class ModelSet:
+    """Where each role's weights come from. ``mapper`` is None when no trained mapper is known."""
+
+    name: str
+    clip: str
+    clip_mapper: str
+    clap: str
+    audioldm: str
+    mapper: str | None = None
+    extra: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, object]:
+        return asdict(self)
+
+
+def default_cache_dir() -> Path:
+    """``$FOLEYKIT_CACHE`` or ``~/.cache/foleykit``: where the tiny stand-ins are written."""
+    env = os.environ.get("FOLEYKIT_CACHE")
+    if env:
+        return Path(env).expanduser()
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "foleykit"
+
+
+def resolve_model_set(models: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None) -> ModelSet:
+    """Turn ``default`` / ``tiny`` / a directory into a :class:`ModelSet`.
+
+    ``None`` reads ``$FOLEYKIT_MODELS`` and falls back to ``default``.
+    """
+    if models is None:
+        models = os.environ.get("FOLEYKIT_MODELS", "default")
+    models = str(models)
+    if models == "default":
+        return ModelSet(name="default", **DEFAULT_MODELS)
+    if models in ("tiny", "debug"):
+        root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
+        return _model_set_from_dir(build_tiny_model_set(root / f"tiny-v{TINY_VERSION}"), name="tiny")
+    path = Path(models).expanduser()
+    if path.is_dir():
+        return _model_set_from_dir(path, name=str(path))
+    raise InputError(
+        f"unknown model set {models!r}: use 'default' (hub ids), 'tiny' (offline stand-ins) or an existing directory"
+    )
+
+
+def _model_set_from_dir(path: Path, *, name: str) -> ModelSet:
+    manifest = path / "model_set.json"
+    roles: dict[str, str] = {}
+    if manifest.is_file():
+        try:
+            data = json.loads(manifest.read_text())
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{manifest} is not valid JSON: {exc}") from None
+        for role, ref in data.items():
+            local = path / str(ref)
+            roles[role] = str(local) if local.exists() else str(ref)
+    else:
+        for role, sub in ROLE_DIRS.items():
+            if (path / sub).is_dir():
+                roles[role] = str(path / sub)
+    missing = [r for r in ("clip", "clap", "audioldm") if r not in roles]
+    if missing:
+        raise InputError(
+            f"model-set directory {path} has no {', '.join(missing)}: add model_set.json or sub-folders "
+            f"named {', '.join(ROLE_DIRS[r] for r in missing)}"
+        )
+    roles.setdefault("clip_mapper", roles["clip"])
+    known = {"clip", "clip_mapper", "clap", "audioldm", "mapper"}
+    extra = {k: v for k, v in roles.items() if k not in known}
+    return ModelSet(
+        name=name,
+        clip=roles["clip"],
+        clip_mapper=roles["clip_mapper"],
+        clap=roles["clap"],
+        audioldm=roles["audioldm"],
+        mapper=roles.get("mapper"),
+        extra=extra,
+    )
+
+
+# ----------------------------------------------------------------------------------------------
+# Tiny stand-ins
+# ----------------------------------------------------------------------------------------------
+
+
+def build_tiny_model_set(root: str | os.PathLike) -> Path:
+    """Build the tiny stand-ins into ``root`` (once) and return ``root``.
+
+    Each component is created after ``torch.manual_seed`` with a fixed seed, so the stand-ins are
+    identical on every machine. The folder is assembled in a temporary directory and renamed into
+    place, so a crash never leaves a half-built cache.
+    """
+    root = Path(root)
+    if (root / "model_set.json").is_file():
+        return root
+    from .encoders.loading import quiet_loading
+
+    quiet_loading()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    try:
+        _write_tiny_clip(tmp / ROLE_DIRS["clip"], projection_dim=768, patch_size=14, seed=0)
+        _write_tiny_clip(tmp / ROLE_DIRS["clip_mapper"], projection_dim=512, patch_size=32, seed=1)
+        _write_tiny_clap(tmp / ROLE_DIRS["clap"], seed=2)
+        _write_tiny_audioldm(tmp / ROLE_DIRS["audioldm"], seed=3)
+        _write_tiny_mapper(tmp / ROLE_DIRS["mapper"], seed=4)
+        (tmp / "model_set.json").write_text(json.dumps({role: sub for role, sub in ROLE_DIRS.items()}, indent=2))
+        (tmp / "README.md").write_text(
+            "Tiny random stand-ins of foleykit's foundation models (same classes as the real ones). "
+            "They produce noise, not meaningful sound: they exist to run every code path offline.\n"
+        )
+        try:
+            os.replace(tmp, root)
+        except OSError:
+            # Another process finished first: keep its copy.
+            if not (root / "model_set.json").is_file():
+                raise
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return root
+
+
+def _byte_symbols() -> list[str]:
+    """The 256 printable symbols byte-level BPE uses for raw bytes (GPT-2's reversible mapping)."""
+    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    symbols = {b: chr(b) for b in keep}
+    extra = 0
+    for b in range(256):
+        if b not in symbols:
+            symbols[b] = chr(256 + extra)
+            extra += 1
+    return [symbols[b] for b in range(256)]
+
+
+def _byte_level_vocab() -> tuple[dict[str, int], list[str]]:
+    """A RoBERTa (byte-level BPE) vocabulary of the 256 byte symbols plus specials, no merges."""
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for ch in _byte_symbols():
+        vocab.setdefault(ch, len(vocab))
+    vocab["<mask>"] = len(vocab)
+    return vocab, []
+
+
+def _clip_vocab() -> tuple[dict[str, int], list[str]]:
+    """A CLIP BPE vocabulary: byte symbols and their end-of-word forms, no merges."""
+    vocab: dict[str, int] = {}
+    for ch in _byte_symbols():
+        vocab.setdefault(ch, len(vocab))
+    for ch in _byte_symbols():
+        vocab.setdefault(ch + "</w>", len(vocab))
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return vocab, []
+
+
+def _write_tiny_clip(path: Path, *, projection_dim: int, patch_size: int, seed: int) -> None:
+    import torch
+    from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
+
+    vocab, merges = _clip_vocab()
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(vocab),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=vocab["<|startoftext|>"],
+            eos_token_id=vocab["<|endoftext|>"],
+            pad_token_id=vocab["<|endoftext|>"],
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=224,
+            patch_size=patch_size,
+        ),
+        projection_dim=projection_dim,
+    )
+    torch.manual_seed(seed)
+    model = CLIPModel(config).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(path)
+
+
+def _tiny_clap_text_config(vocab_size: int) -> dict:
+    return dict(
+        vocab_size=vocab_size,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=80,
+        projection_dim=512,
+        bos_token_id=0,
+        pad_token_id=1,
+        eos_token_id=2,
+    )
+
+
+def _write_tiny_clap(path: Path, *, seed: int) -> None:
+    import torch
+    from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, RobertaTokenizer
+
+    vocab, merges = _byte_level_vocab()
+    tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=77)
+    config = ClapConfig(
+        text_config=_tiny_clap_text_config(len(vocab)),
+        audio_config=dict(
+            # Same input geometry as HTSAT-tiny (64 mels, spec 256, patch 4), tiny widths.
+            patch_embeds_hidden_size=16,
+            hidden_size=32,
+            depths=[1, 1],
+            num_attention_heads=[1, 2],
+            window_size=8,
+            projection_dim=512,
+        ),
+        projection_dim=512,
+    )
+    torch.manual_seed(seed)
+    model = ClapModel(config).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad").save_pretrained(path)
+
+
+def _write_tiny_audioldm(path: Path, *, seed: int) -> None:
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import ClapTextConfig, ClapTextModelWithProjection, RobertaTokenizer, SpeechT5HifiGan
+    from transformers import SpeechT5HifiGanConfig
+
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        sample_size=32,
+        in_channels=8,
+        out_channels=8,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        block_out_channels=(32, 64),
+        layers_per_block=1,
+        norm_num_groups=8,
+        cross_attention_dim=(32, 64),
+        attention_head_dim=8,
+        class_embed_type="simple_projection",
+        projection_class_embeddings_input_dim=512,
+        class_embeddings_concat=True,
+    )
+    unet.save_pretrained(path / "unet")
+    torch.manual_seed(seed + 1)
+    vae = AutoencoderKL(
+        in_channels=1,
+        out_channels=1,
+        down_block_types=("DownEncoderBlock2D",) * 3,
+        up_block_types=("UpDecoderBlock2D",) * 3,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        latent_channels=8,
+        norm_num_groups=8,
+        sample_size=64,
+    )
+    vae.save_pretrained(path / "vae")
+    torch.manual_seed(seed + 2)
+    vocoder = SpeechT5HifiGan(
+        SpeechT5HifiGanConfig(
+            model_in_dim=64,
+            sampling_rate=16000,
+            upsample_initial_channel=32,
+            upsample_rates=[5, 4, 2, 2, 2],
+            upsample_kernel_sizes=[10, 8, 4, 4, 4],
+            resblock_kernel_sizes=[3],
+            resblock_dilation_sizes=[[1, 3]],
+            normalize_before=False,
+        )
+    ).eval()
+    # HiFi-GAN's N(0, 0.01) init shrinks the signal ~100x per layer; He-init keeps the tiny
+    # stand-in audible so loudness handling and muxing are exercised on real-looking levels.
+    with torch.no_grad():
+        for mod in vocoder.modules():
+            if isinstance(mod, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+                torch.nn.init.kaiming_normal_(mod.weight, a=0.1, nonlinearity="leaky_relu")
+    vocoder.save_pretrained(path / "vocoder")
+    _audioldm_scheduler().save_pretrained(path / "scheduler")
+    vocab, merges = _byte_level_vocab()
+    torch.manual_seed(seed + 3)
+    text_encoder = ClapTextModelWithProjection(ClapTextConfig(**_tiny_clap_text_config(len(vocab)))).eval()
+    text_encoder.save_pretrained(path / "text_encoder")
+    RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=77).save_pretrained(path / "tokenizer")
+    (path / "model_index.json").write_text(
+        json.dumps(
+            {
+                "_class_name": "AudioLDMPipeline",
+                "_diffusers_version": "0.42.1",
+                "scheduler": ["diffusers", "DDIMScheduler"],
+                "text_encoder": ["transformers", "ClapTextModelWithProjection"],
+                "tokenizer": ["transformers", "RobertaTokenizer"],
+                "unet": ["diffusers", "UNet2DConditionModel"],
+                "vae": ["diffusers", "AutoencoderKL"],
+                "vocoder": ["transformers", "SpeechT5HifiGan"],
+            },
+            indent=2,
+        )
+    )
+
+
+def _audioldm_scheduler():
+    """AudioLDM's training noise schedule (linear_start 0.0015, linear_end 0.0195, 1000 steps)."""
+    from diffusers import DDIMScheduler
+
+    return DDIMScheduler(
+        num_train_timesteps=1000,
+        beta_start=0.0015,
+        beta_end=0.0195,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type="epsilon",
+    )
+
+
+def _write_tiny_mapper(path: Path, *, seed: int) -> None:
+    import torch
+
+    from .modules.mapper import MapperConfig, V2AMapper
+
+    torch.manual_seed(seed)
+    config = MapperConfig(kind="diffusion_transformer", clip_dim=512, clap_dim=512, width=64, depth=2, heads=2, head_dim=32)
+    V2AMapper(config).save_pretrained(path)
+
+
+# ----------------------------------------------------------------------------------------------
+# Real-size architectures (random weights) for benchmarks
+# ----------------------------------------------------------------------------------------------
+
+
+def real_size_configs() -> dict[str, dict]:
+    """Architecture settings of the default checkpoints, for building full-size random models.
+
+    AudioLDM-S (``cvssp/audioldm-s-full-v2``): original config model_channels 128, channel_mult
+    [1,2,3,5], num_res_blocks 2, attention at resolutions [8,4,2], FiLM condition 512 concatenated;
+    VAE ch 128, ch_mult [1,2,4], z 8; HiFi-GAN 64 mels, upsample [5,4,2,2,2] at 16 kHz.
+    """
+    return {
+        "unet": dict(
+            sample_size=128,
+            in_channels=8,
+            out_channels=8,
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            block_out_channels=(128, 256, 384, 640),
+            layers_per_block=2,
+            cross_attention_dim=(128, 256, 384, 640),
+            attention_head_dim=8,
+            class_embed_type="simple_projection",
+            projection_class_embeddings_input_dim=512,
+            class_embeddings_concat=True,
+        ),
+        "vae": dict(
+            in_channels=1,
+            out_channels=1,
+            down_block_types=("DownEncoderBlock2D",) * 3,
+            up_block_types=("UpDecoderBlock2D",) * 3,
+            block_out_channels=(128, 256, 512),
+            layers_per_block=2,
+            latent_channels=8,
+            sample_size=512,
+        ),
+        "vocoder": dict(
+            model_in_dim=64,
+            sampling_rate=16000,
+            upsample_initial_channel=1024,
+            upsample_rates=[5, 4, 2, 2, 2],
+            upsample_kernel_sizes=[16, 16, 8, 4, 4],
+            resblock_kernel_sizes=[3, 7, 11],
+            resblock_dilation_sizes=[[1, 3, 5], [1, 3, 5], [1, 3, 5]],
+            normalize_before=False,
+        ),
+    }
