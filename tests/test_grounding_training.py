@@ -19,6 +19,16 @@ from foleykit.training.grounding import (
     train_grounding_direct,
 )
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """These tensors are tiny: intra-op threading only adds sync cost (badly so on a busy 2-core box)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # ---------------------------------------------------------------------- synthetic grounding
 
 

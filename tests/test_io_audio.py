@@ -22,7 +22,10 @@ def peak_hz(wave: np.ndarray, sr: int) -> float:
     return float(np.fft.rfftfreq(len(wave), 1 / sr)[spectrum.argmax()])
 
 
-@pytest.mark.parametrize(("ext", "subtype"), [(".wav", "PCM_16"), (".flac", "PCM_16"), (".ogg", "VORBIS")])
+@pytest.mark.parametrize(
+    ("ext", "subtype"),
+    [(".wav", "PCM_16"), (".flac", "PCM_16"), (".ogg", "VORBIS"), (".mp3", "MPEG_LAYER_III")],
+)
 def test_load_reads_formats_with_rate_and_duration(tmp_path, ext, subtype):
     p = tmp_path / f"tone{ext}"
     sf.write(p, sine(440, 22050, 1.5), 22050, subtype=subtype)

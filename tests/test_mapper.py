@@ -133,6 +133,26 @@ def test_diffusion_variants_learn_the_hidden_map(data, kind):
     assert trained >= 0.8 and trained >= baseline + 0.5, (trained, baseline)
 
 
+def test_diffusion_mapper_models_a_one_to_many_mapping():
+    """The paper's reason for a diffusion mapper: when an image fits two sounds, regression returns their
+    blurred average, while diffusion samples land on one sound or the other, and on both across images."""
+    g = torch.Generator().manual_seed(0)
+    modes = F.normalize(torch.randn(2, DA, generator=g), dim=-1)
+    clip = F.normalize(torch.randn(1000, DV, generator=g), dim=-1)
+    clap = modes[torch.randint(0, 2, (1000,), generator=g)]  # independent of the image
+    test_clip = F.normalize(torch.randn(200, DV, generator=g), dim=-1)
+    kw = dict(epochs=6, batch_size=128, lr=1e-3, val_fraction=0.0, seed=0, device="cpu", progress=False)
+    closeness = {}
+    for kind in ("diffusion_mlp", "regression_mlp"):
+        model = train_mapper(clip, clap, _small(kind), **kw).model
+        cos = model.map(test_clip, generator=torch.Generator().manual_seed(1)) @ modes.T
+        closeness[kind] = cos.max(-1).values.mean().item()
+        if kind == "diffusion_mlp":
+            share = (cos[:, 0] > cos[:, 1]).float().mean().item()
+            assert 0.2 <= share <= 0.8, share
+    assert closeness["diffusion_mlp"] >= 0.95 and closeness["regression_mlp"] <= 0.85, closeness
+
+
 # --- sampling ----------------------------------------------------------------------------------------
 
 
@@ -171,7 +191,8 @@ def test_ddim_sampler_follows_the_deterministic_path():
         return c.expand(clip.shape[0], -1)
 
     model.forward = oracle
-    out = model.map(torch.randn(2, DV), steps=5, guidance_scale=0.9, generator=torch.Generator().manual_seed(0))
+    gen = torch.Generator().manual_seed(0)
+    out = model.map(torch.randn(2, DV), steps=5, guidance_scale=0.9, generator=gen)
     assert torch.allclose(out, c.expand(2, -1), atol=1e-6)
     assert [t for _, t in seen] == [999, 749, 500, 250, 0]
     abar, scale = model.alphas_cumprod, math.sqrt(DA)

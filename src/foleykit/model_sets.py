@@ -40,6 +40,14 @@ DEFAULT_MODELS: dict[str, str] = {
     "audioldm": "cvssp/audioldm-s-full-v2",
 }
 
+#: Optional roles used by some methods (SS2A perception, Sounding-that-Object). Kept in
+#: ``ModelSet.extra``; each has a tiny builder registered in ``EXTRA_TINY_BUILDERS``.
+DEFAULT_EXTRA_MODELS: dict[str, str] = {
+    "sam": "facebook/sam-vit-base",
+    "detector": "google/owlv2-base-patch16-ensemble",
+    "prior": "kakaobrain/karlo-v1-alpha",
+}
+
 #: Sub-folder names used by the tiny set and by local model-set directories without a manifest.
 ROLE_DIRS: dict[str, str] = {
     "clip": "clip-vit-large-patch14",
@@ -47,6 +55,17 @@ ROLE_DIRS: dict[str, str] = {
     "clap": "clap-htsat-unfused",
     "audioldm": "audioldm-s-full-v2",
     "mapper": "v2a-mapper",
+    "sam": "sam-vit-base",
+    "detector": "owlv2-base-patch16",
+    "prior": "karlo-prior",
+}
+
+#: role -> "module:function" writing that role's tiny stand-in into a folder: ``fn(path, seed=...)``.
+#: Builders live beside the encoder that loads the role, so each encoder owns its stand-in.
+EXTRA_TINY_BUILDERS: dict[str, str] = {
+    "sam": "foleykit.encoders.segmenter:write_tiny_sam",
+    "detector": "foleykit.encoders.detector:write_tiny_detector",
+    "prior": "foleykit.encoders.prior:write_tiny_prior",
 }
 
 
@@ -83,7 +102,7 @@ def resolve_model_set(models: str | os.PathLike | None = None, *, cache_dir: str
         models = os.environ.get("FOLEYKIT_MODELS", "default")
     models = str(models)
     if models == "default":
-        return ModelSet(name="default", **DEFAULT_MODELS)
+        return ModelSet(name="default", **DEFAULT_MODELS, extra=dict(DEFAULT_EXTRA_MODELS))
     if models in ("tiny", "debug"):
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         return _model_set_from_dir(build_tiny_model_set(root / f"tiny-v{TINY_VERSION}"), name="tiny")
@@ -156,7 +175,14 @@ def build_tiny_model_set(root: str | os.PathLike) -> Path:
         _write_tiny_clap(tmp / ROLE_DIRS["clap"], seed=2)
         _write_tiny_audioldm(tmp / ROLE_DIRS["audioldm"], seed=3)
         _write_tiny_mapper(tmp / ROLE_DIRS["mapper"], seed=4)
-        (tmp / "model_set.json").write_text(json.dumps({role: sub for role, sub in ROLE_DIRS.items()}, indent=2))
+        roles = {role: ROLE_DIRS[role] for role in ("clip", "clip_mapper", "clap", "audioldm", "mapper")}
+        for i, (role, target) in enumerate(EXTRA_TINY_BUILDERS.items()):
+            builder = _import_builder(target)
+            if builder is None:
+                continue
+            builder(tmp / ROLE_DIRS[role], seed=10 + i)
+            roles[role] = ROLE_DIRS[role]
+        (tmp / "model_set.json").write_text(json.dumps(roles, indent=2))
         (tmp / "README.md").write_text(
             "Tiny random stand-ins of foleykit's foundation models (same classes as the real ones). "
             "They produce noise, not meaningful sound: they exist to run every code path offline.\n"
@@ -173,6 +199,17 @@ def build_tiny_model_set(root: str | os.PathLike) -> Path:
     return root
 
 
+def _import_builder(target: str):
+    """The tiny builder ``module:function``, or None while that encoder does not exist yet."""
+    import importlib
+
+    module, func = target.split(":")
+    try:
+        return getattr(importlib.import_module(module), func)
+    except (ImportError, AttributeError):
+        return None
+
+
 def _byte_symbols() -> list[str]:
     """The 256 printable symbols byte-level BPE uses for raw bytes (GPT-2's reversible mapping)."""
     keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
@@ -185,7 +222,7 @@ def _byte_symbols() -> list[str]:
     return [symbols[b] for b in range(256)]
 
 
-def _byte_level_vocab() -> tuple[dict[str, int], list[str]]:
+def byte_level_vocab() -> tuple[dict[str, int], list[str]]:
     """A RoBERTa (byte-level BPE) vocabulary of the 256 byte symbols plus specials, no merges."""
     vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
     for ch in _byte_symbols():
@@ -194,7 +231,7 @@ def _byte_level_vocab() -> tuple[dict[str, int], list[str]]:
     return vocab, []
 
 
-def _clip_vocab() -> tuple[dict[str, int], list[str]]:
+def clip_vocab() -> tuple[dict[str, int], list[str]]:
     """A CLIP BPE vocabulary: byte symbols and their end-of-word forms, no merges."""
     vocab: dict[str, int] = {}
     for ch in _byte_symbols():
@@ -210,7 +247,7 @@ def _write_tiny_clip(path: Path, *, projection_dim: int, patch_size: int, seed: 
     import torch
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
-    vocab, merges = _clip_vocab()
+    vocab, merges = clip_vocab()
     tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
     config = CLIPConfig(
         text_config=dict(
@@ -241,7 +278,7 @@ def _write_tiny_clip(path: Path, *, projection_dim: int, patch_size: int, seed: 
     CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(path)
 
 
-def _tiny_clap_text_config(vocab_size: int) -> dict:
+def tiny_clap_text_config(vocab_size: int) -> dict:
     return dict(
         vocab_size=vocab_size,
         hidden_size=32,
@@ -260,10 +297,10 @@ def _write_tiny_clap(path: Path, *, seed: int) -> None:
     import torch
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, RobertaTokenizer
 
-    vocab, merges = _byte_level_vocab()
+    vocab, merges = byte_level_vocab()
     tokenizer = RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=77)
     config = ClapConfig(
-        text_config=_tiny_clap_text_config(len(vocab)),
+        text_config=tiny_clap_text_config(len(vocab)),
         audio_config=dict(
             # Same input geometry as HTSAT-tiny (64 mels, spec 256, patch 4), tiny widths.
             patch_embeds_hidden_size=16,
@@ -339,9 +376,9 @@ def _write_tiny_audioldm(path: Path, *, seed: int) -> None:
                 torch.nn.init.kaiming_normal_(mod.weight, a=0.1, nonlinearity="leaky_relu")
     vocoder.save_pretrained(path / "vocoder")
     _audioldm_scheduler().save_pretrained(path / "scheduler")
-    vocab, merges = _byte_level_vocab()
+    vocab, merges = byte_level_vocab()
     torch.manual_seed(seed + 3)
-    text_encoder = ClapTextModelWithProjection(ClapTextConfig(**_tiny_clap_text_config(len(vocab)))).eval()
+    text_encoder = ClapTextModelWithProjection(ClapTextConfig(**tiny_clap_text_config(len(vocab)))).eval()
     text_encoder.save_pretrained(path / "text_encoder")
     RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=77).save_pretrained(path / "tokenizer")
     (path / "model_index.json").write_text(

@@ -154,7 +154,7 @@ class AudioLDMGenerator:
                 CLAP audio embedding is closest to the condition is kept, else the first.
         """
         p = get_preset(preset)
-        steps = int(num_inference_steps or p.num_inference_steps)
+        steps = int(p.num_inference_steps if num_inference_steps is None else num_inference_steps)
         guidance = float(p.guidance_scale if guidance_scale is None else guidance_scale)
         eta = float(p.eta if eta is None else eta)
         sched_name = scheduler or p.scheduler
@@ -165,7 +165,7 @@ class AudioLDMGenerator:
         batch = cond.shape[0]
         cond = cond.repeat_interleave(num_candidates, dim=0)
         total = cond.shape[0]
-        do_cfg = guidance > 1.0
+        do_cfg = guidance != 1.0  # 1.0 is the conditional model alone; skip the unconditional pass
         if do_cfg:
             neg = self.unconditional_embedding() if negative_embeds is None else F.normalize(negative_embeds.float(), dim=-1)
             neg = neg.to(self.device).expand(total, -1) if neg.dim() == 1 else neg.to(self.device).repeat_interleave(num_candidates, 0)

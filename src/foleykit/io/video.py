@@ -83,8 +83,9 @@ def _video_stream(container: av.container.InputContainer, p: Path) -> av.video.s
     """The first real video stream; cover art (an attached picture) does not count."""
     if container.format.name.endswith("_pipe") or container.format.name == "image2":
         raise InputError(f"video file {p} is a still image, not a video")
+    cover_art = getattr(getattr(av.stream, "Disposition", None), "attached_pic", 0)  # PyAV >= 15
     for stream in container.streams.video:
-        if not stream.disposition & av.stream.Disposition.attached_pic:
+        if not (cover_art and stream.disposition & cover_art):
             return stream
     raise InputError(f"video file {p} has no video stream")
 
@@ -124,7 +125,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate
         fps = float(rate) if rate else (vs.frames / duration if vs.frames > 0 else 0.0)
         n_frames = vs.frames if vs.frames > 0 else max(1, round(duration * fps))
-        rotation = round(first.rotation / 90) * 90 % 360
+        rotation = round(getattr(first, "rotation", 0) / 90) * 90 % 360  # read by PyAV >= 15
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
         return VideoInfo(
             duration_s=duration,
@@ -253,8 +254,6 @@ def _soundtrack(audio: np.ndarray, sample_rate: int, n_samples: int) -> np.ndarr
         raise InputError(f"audio to mux must be mono or stereo, got {wave.shape[0]} channels")
     if wave.shape[1] == 0:
         raise InputError("audio to mux has no frames")
-    if sample_rate <= 0:
-        raise InputError(f"audio to mux: sample rate must be positive, got {sample_rate}")
     wave = resample(wave, sample_rate, MUX_SAMPLE_RATE)
     if wave.shape[0] == 1:
         wave = np.repeat(wave, 2, axis=0)
@@ -267,9 +266,9 @@ def _soundtrack(audio: np.ndarray, sample_rate: int, n_samples: int) -> np.ndarr
     return out
 
 
-def _encode_audio(stream: av.audio.stream.AudioStream, track: np.ndarray, first_pts: int) -> deque:
+def _encode_audio(stream: av.audio.stream.AudioStream, track: np.ndarray, first_pts: int) -> deque[av.Packet]:
     """All AAC packets of ``track``, encoded up front so they can be interleaved with the video."""
-    packets: deque = deque()
+    packets: deque[av.Packet] = deque()
     chunk = MUX_SAMPLE_RATE
     for i in range(0, track.shape[1], chunk):
         frame = av.AudioFrame.from_ndarray(
@@ -288,7 +287,7 @@ def _packet_time(packet: av.Packet) -> float:
     return float(ts * packet.time_base) if ts is not None else math.inf
 
 
-def _mux_audio_until(dst: av.container.OutputContainer, audio: deque, t: float) -> None:
+def _mux_audio_until(dst: av.container.OutputContainer, audio: deque[av.Packet], t: float) -> None:
     """Mux queued audio packets up to time ``t`` so both streams advance together in the file."""
     while audio and _packet_time(audio[0]) <= t:
         dst.mux(audio.popleft())

@@ -159,7 +159,8 @@ class GroundingModule(nn.Module, huggingface_hub.PyTorchModelHubMixin):
             raise InputError(
                 f"attention weights must be (batch, {self.config.num_patches}), got {tuple(weights.shape)}"
             )
-        weights, patch_emb = self._match_batch(weights.to(patch_emb.dtype), patch_emb)
+        weights = weights.to(device=patch_emb.device, dtype=patch_emb.dtype)
+        weights, patch_emb = self._match_batch(weights, patch_emb)
         attended = torch.einsum("bp,bpd->bd", weights, self.values(patch_emb))
         cond = self.mlp(attended)
         if self.config.normalize_output:

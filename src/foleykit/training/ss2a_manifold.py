@@ -228,7 +228,7 @@ def train_manifold(
         stats = ManifoldEpochStats(
             epoch=epoch,
             **{k: v / seen for k, v in sums.items()},
-            temperature_scale=float(student.temperature_scale()),
+            temperature_scale=student.temperature_scale().item(),
         )
         if len(val_idx):
             stats.val_top1 = retrieval_top1(teacher, clip[val_idx], clap[val_idx])

@@ -1,0 +1,128 @@
+"""The AudioLDM generator on tiny stand-ins: shapes, determinism, guidance, ranking, bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from foleykit.errors import InputError
+from foleykit.generator.long_audio import generate_long, plan_windows
+from foleykit.generator.pipeline import AudioLDMGenerator
+from foleykit.generator.presets import PRESETS
+
+
+@pytest.fixture(scope="module")
+def generator(tiny_models_dir):
+    return AudioLDMGenerator.from_pretrained(str(tiny_models_dir / "audioldm-s-full-v2"), device="cpu")
+
+
+def _cond(n=1, seed=0):
+    return torch.randn(n, 512, generator=torch.Generator().manual_seed(seed))
+
+
+def test_waveform_shape_rate_and_finiteness(generator):
+    out = generator(_cond(2), duration_s=1.5, seed=1, num_inference_steps=2, progress=False)
+    assert out.sample_rate == 16000
+    assert out.waveforms.shape == (2, 24000)
+    assert out.waveforms.dtype == np.float32
+    assert np.isfinite(out.waveforms).all() and out.waveforms.std() > 0
+
+
+def test_same_seed_same_audio_other_seed_differs(generator):
+    a = generator(_cond(), duration_s=1.0, seed=7, num_inference_steps=2, progress=False).waveforms
+    b = generator(_cond(), duration_s=1.0, seed=7, num_inference_steps=2, progress=False).waveforms
+    c = generator(_cond(), duration_s=1.0, seed=8, num_inference_steps=2, progress=False).waveforms
+    assert np.array_equal(a, b)
+    assert not np.allclose(a, c)
+
+
+def test_batch_item_does_not_depend_on_batch(generator):
+    """Item i uses seed+i, so a clip is the same alone or in a batch."""
+    conds = _cond(2, seed=3)
+    both = generator(conds, duration_s=1.0, seed=11, num_inference_steps=2, progress=False).waveforms
+    first = generator(conds[:1], duration_s=1.0, seed=11, num_inference_steps=2, progress=False).waveforms
+    np.testing.assert_allclose(both[0], first[0], atol=1e-5)
+
+
+def test_condition_changes_output(generator):
+    a = generator(_cond(seed=1), duration_s=1.0, seed=5, num_inference_steps=2, progress=False).waveforms
+    b = generator(_cond(seed=2), duration_s=1.0, seed=5, num_inference_steps=2, progress=False).waveforms
+    assert not np.allclose(a, b)
+
+
+def test_unconditional_is_clap_text_of_empty_string(generator):
+    u = generator.unconditional_embedding()
+    assert u.shape == (512,)
+    assert torch.isclose(u.norm(), torch.tensor(1.0), atol=1e-5)
+    tok = generator.tokenizer([""], padding="max_length", max_length=generator.tokenizer.model_max_length,
+                              return_tensors="pt")
+    ref = generator.text_encoder(**tok).text_embeds[0]
+    assert torch.allclose(u, ref / ref.norm(), atol=1e-5)
+
+
+def test_guidance_one_equals_conditional_only(generator):
+    """guidance 1.0 must skip the unconditional branch; guidance 0 is the unconditional model."""
+    g1 = generator(_cond(), duration_s=1.0, seed=4, num_inference_steps=2, guidance_scale=1.0, progress=False)
+    g0 = generator(_cond(), duration_s=1.0, seed=4, num_inference_steps=2, guidance_scale=0.0, progress=False)
+    neg = generator(generator.unconditional_embedding()[None], duration_s=1.0, seed=4, num_inference_steps=2,
+                    guidance_scale=1.0, progress=False)
+    assert not np.allclose(g1.waveforms, g0.waveforms)
+    np.testing.assert_allclose(g0.waveforms, neg.waveforms, atol=1e-5)
+
+
+def test_ranking_keeps_the_best_candidate(generator, tiny_models_dir):
+    from foleykit.encoders.clap import ClapEncoder
+
+    clap = ClapEncoder.from_pretrained(str(tiny_models_dir / "clap-htsat-unfused"))
+    cond = _cond()
+    out = generator(cond, duration_s=1.0, seed=2, num_inference_steps=2, num_candidates=3, ranker=clap, progress=False)
+    assert out.waveforms.shape == (1, 16000)
+    # Recompute every candidate alone: candidate k uses seed 2+k.
+    cands = [generator(cond, duration_s=1.0, seed=2 + k, num_inference_steps=2, progress=False).waveforms[0] for k in range(3)]
+    sims = (clap.embed_audio(cands, 16000) * torch.nn.functional.normalize(cond, dim=-1)).sum(-1)
+    best = int(sims.argmax())
+    np.testing.assert_allclose(out.waveforms[0], cands[best], atol=1e-5)
+    assert out.scores[0] == pytest.approx(float(sims.max()), abs=1e-4)
+
+
+def test_presets_match_the_papers():
+    p = PRESETS["paper"]
+    assert (p.scheduler, p.num_inference_steps, p.eta, p.guidance_scale) == ("ddim", 200, 1.0, 2.5)
+    assert PRESETS["fast"].num_inference_steps < p.num_inference_steps
+
+
+@pytest.mark.parametrize("kwargs", [
+    dict(duration_s=0), dict(duration_s=-1), dict(duration_s=11), dict(num_inference_steps=0),
+    dict(guidance_scale=float("nan")), dict(num_candidates=0), dict(preset="slow"), dict(scheduler="nope"),
+])
+def test_bad_parameters_raise_input_error(generator, kwargs):
+    base = dict(duration_s=1.0, num_inference_steps=1, progress=False, seed=0)
+    base.update(kwargs)
+    with pytest.raises(InputError):
+        generator(_cond(), **base)
+
+
+def test_bad_conditions_raise_input_error(generator):
+    with pytest.raises(InputError):
+        generator(torch.randn(1, 256), duration_s=1.0, num_inference_steps=1, progress=False)
+    with pytest.raises(InputError):
+        generator(torch.full((1, 512), float("nan")), duration_s=1.0, num_inference_steps=1, progress=False)
+
+
+def test_window_plan_covers_duration():
+    assert plan_windows(4.0) == [(0.0, 4.0)]
+    w = plan_windows(25.0, window_s=10.0, overlap_s=0.5)
+    assert w[0][0] == 0.0 and w[-1][1] >= 25.0
+    assert all(abs((b[0] - a[0]) - 9.5) < 1e-9 for a, b in zip(w, w[1:]))
+    with pytest.raises(InputError):
+        plan_windows(10_000)
+
+
+def test_long_audio_is_joined_to_exact_length(generator):
+    out = generate_long(generator, _cond(), 12.0, window_s=3.0, overlap_s=0.5, seed=1,
+                        num_inference_steps=1, progress=False)
+    # 12 s > one window, so several 3 s windows were crossfaded and cut to 12 s.
+    assert out.waveforms.shape == (1, 12 * 16000)
+    assert np.isfinite(out.waveforms).all()
+    assert len(out.settings["windows"]) == 5
