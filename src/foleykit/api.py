@@ -41,13 +41,12 @@ def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str
 
 
 def _check_output(output: Path, source, video: bool, overwrite: bool) -> Path:
-    suffix = output.suffix.lower()
-    allowed = AUDIO_SUFFIXES + ((".mp4",) if video else ())
-    if suffix not in allowed:
-        kind = "a video" if video else "an image"
-        raise OutputError(f"output {output}: for {kind} write {' or '.join(allowed)}")
     inputs = [] if isinstance(source, Image.Image) else [source]
     out = check_output_path(output, inputs)
+    allowed = AUDIO_SUFFIXES + ((".mp4",) if video else ())
+    if output.suffix.lower() not in allowed:
+        kind = "a video" if video else "an image"
+        raise OutputError(f"output {output}: for {kind} write {' or '.join(allowed)}")
     if out.exists() and not overwrite:
         raise OutputError(f"output {out} already exists; pass --overwrite to replace it")
     return out
@@ -90,13 +89,16 @@ def generate(
     )
     outputs: list[Path] = []
     sidecar = None
+    notes: list[str] = []
     if out_path is not None:
         from .io.audio import write_audio
 
         if out_path.suffix.lower() == ".mp4":
             from .io.video import mux_audio
 
-            mux_audio(Path(source).expanduser(), sound.waveform, sound.sample_rate, out_path)
+            muxed = mux_audio(Path(source).expanduser(), sound.waveform, sound.sample_rate, out_path)
+            if muxed.note:
+                notes.append(muxed.note)
         else:
             write_audio(out_path, sound.waveform, sound.sample_rate)
         outputs.append(out_path)
@@ -111,5 +113,7 @@ def generate(
             "seed": sound.seed,
             **sound.record,
         }
+        if notes:
+            record["notes"] = notes
         sidecar = write_sidecar(out_path, record)
     return GenerateResult(sound=sound, seed=sound.seed, outputs=outputs, sidecar=sidecar)

@@ -163,7 +163,8 @@ def _sqrt_of_product(
     eye = np.eye(sigma_a.shape[0])
     problem = ""
     for offset in (0.0, eps):
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", linalg.LinAlgWarning)  # judged below, with our own message
             covmean = linalg.sqrtm((sigma_a + offset * eye) @ (sigma_b + offset * eye))
         if not np.isfinite(covmean).all():
             problem = "the product of covariances is singular (non-finite square root)"

@@ -265,7 +265,9 @@ def _embed_all(
     """Every file through every embedder once; per-file problems gathered into one error."""
     outputs: Outputs = {role: {side: {} for side in sides} for role in embedders}
     problems: list[str] = []
-    notes: dict[str, list[str]] = {"silent": [], "upsampled": [], "short": []}
+    notes: dict[str, list[str]] = {"silent": [], "low_sample_rate": [], "short": []}
+    rates: dict[str, dict[int, int]] = {side: {} for side in sides}
+    lowest_rate = min((e.sample_rate for e in embedders.values()), default=0)
     items = [(side, name, path) for side, files in sides.items() for name, path in sorted(files.items())]
     if progress:
         from tqdm import tqdm
@@ -284,14 +286,20 @@ def _embed_all(
             problems.append(one_line(exc))
             continue
         sr, seconds = int(check["sample_rate"]), int(check["frames"]) / int(check["sample_rate"])
+        rates[side][sr] = rates[side].get(sr, 0) + 1
         label = f"{side}/{path.name}"
         if float(check["peak"]) < SILENCE_PEAK:
             notes["silent"].append(label)
-        higher = sorted({e.sample_rate for e in embedders.values() if e.sample_rate > sr})
-        if higher:
-            notes["upsampled"].append(f"{label} ({sr} Hz -> {', '.join(map(str, higher))} Hz: top band empty)")
+        if sr < lowest_rate:
+            notes["low_sample_rate"].append(f"{label} ({sr} Hz, upsampled to {lowest_rate} Hz: its top band is empty)")
         if seconds < protocol.seconds - _SHORT_TOLERANCE_S:
             notes["short"].append(f"{label} ({seconds:.2f} s < {protocol.seconds:g} s)")
+    if len({sr for counts in rates.values() for sr in counts}) > 1:
+        listing = "; ".join(f"{side}: " + ", ".join(f"{n} at {sr} Hz" for sr, n in sorted(c.items()))
+                            for side, c in rates.items())
+        notes["mixed_sample_rates"] = [
+            f"{listing} (a band that only some files can hold shifts embedders running above the lowest rate)"
+        ]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; (+{len(problems) - 5} more)" if len(problems) > 5 else "")
         raise InputError(f"{len(problems)} audio files cannot be evaluated: {shown}")

@@ -126,15 +126,16 @@ class PannsEmbedder(TorchAudioEmbedder):
         path: str | os.PathLike,
         *,
         preset: str = "16k",
+        config: Cnn14Config | None = None,
         device: torch.device | str = "cpu",
         class_names: list[str] | None = None,
     ) -> PannsEmbedder:
-        """Load a released CNN14 checkpoint; ``preset`` must be the one it was trained with."""
-        config = Cnn14Config.preset(preset)
+        """Load a released CNN14 checkpoint; ``preset`` must be the one it was trained with (or give ``config``)."""
+        config = config or Cnn14Config.preset(preset)
         model = Cnn14(config)
         state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("spectrogram_extractor.")}
         load_exactly(model, state, str(path))
-        return cls(model, id=f"panns-cnn14-{preset}:{checkpoint_id(path)}", device=torch.device(device),
+        return cls(model, id=f"panns-cnn14:{config_digest(config)}:{checkpoint_id(path)}", device=torch.device(device),
                    class_names=class_names)
 
     @classmethod

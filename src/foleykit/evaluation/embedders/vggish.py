@@ -80,13 +80,18 @@ class VGGishEmbedder(TorchAudioEmbedder):
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, *, final_relu: bool = False, device: torch.device | str = "cpu"
+        cls,
+        path: str | os.PathLike,
+        *,
+        final_relu: bool = False,
+        config: VGGishConfig | None = None,
+        device: torch.device | str = "cpu",
     ) -> VGGishEmbedder:
-        config = VGGishConfig(final_relu=final_relu)
+        """Load the PyTorch port's weights; the final ReLU stays off unless asked for (FAD convention)."""
+        config = config or VGGishConfig(final_relu=final_relu)
         model = VGGish(config)
         load_exactly(model, read_state_dict(path), str(path))
-        relu = "-relu" if final_relu else ""
-        return cls(model, id=f"vggish{relu}:{checkpoint_id(path)}", device=torch.device(device))
+        return cls(model, id=f"vggish:{config_digest(config)}:{checkpoint_id(path)}", device=torch.device(device))
 
     @classmethod
     def tiny(cls, *, seed: int = 0, device: torch.device | str = "cpu") -> VGGishEmbedder:

@@ -136,11 +136,14 @@ class Wav2ClipEmbedder(TorchAudioEmbedder):
         self.sample_rate = model.config.sample_rate
 
     @classmethod
-    def from_checkpoint(cls, path: str | os.PathLike, *, device: torch.device | str = "cpu") -> Wav2ClipEmbedder:
+    def from_checkpoint(
+        cls, path: str | os.PathLike, *, config: Wav2ClipConfig | None = None, device: torch.device | str = "cpu"
+    ) -> Wav2ClipEmbedder:
         """Load the released checkpoint (or any state dict with its key names)."""
-        model = Wav2Clip(Wav2ClipConfig())
+        config = config or Wav2ClipConfig()
+        model = Wav2Clip(config)
         load_exactly(model, _rename(read_state_dict(path)), str(path))
-        return cls(model, id=f"wav2clip:{checkpoint_id(path)}", device=torch.device(device))
+        return cls(model, id=f"wav2clip:{config_digest(config)}:{checkpoint_id(path)}", device=torch.device(device))
 
     @classmethod
     def tiny(cls, *, seed: int = 0, embedding_dim: int = 512, device: torch.device | str = "cpu") -> Wav2ClipEmbedder:

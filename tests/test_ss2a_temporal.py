@@ -1,0 +1,83 @@
+"""Temporal aggregation: positions, padding, save/load, and learning a time-dependent target."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from foleykit.errors import InputError
+from foleykit.modules.temporal import TemporalAggregator, TemporalConfig, evenly_spaced_frame_indices, sinusoidal_table
+from foleykit.training.ss2a_temporal import evaluate_temporal, train_temporal
+
+SMALL = TemporalConfig(clap_dim=16, num_frames=8, num_layers=1, num_heads=4, dropout=0.0, position_resolution=32)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is several times faster than two when the cores are shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def _model(**overrides) -> TemporalAggregator:
+    torch.manual_seed(0)
+    model = TemporalAggregator(TemporalConfig(**{**SMALL.__dict__, **overrides})).eval()
+    with torch.no_grad():
+        model.encoder.layers[0].feed_forward.linear2.weight.normal_(0, 0.3)
+    return model
+
+
+def test_position_table_is_sinusoidal_with_base_twice_the_resolution():
+    table = sinusoidal_table(32, 16, 64.0)
+    p, i = 5, 3  # feature pair i: sin at 2i, cos at 2i+1, frequency 64^(-2i/16)
+    freq = 64.0 ** (-2 * i / 16)
+    assert table[p, 2 * i].item() == pytest.approx(torch.sin(torch.tensor(p * freq)).item(), abs=1e-6)
+    assert table[p, 2 * i + 1].item() == pytest.approx(torch.cos(torch.tensor(p * freq)).item(), abs=1e-6)
+    assert torch.equal(_model().position_table, table)
+
+
+def test_positions_matter_and_default_to_frame_indices():
+    model = _model()
+    frames = torch.randn(2, 8, 16)
+    default = model(frames).mu
+    assert torch.allclose(default, model(frames, positions=torch.arange(8)).mu)
+    assert not torch.allclose(default, model(frames, positions=torch.arange(8) * 3).mu, atol=1e-4)
+
+
+def test_padding_frames_leave_the_output_unchanged():
+    model = _model()
+    frames = torch.randn(2, 6, 16)
+    padded = torch.cat([frames, 100 * torch.randn(2, 2, 16)], dim=1)
+    mask = torch.zeros(2, 8, dtype=torch.bool)
+    mask[:, 6:] = True
+    assert torch.allclose(model(padded, padding_mask=mask).mu, model(frames).mu, atol=1e-5)
+
+
+def test_aggregate_is_normalised_and_round_trips(tmp_path):
+    model = _model()
+    frames = torch.randn(3, 8, 16)
+    out = model.aggregate(frames)
+    assert out.shape == (3, 16) and torch.allclose(out.norm(dim=-1), torch.ones(3))
+    model.save_pretrained(tmp_path)
+    loaded = TemporalAggregator.from_pretrained(tmp_path)
+    assert loaded.config == model.config and torch.equal(loaded.aggregate(frames), out)
+
+
+def test_frame_indices_and_errors():
+    assert evenly_spaced_frame_indices(10, 4).tolist() == [0, 3, 6, 9]
+    assert evenly_spaced_frame_indices(1, 3).tolist() == [0, 0, 0]
+    with pytest.raises(InputError):
+        _model()(torch.randn(1, 40, 16))  # 40 frames + 2 read-outs > 32 positions
+
+
+def test_trainer_learns_a_target_that_depends_on_time():
+    """Target = the mean of the *second half* of the frames: a plain frame average cannot match it."""
+    g = torch.Generator().manual_seed(0)
+    frames = F.normalize(torch.randn(500, 8, 16, generator=g), dim=-1)
+    target = F.normalize(frames[:, 4:].mean(1), dim=-1)
+    result = train_temporal(frames[:400], target[:400], SMALL, 15, batch_size=50, lr=3e-3, val_fraction=0.0,
+                            seed=0, device="cpu", progress=False)
+    average = F.cosine_similarity(F.normalize(frames[400:].mean(1), dim=-1), target[400:]).mean().item()
+    learned = evaluate_temporal(result.model, frames[400:], target[400:])
+    assert learned > average + 0.1, (average, learned)
