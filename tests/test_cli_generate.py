@@ -192,18 +192,14 @@ def test_output_paths_are_checked(scene, tmp_path, capsys):
 
 
 def test_unwritable_output_directory(scene, tmp_path, capsys):
-    import os
-
-    locked = tmp_path / "locked"
-    locked.mkdir()
-    locked.chmod(0o500)
-    try:
-        if os.access(locked, os.W_OK):
-            pytest.skip("running as a user that can write anywhere (root)")
-        assert run_cli("generate", str(scene), "-o", str(locked / "o.wav"), *FAST) != 0
-        assert "not writable" in capsys.readouterr().err
-    finally:
-        locked.chmod(0o700)
+    """/sys refuses new files even to root: the error is one line, found before generating."""
+    target = Path("/sys/foleykit-test.wav")
+    if not Path("/sys").is_dir():
+        pytest.skip("no /sys on this system")
+    assert run_cli("generate", str(scene), "-o", str(target), "--duration", "1", *FAST) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and ("writ" in err[0] or "denied" in err[0].lower())
+    assert not target.exists()
 
 
 def test_console_script_exit_code_and_stderr(tmp_path):

@@ -135,7 +135,8 @@ def frechet_distance_from_stats(
             raise InputError(
                 f"Fréchet distance came out negative ({value:.3g}): the covariances are numerically broken"
             )
-        notes.append(f"rounding gave a negative distance ({value:.2e}); reported as 0")
+        if value < -1e-9 * scale:
+            notes.append(f"rounding gave a negative distance ({value:.2e}); reported as 0")
         value = 0.0
     for note in notes:
         warnings.warn(note, FrechetWarning, stacklevel=2)

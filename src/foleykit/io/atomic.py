@@ -32,8 +32,13 @@ def check_output_path(output: str | os.PathLike, inputs: Iterable[str | os.PathL
     parent = out_resolved.parent
     if not parent.exists():
         raise OutputError(f"output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output directory {parent} is not writable")
+    # Probe with a real file: os.access says yes to root even where the filesystem says no.
+    try:
+        fd, probe = tempfile.mkstemp(prefix=".foleykit-probe.", dir=parent)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise OutputError(f"output directory {parent} is not writable ({exc.strerror or exc})") from None
     return out
 
 
@@ -45,7 +50,10 @@ def atomic_path(target: str | os.PathLike) -> Iterator[Path]:
     pick the right container.
     """
     target = Path(target)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=f".part{target.suffix}", dir=target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write in {target.parent}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:
