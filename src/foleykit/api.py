@@ -17,7 +17,7 @@ from .io.atomic import check_output_path
 from .io.sidecar import write_sidecar
 from .pipelines.mapper import MapperPipeline, SoundResult, is_video_path
 
-METHODS = ("mapper",)
+METHODS = ("mapper", "objects")
 AUDIO_SUFFIXES = (".wav", ".flac")
 
 
@@ -33,10 +33,17 @@ class GenerateResult:
 
 @functools.lru_cache(maxsize=2)
 def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str | None = None,
-                  device: str = "auto", dtype: str | None = None) -> MapperPipeline:
-    """Load (once per process) the pipeline of ``method`` on a model set."""
+                  device: str = "auto", dtype: str | None = None, grounding: str | None = None):
+    """Load (once per process) the pipeline of ``method`` on a model set.
+
+    ``grounding``: the trained grounding module folder for ``objects`` (else an untrained one).
+    """
     if method == "mapper":
         return MapperPipeline.from_models(models, mapper=mapper, device=device, dtype=dtype)
+    if method == "objects":
+        from .pipelines.objects import ObjectsPipeline
+
+        return ObjectsPipeline.from_models(models, grounding=grounding, device=device, dtype=dtype)
     raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
@@ -70,13 +77,35 @@ def generate(
     dtype: str | None = None,
     overwrite: bool = False,
     progress: bool = True,
+    clicks: list | None = None,
+    boxes: list | None = None,
+    texts: list[str] | None = None,
+    stems: str | Path | None = None,
+    context: float = 0.0,
+    grounding: str | None = None,
+    maps: str | Path | None = None,
+    frame: float | None = None,
 ) -> GenerateResult:
     """Generate the sound of ``source`` (an image or a video); write it to ``output`` if given.
 
     ``output``: ``.wav``/``.flac`` (any input) or ``.mp4`` (video input: the original video stream
     copied, the new audio added). A JSON sidecar ``<output>.json`` records inputs, parameters, model
     ids and revisions, the seed used and versions. Nothing is written unless generation succeeds.
+
+    ``method="objects"`` (Sounding that Object): ``clicks`` [(x, y)], ``boxes`` [(x0, y0, x1, y1)]
+    and ``texts`` select the objects; ``output`` gets their blend, ``stems`` (a folder) one file per
+    object; ``context`` (0..1) mixes the whole scene into the blend; ``maps`` (a folder) receives the
+    mask and attention maps as PNG; ``frame`` picks the frame (seconds) of a video input.
     """
+    if method != "objects" and (clicks or boxes or texts or stems or maps):
+        raise InputError("clicks, boxes, texts, stems and maps need method 'objects'")
+    if method == "objects":
+        return _generate_objects(
+            source, output, models=models, seed=seed, duration=duration, steps=steps, preset=preset,
+            guidance=guidance, candidates=candidates, device=device, dtype=dtype, overwrite=overwrite,
+            progress=progress, clicks=clicks or [], boxes=boxes or [], texts=texts or [], stems=stems,
+            context=context, grounding=grounding, maps=maps, frame=frame,
+        )
     video = not isinstance(source, Image.Image) and is_video_path(source)
     out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
     if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
@@ -117,3 +146,48 @@ def generate(
             record["notes"] = notes
         sidecar = write_sidecar(out_path, record)
     return GenerateResult(sound=sound, seed=sound.seed, outputs=outputs, sidecar=sidecar)
+
+
+def _generate_objects(source, output, *, models, seed, duration, steps, preset, guidance, candidates, device, dtype,
+                      overwrite, progress, clicks, boxes, texts, stems, context, grounding, maps, frame) -> GenerateResult:
+    """``generate`` for method ``objects``: blend to ``output``, per-object stems to ``stems``."""
+    from .pipelines.objects import check_stems_dir, parse_box, parse_point, stem_names, write_objects_outputs
+
+    clicks = [parse_point(c) for c in clicks]
+    boxes = [parse_box(b) for b in boxes]
+    if not clicks and not boxes and not texts:
+        raise InputError("method 'objects' needs at least one --click X,Y, --box X0,Y0,X1,Y1 or --text")
+    video = not isinstance(source, Image.Image) and is_video_path(source)
+    out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
+    stems_dir = None
+    if stems is not None:
+        if out_path is None:
+            raise OutputError("stems need an output file for the blend")
+        stems_dir = check_stems_dir(stems, stem_names(clicks=clicks, boxes=boxes, texts=texts), overwrite=overwrite)
+    if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
+        raise InputError(f"input {source} does not exist or is not a file")
+    pipe = load_pipeline("objects", models, None, device, dtype, grounding)
+    src = source if isinstance(source, Image.Image) else Path(source).expanduser()
+    result = pipe(
+        src, clicks=clicks, boxes=boxes, texts=texts, context=context, duration_s=duration, preset=preset,
+        num_inference_steps=steps, guidance_scale=guidance, num_candidates=candidates, seed=seed, frame_s=frame,
+        progress=progress, save_maps_dir=maps,
+    )
+    outputs: list[Path] = []
+    sidecar = None
+    if out_path is not None:
+        record = {
+            "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
+            "parameters": {"method": "objects", "models": models, "clicks": [list(c) for c in clicks],
+                           "boxes": [list(b) for b in boxes], "texts": list(texts), "context": context,
+                           "grounding": grounding, "duration": duration, "steps": steps, "preset": preset,
+                           "guidance": result.record["generator"].get("guidance_scale"), "candidates": candidates,
+                           "frame": frame, "device": device, "dtype": dtype},
+            "seed": result.seed,
+            **result.record,
+        }
+        outputs, sidecars, _ = write_objects_outputs(
+            result, out_path, record=record, stems_dir=stems_dir, video_source=src if video else None,
+        )
+        sidecar = sidecars[0]
+    return GenerateResult(sound=result, seed=result.seed, outputs=outputs, sidecar=sidecar)

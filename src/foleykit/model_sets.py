@@ -27,7 +27,7 @@ from pathlib import Path
 from .errors import InputError
 
 #: Bump when the tiny stand-ins change, so stale caches are rebuilt.
-TINY_VERSION = "5"
+TINY_VERSION = "6"
 
 DEFAULT_MODELS: dict[str, str] = {
     # SS2A and Sounding-that-Object use ViT-L/14 (768-d joint space).

@@ -16,17 +16,14 @@ import torch.nn.functional as F
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
-from .loading import LoadedFrom, load_pretrained, to_device
+from .loading import FrozenEncoder, LoadedFrom, load_pretrained, pooled, to_device
 
 CLAP_SAMPLE_RATE = 48_000
 CLAP_WINDOW_S = 10.0
 
 
-def _pooled(out) -> torch.Tensor:
-    return out.pooler_output if hasattr(out, "pooler_output") else out
 
-
-class ClapEncoder:
+class ClapEncoder(FrozenEncoder):
     """Frozen CLAP audio/text encoder returning L2-normalised [N, 512] vectors."""
 
     def __init__(self, model, feature_extractor, tokenizer, *, loaded_from: LoadedFrom | None = None) -> None:
@@ -48,18 +45,6 @@ class ClapEncoder:
         tok, _ = load_pretrained(AutoTokenizer, ref)
         return cls(to_device(model, dev, dt), fe, tok, loaded_from=src)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    @property
-    def dim(self) -> int:
-        return int(self.model.config.projection_dim)
-
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], *, batch_size: int = 64) -> torch.Tensor:
         """[N, 512] unit text embeddings."""
@@ -67,7 +52,7 @@ class ClapEncoder:
         for i in range(0, len(texts), batch_size):
             tok = self.tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, return_tensors="pt")
             tok = tok.to(self.device)
-            outs.append(_pooled(self.model.get_text_features(**tok)).float())
+            outs.append(pooled(self.model.get_text_features(**tok)).float())
         emb = torch.cat(outs) if outs else torch.empty(0, self.dim, device=self.device)
         return F.normalize(emb, dim=-1)
 
@@ -109,7 +94,7 @@ class ClapEncoder:
             )
             inputs = {k: v.to(self.device) for k, v in feats.items() if k in ("input_features", "is_longer")}
             inputs["input_features"] = inputs["input_features"].to(self.dtype)
-            embs.append(_pooled(self.model.get_audio_features(**inputs)).float())
+            embs.append(pooled(self.model.get_audio_features(**inputs)).float())
         all_emb = F.normalize(torch.cat(embs), dim=-1) if embs else torch.empty(0, self.dim)
         owner_t = torch.tensor(owner, device=all_emb.device)
         per_clip = [all_emb[owner_t == i] for i in range(len(waves))]

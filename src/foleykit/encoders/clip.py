@@ -16,15 +16,11 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..devices import resolve_device, resolve_dtype
-from .loading import LoadedFrom, load_pretrained, to_device
+from .loading import FrozenEncoder, LoadedFrom, load_pretrained, pooled, to_device
 
 
-def _pooled(out) -> torch.Tensor:
-    """transformers v5 returns a model output with ``pooler_output``; v4 returned the tensor."""
-    return out.pooler_output if hasattr(out, "pooler_output") else out
 
-
-class ClipEncoder:
+class ClipEncoder(FrozenEncoder):
     """Frozen CLIP image/text encoder. Batched, ``no_grad``, device/dtype aware."""
 
     def __init__(self, model, processor, tokenizer, *, loaded_from: LoadedFrom | None = None) -> None:
@@ -47,18 +43,6 @@ class ClipEncoder:
         return cls(to_device(model, dev, dt), processor, tokenizer, loaded_from=src)
 
     @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
-
-    @property
-    def dim(self) -> int:
-        return int(self.model.config.projection_dim)
-
-    @property
     def patch_grid(self) -> int:
         vc = self.model.config.vision_config
         return int(vc.image_size // vc.patch_size)
@@ -74,7 +58,7 @@ class ClipEncoder:
         """[N, dim] global image embeddings (float32 on the encoder's device)."""
         outs = []
         for i in range(0, len(images), batch_size):
-            feats = _pooled(self.model.get_image_features(pixel_values=self._pixels(images[i : i + batch_size])))
+            feats = pooled(self.model.get_image_features(pixel_values=self._pixels(images[i : i + batch_size])))
             outs.append(feats.float())
         emb = torch.cat(outs) if outs else torch.empty(0, self.dim, device=self.device)
         return F.normalize(emb, dim=-1) if normalize else emb
@@ -100,6 +84,6 @@ class ClipEncoder:
             tok = self.tokenizer(
                 list(texts[i : i + batch_size]), padding=True, truncation=True, max_length=77, return_tensors="pt"
             ).to(self.device)
-            outs.append(_pooled(self.model.get_text_features(**tok)).float())
+            outs.append(pooled(self.model.get_text_features(**tok)).float())
         emb = torch.cat(outs) if outs else torch.empty(0, self.dim, device=self.device)
         return F.normalize(emb, dim=-1) if normalize else emb

@@ -52,3 +52,27 @@ def to_device(module: torch.nn.Module, device: torch.device, dtype: torch.dtype)
     module = module.to(device=device).eval()
     module.requires_grad_(False)
     return module
+
+
+def pooled(out) -> torch.Tensor:
+    """transformers v5 returns a model output with ``pooler_output``; v4 returned the tensor itself."""
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+class FrozenEncoder:
+    """Shared plumbing of the frozen encoders: the wrapped model, its provenance, device and dtype."""
+
+    model: torch.nn.Module
+    loaded_from: LoadedFrom | None
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def dim(self) -> int:
+        return int(self.model.config.projection_dim)

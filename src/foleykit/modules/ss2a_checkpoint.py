@@ -63,10 +63,9 @@ def _shape(t: Tensor | torch.Size) -> tuple[int, ...]:
 
 
 def _expected_shapes(module_cls: type[nn.Module], config: Any) -> dict[str, tuple[int, ...]]:
-    """Parameter/buffer shapes of ``module_cls(config)`` without allocating memory."""
-    with torch.device("meta"):
-        module = module_cls(config)
-    return {k: _shape(v) for k, v in module.state_dict().items()}
+    """Parameter/buffer shapes of ``module_cls(config)``. Built on CPU: these modules are a few
+    million parameters at most, and the meta device costs seconds of imports on first use."""
+    return {k: _shape(v) for k, v in module_cls(config).state_dict().items()}
 
 
 def _checked(
@@ -128,7 +127,7 @@ def _inverse(rules: list[tuple[str, str]]) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- residual MLPs
 
 
-def _mlp_units(state: Mapping[str, Tensor], what: str) -> list[tuple[str, dict[str, str]]]:
+def _mlp_units(state: Mapping[str, Tensor], what: str, their_prefix: str = "") -> list[tuple[str, dict[str, str]]]:
     """Parse a released MLP (keys relative to ``model.1.model.``) into ordered layers.
 
     Returns ``[(kind, {our_sub_name: their_key_prefix})]`` with kind "residual" (fc1, norm1, fc2,
@@ -138,7 +137,7 @@ def _mlp_units(state: Mapping[str, Tensor], what: str) -> list[tuple[str, dict[s
     for key in state:
         head, _, _ = key.partition(".")
         if not head.isdigit():
-            raise InputError(f"{what}: unexpected MLP key '{MLP_PREFIX}{key}'")
+            raise InputError(f"{what}: unexpected MLP key '{their_prefix}{MLP_PREFIX}{key}'")
         groups.setdefault(int(head), []).append(key)
     units: list[tuple[str, dict[str, str]]] = []
     for index in sorted(groups):
@@ -167,9 +166,11 @@ def _mlp_units(state: Mapping[str, Tensor], what: str) -> list[tuple[str, dict[s
 
 
 def _map_variational_mlp(
-    state: Mapping[str, Tensor], module: VariationalMLP, our_prefix: str, what: str
+    state: Mapping[str, Tensor], module: VariationalMLP, our_prefix: str, what: str, their_prefix: str = ""
 ) -> dict[str, tuple[str, Tensor]]:
-    """Released ``{model.0, model.1.model.*, out_mu, out_sigma}`` → our VariationalMLP keys."""
+    """Released ``{model.0, model.1.model.*, out_mu, out_sigma}`` → our VariationalMLP keys.
+
+    ``state`` keys are relative to the encoder; ``their_prefix`` is put back for messages."""
     mapped: dict[str, tuple[str, Tensor]] = {}
     mlp_state: dict[str, Tensor] = {}
     for key, tensor in state.items():
@@ -178,9 +179,9 @@ def _map_variational_mlp(
             continue
         ours = _translate(key, [("model.0.", "input_proj."), ("out_mu.", "mu_head."), ("out_sigma.", "logvar_head.")])
         if ours is None:
-            raise InputError(f"{what}: unrecognised key '{key}' (shape {_shape(tensor)})")
-        mapped[our_prefix + ours] = (key, tensor)
-    units = _mlp_units(mlp_state, what)
+            raise InputError(f"{what}: unrecognised key '{their_prefix}{key}' (shape {_shape(tensor)})")
+        mapped[our_prefix + ours] = (their_prefix + key, tensor)
+    units = _mlp_units(mlp_state, what, their_prefix)
     if len(units) != len(module.trunk):
         raise InputError(
             f"{what}: the checkpoint's MLP has {len(units)} layers but the config builds {len(module.trunk)}; "
@@ -190,11 +191,13 @@ def _map_variational_mlp(
         ours_kind = "residual" if isinstance(layer, ResidualBlock) else "plain"
         if kind != ours_kind:
             raise InputError(f"{what}: MLP layer {k} is {kind} in the checkpoint but {ours_kind} in the config")
-        for sub, their_prefix in names.items():
+        for sub, unit_prefix in names.items():
             for param in ("weight", "bias"):
-                their_key = f"{their_prefix}.{param}"
+                their_key = f"{unit_prefix}.{param}"
                 if their_key in mlp_state:
-                    mapped[f"{our_prefix}trunk.{k}.{sub}.{param}"] = (MLP_PREFIX + their_key, mlp_state[their_key])
+                    mapped[f"{our_prefix}trunk.{k}.{sub}.{param}"] = (
+                        their_prefix + MLP_PREFIX + their_key, mlp_state[their_key]
+                    )
     return mapped
 
 
@@ -327,8 +330,7 @@ def manifold_state_from_released(
     """Released ``manifold_state`` + ``generator_state`` → a state dict for ``CMSSManifold(config)``."""
     if generator_state is None:
         raise InputError("released checkpoint has no generator_state; SS2A needs the reconstructor χ")
-    with torch.device("meta"):
-        skeleton = CMSSManifold(config)
+    skeleton = CMSSManifold(config)
     mapped: dict[str, tuple[str, Tensor]] = {}
     encoders: dict[str, dict[str, Tensor]] = {"clip_encoder": {}, "clap_encoder": {}}
     for key, tensor in manifold_state.items():
@@ -340,9 +342,9 @@ def manifold_state_from_released(
         elif key not in UNUSED_MANIFOLD_KEYS:
             raise InputError(f"released manifold_state: unrecognised key '{key}' (shape {_shape(tensor)})")
     mapped.update(_map_variational_mlp(encoders["clip_encoder"], skeleton.clip_projector, "clip_projector.",
-                                       "released manifold_state (clip_encoder)"))
+                                       "released manifold_state", "clip_encoder."))
     mapped.update(_map_variational_mlp(encoders["clap_encoder"], skeleton.clap_projector, "clap_projector.",
-                                       "released manifold_state (clap_encoder)"))
+                                       "released manifold_state", "clap_encoder."))
     mapped.update(_map_variational_mlp(generator_state, skeleton.reconstructor, "reconstructor.",
                                        "released generator_state"))
     return _checked(mapped, _expected_shapes(CMSSManifold, config), "released manifold", reshape_ok=("logit_scale",))
