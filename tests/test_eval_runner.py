@@ -45,6 +45,7 @@ def test_end_to_end_on_tiny_embedders(dataset, tiny_models_dir):
         dataset / "gen", dataset / "ref", out_dir=out, images_dir=dataset / "images",
         captions_csv=dataset / "captions.csv", labels_csv=dataset / "labels.csv",
         embedders="tiny", model_set=tiny_models_dir, protocol=SHORT, device="cpu", cache_dir=dataset / "cache",
+        is_splits=2,
     )
     assert report["skipped"] == {}
     assert list(report["metrics"]) == list(DEFAULT_METRICS)

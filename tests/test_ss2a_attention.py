@@ -14,22 +14,26 @@ def _definition(q, k, v, heads, pad=None, key_softmax="tokens"):
     for i in range(b):
         keep = torch.ones(k.shape[1], dtype=torch.bool) if pad is None else ~pad[i]
         for h in range(heads):
-            qh = q[i, :, h * dk:(h + 1) * dk].double()
-            kh = k[i, keep, h * dk:(h + 1) * dk].double()
-            vh = v[i, keep, h * dh:(h + 1) * dh].double()
+            qh = q[i, :, h * dk : (h + 1) * dk].double()
+            kh = k[i, keep, h * dk : (h + 1) * dk].double()
+            vh = v[i, keep, h * dh : (h + 1) * dh].double()
             rho_q = torch.exp(qh) / torch.exp(qh).sum(dim=1, keepdim=True)  # over each query's features
             if key_softmax == "tokens":
                 rho_k = torch.exp(kh) / torch.exp(kh).sum(dim=0, keepdim=True)  # over tokens, per feature
             else:
                 rho_k = torch.exp(kh) / torch.exp(kh).sum(dim=1, keepdim=True)
-            out[i, :, h * dh:(h + 1) * dh] = rho_q @ (rho_k.T @ vh)
+            out[i, :, h * dh : (h + 1) * dh] = rho_q @ (rho_k.T @ vh)
     return out.float()
 
 
 def test_efficient_attention_equals_its_definition_with_padding():
     g = torch.Generator().manual_seed(0)
     b, lq, lk, d, dv, heads = 3, 5, 7, 8, 12, 2
-    q, k, v = torch.randn(b, lq, d, generator=g), torch.randn(b, lk, d, generator=g), torch.randn(b, lk, dv, generator=g)
+    q, k, v = (
+        torch.randn(b, lq, d, generator=g),
+        torch.randn(b, lk, d, generator=g),
+        torch.randn(b, lk, dv, generator=g),
+    )
     pad = torch.zeros(b, lk, dtype=torch.bool)
     pad[0, 4:] = True
     pad[2, [1, 5]] = True
@@ -43,7 +47,11 @@ def test_efficient_attention_equals_its_definition_with_padding():
 
 def test_padded_keys_cannot_leak_even_when_non_finite():
     g = torch.Generator().manual_seed(1)
-    q, k, v = torch.randn(1, 3, 4, generator=g), torch.randn(1, 6, 4, generator=g), torch.randn(1, 6, 4, generator=g)
+    q, k, v = (
+        torch.randn(1, 3, 4, generator=g),
+        torch.randn(1, 6, 4, generator=g),
+        torch.randn(1, 6, 4, generator=g),
+    )
     pad = torch.tensor([[False, False, False, True, True, True]])
     k2, v2 = k.clone(), v.clone()
     k2[0, 3:] = 1e30
@@ -51,7 +59,9 @@ def test_padded_keys_cannot_leak_even_when_non_finite():
     a = efficient_attention(q, k, v, 2, key_padding_mask=pad)
     b = efficient_attention(q, k2, v2, 2, key_padding_mask=pad)
     assert torch.isfinite(b).all() and torch.allclose(a, b)
-    assert torch.allclose(a, efficient_attention(q, k[:, :3], v[:, :3], 2))  # = attention without those tokens
+    assert torch.allclose(
+        a, efficient_attention(q, k[:, :3], v[:, :3], 2)
+    )  # = attention without those tokens
 
 
 def test_all_padded_gives_zero_context_not_nan():

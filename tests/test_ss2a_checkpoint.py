@@ -20,8 +20,15 @@ from foleykit.modules.remixer import RemixerConfig, SoundSourceRemixer
 from foleykit.modules.temporal import TemporalAggregator, TemporalConfig
 
 CLIP, CLAP, MANIFOLD = 12, 8, 6
-MANIFOLD_CONFIG = ManifoldConfig(clip_dim=CLIP, clap_dim=CLAP, manifold_dim=MANIFOLD, projector_widths=(16, 20, 16, 24),
-                                 reconstructor_widths=(16, 16, 16, 16, 16), residual=True, dropout=0.1)
+MANIFOLD_CONFIG = ManifoldConfig(
+    clip_dim=CLIP,
+    clap_dim=CLAP,
+    manifold_dim=MANIFOLD,
+    projector_widths=(16, 20, 16, 24),
+    reconstructor_widths=(16, 16, 16, 16, 16),
+    residual=True,
+    dropout=0.1,
+)
 
 
 # --- a stand-in for the released encoders, from the notes: Sequential(Linear(in, l0, bias), MLP(layers)),
@@ -33,7 +40,9 @@ class _TheirResWrapper(nn.Module):
     def __init__(self, a: int, b: int, c: int, with_dropout: bool):
         super().__init__()
         drop = [nn.Dropout(0.1)] if with_dropout else []
-        self.mod = nn.Sequential(nn.Linear(a, b), nn.LayerNorm(b), *drop, nn.GELU(), nn.Linear(b, c), nn.LayerNorm(c), *drop)
+        self.mod = nn.Sequential(
+            nn.Linear(a, b), nn.LayerNorm(b), *drop, nn.GELU(), nn.Linear(b, c), nn.LayerNorm(c), *drop
+        )
         self.proj = nn.Linear(a, c)
 
     def forward(self, x):
@@ -76,8 +85,12 @@ class _TheirManifold(nn.Module):
         super().__init__()
         self.logit_scale = nn.Parameter(torch.ones([]) * 2.5)
         self.self_logit_scale = nn.Parameter(torch.ones([]))
-        self.clip_encoder = _TheirEncoder(CLIP, MANIFOLD_CONFIG.projector_widths, MANIFOLD, False, with_dropout)
-        self.clap_encoder = _TheirEncoder(CLAP, MANIFOLD_CONFIG.projector_widths, MANIFOLD, False, with_dropout)
+        self.clip_encoder = _TheirEncoder(
+            CLIP, MANIFOLD_CONFIG.projector_widths, MANIFOLD, False, with_dropout
+        )
+        self.clap_encoder = _TheirEncoder(
+            CLAP, MANIFOLD_CONFIG.projector_widths, MANIFOLD, False, with_dropout
+        )
 
 
 def _randomise_norms(module: nn.Module) -> None:
@@ -97,11 +110,15 @@ def test_released_mlp_layout_imports_with_identical_outputs(with_dropout):
     _randomise_norms(theirs)
     _randomise_norms(generator)
     ours = CMSSManifold(MANIFOLD_CONFIG).eval()
-    ours.load_state_dict(ck.manifold_state_from_released(theirs.state_dict(), generator.state_dict(), MANIFOLD_CONFIG))
+    ours.load_state_dict(
+        ck.manifold_state_from_released(theirs.state_dict(), generator.state_dict(), MANIFOLD_CONFIG)
+    )
     x, a, e = torch.randn(5, CLIP), torch.randn(5, CLAP), torch.randn(5, MANIFOLD)
-    for our_out, (mu, logvar) in ((ours.encode_clips(x), theirs.clip_encoder(x)),
-                                  (ours.encode_claps(a), theirs.clap_encoder(a)),
-                                  (ours.reconstruct(e), generator(e))):
+    for our_out, (mu, logvar) in (
+        (ours.encode_clips(x), theirs.clip_encoder(x)),
+        (ours.encode_claps(a), theirs.clap_encoder(a)),
+        (ours.reconstruct(e), generator(e)),
+    ):
         assert torch.allclose(our_out.mu, mu, atol=1e-6)
         assert torch.allclose(our_out.logvar, logvar, atol=1e-6)
     assert ours.logit_scale.item() == pytest.approx(2.5)
@@ -110,11 +127,22 @@ def test_released_mlp_layout_imports_with_identical_outputs(with_dropout):
 def _native_models() -> tuple[CMSSManifold, SoundSourceRemixer]:
     torch.manual_seed(1)
     manifold = CMSSManifold(MANIFOLD_CONFIG).eval()
-    remixer = SoundSourceRemixer(RemixerConfig(
-        manifold_dim=MANIFOLD, clip_dim=CLIP, clap_dim=CLAP, source_code="manifold+clap", embed_dim=16,
-        num_layers=2, num_heads=4, ffn_multiplier=2, max_sources=7, token_dropout=0.2,
-        key_softmax="features", attend_to_padding=True,  # what the released weights were trained with
-    )).eval()
+    remixer = SoundSourceRemixer(
+        RemixerConfig(
+            manifold_dim=MANIFOLD,
+            clip_dim=CLIP,
+            clap_dim=CLAP,
+            source_code="manifold+clap",
+            embed_dim=16,
+            num_layers=2,
+            num_heads=4,
+            ffn_multiplier=2,
+            max_sources=7,
+            token_dropout=0.2,
+            key_softmax="features",
+            attend_to_padding=True,  # what the released weights were trained with
+        )
+    ).eval()
     for module in (manifold, remixer):
         _randomise_norms(module)
     with torch.no_grad():
@@ -135,7 +163,9 @@ def test_released_checkpoint_file_loads_and_matches_native_weights(tmp_path):
     x, a = torch.randn(3, CLIP), torch.randn(3, CLAP)
     assert torch.equal(loaded.manifold.fold_clips(x), manifold.fold_clips(x))
     assert torch.equal(loaded.manifold.fold_claps(a), manifold.fold_claps(a))
-    assert torch.equal(loaded.manifold.to_clap(manifold.fold_clips(x)), manifold.to_clap(manifold.fold_clips(x)))
+    assert torch.equal(
+        loaded.manifold.to_clap(manifold.fold_clips(x)), manifold.to_clap(manifold.fold_clips(x))
+    )
     codes, clips = torch.randn(2, 4, MANIFOLD + CLAP), torch.randn(2, 4, CLIP)
     mask = torch.tensor([[False, False, True, True], [False, False, False, True]])
     assert torch.equal(loaded.remixer(codes, clips, mask).mu, remixer(codes, clips, mask).mu)
@@ -150,23 +180,48 @@ def test_exported_keys_follow_the_documented_layout():
     data = ck.released_state_from_modules(manifold, remixer)
     assert set(data) == {"timestamp", "manifold_state", "generator_state", "remixer_state"}
     m, g, r = data["manifold_state"], data["generator_state"], data["remixer_state"]
-    assert {"logit_scale", "self_logit_scale", "clip_encoder.model.0.weight", "clap_encoder.out_mu.weight",
-            "clip_encoder.out_sigma.bias"} <= set(m)
+    assert {
+        "logit_scale",
+        "self_logit_scale",
+        "clip_encoder.model.0.weight",
+        "clap_encoder.out_mu.weight",
+        "clip_encoder.out_sigma.bias",
+    } <= set(m)
     assert "clip_encoder.model.0.bias" not in m  # the projectors' first Linear has no bias
-    assert {"clip_encoder.model.1.model.0.mod.0.weight", "clip_encoder.model.1.model.0.mod.1.weight",
-            "clip_encoder.model.1.model.0.mod.4.weight", "clip_encoder.model.1.model.0.mod.5.bias",
-            "clip_encoder.model.1.model.0.proj.weight"} <= set(m)
+    assert {
+        "clip_encoder.model.1.model.0.mod.0.weight",
+        "clip_encoder.model.1.model.0.mod.1.weight",
+        "clip_encoder.model.1.model.0.mod.4.weight",
+        "clip_encoder.model.1.model.0.mod.5.bias",
+        "clip_encoder.model.1.model.0.proj.weight",
+    } <= set(m)
     assert {"model.0.weight", "model.0.bias", "out_mu.weight", "out_sigma.weight"} <= set(g)
     assert r["styler.in_proj.weight"].shape == (16, MANIFOLD + CLAP + CLIP)  # manifold+generator guidance
     assert r["styler.pred_token"].shape == (2, 16)
-    for key in ("esa.query", "esa.key", "esa.value", "esa.highway", "esa.norm", "ffn.linear1", "ffn.linear2", "ffn.norm"):
+    for key in (
+        "esa.query",
+        "esa.key",
+        "esa.value",
+        "esa.highway",
+        "esa.norm",
+        "ffn.linear1",
+        "ffn.linear2",
+        "ffn.norm",
+    ):
         assert f"styler.style_encoder.encoder.1.{key}.weight" in r
-    assert {"styler.head_mu.model.0.weight", "styler.head_mu.model.1.weight", "styler.head_sigma.model.1.bias",
-            "styler.out_mu.weight", "styler.out_sigma.bias"} <= set(r)
+    assert {
+        "styler.head_mu.model.0.weight",
+        "styler.head_mu.model.1.weight",
+        "styler.head_sigma.model.1.bias",
+        "styler.out_mu.weight",
+        "styler.out_sigma.bias",
+    } <= set(r)
 
 
 def test_temporal_checkpoint_round_trip(tmp_path):
-    config = TemporalConfig(clap_dim=16, num_frames=8, num_heads=4, position_resolution=32, key_softmax="features")
+    config = TemporalConfig(
+        clap_dim=16, num_frames=8, num_heads=4, position_resolution=32, key_softmax="features"
+    )
     torch.manual_seed(2)
     native = TemporalAggregator(config).eval()
     with torch.no_grad():
@@ -192,7 +247,10 @@ def test_shape_mismatch_names_the_key_and_both_shapes():
     manifold, remixer = _native_models()
     data = ck.released_state_from_modules(manifold, remixer)
     data["remixer_state"]["styler.in_proj.weight"] = torch.zeros(16, 99)
-    with pytest.raises(InputError, match=re.escape("'styler.in_proj.weight' has shape (16, 99) but our config expects (16, 26)")):
+    with pytest.raises(
+        InputError,
+        match=re.escape("'styler.in_proj.weight' has shape (16, 99) but our config expects (16, 26)"),
+    ):
         ck.remixer_state_from_released(data["remixer_state"], remixer.config)
     data = ck.released_state_from_modules(manifold, remixer)
     data["manifold_state"]["clap_encoder.out_mu.weight"] = torch.zeros(7, 24)
@@ -232,12 +290,38 @@ def test_files_that_are_not_weights_only_are_refused(tmp_path):
 
 def test_released_config_schema_maps_to_our_configs():
     config = {
-        "checkpoints": "x", "clip_dim": 768, "clap_dim": 512, "manifold_dim": 256,
-        "manifold": {"arch": "mlp", "variational": True, "layers": [512, 512, 512], "resnet": True, "dropout": 0.1},
-        "generator": {"arch": "mlp", "variational": True, "layers": [512, 512], "resnet": True, "dropout": 0.1},
-        "remixer": {"slot": 64, "guidance": "generator", "cfg": 0.15,
-                    "styler": {"arch": "transformer", "variational": True, "embed_dim": 256, "num_layers": 4,
-                               "nhead": 8, "dropout": 0.1, "exp_rate": 2}},
+        "checkpoints": "x",
+        "clip_dim": 768,
+        "clap_dim": 512,
+        "manifold_dim": 256,
+        "manifold": {
+            "arch": "mlp",
+            "variational": True,
+            "layers": [512, 512, 512],
+            "resnet": True,
+            "dropout": 0.1,
+        },
+        "generator": {
+            "arch": "mlp",
+            "variational": True,
+            "layers": [512, 512],
+            "resnet": True,
+            "dropout": 0.1,
+        },
+        "remixer": {
+            "slot": 64,
+            "guidance": "generator",
+            "cfg": 0.15,
+            "styler": {
+                "arch": "transformer",
+                "variational": True,
+                "embed_dim": 256,
+                "num_layers": 4,
+                "nhead": 8,
+                "dropout": 0.1,
+                "exp_rate": 2,
+            },
+        },
     }
     manifold_config, remixer_config = ck.configs_from_released(config)
     assert manifold_config.manifold_dim == 256 and manifold_config.reconstructor_widths == (512, 512)

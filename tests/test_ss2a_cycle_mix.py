@@ -20,12 +20,38 @@ from foleykit.modules.remixer import RemixerConfig, SoundSourceRemixer
 CLIP, CLAP, MANIFOLD = 12, 8, 6
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: one thread is several times faster than two when the cores are shared."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def _models(source_code: str = "manifold") -> tuple[CMSSManifold, SoundSourceRemixer]:
     torch.manual_seed(0)
-    manifold = CMSSManifold(ManifoldConfig(clip_dim=CLIP, clap_dim=CLAP, manifold_dim=MANIFOLD,
-                                           projector_widths=(16, 16, 16), reconstructor_widths=(16, 16, 16)))
-    remixer = SoundSourceRemixer(RemixerConfig(manifold_dim=MANIFOLD, clip_dim=CLIP, clap_dim=CLAP, embed_dim=16,
-                                               num_layers=2, num_heads=4, max_sources=10, source_code=source_code))
+    manifold = CMSSManifold(
+        ManifoldConfig(
+            clip_dim=CLIP,
+            clap_dim=CLAP,
+            manifold_dim=MANIFOLD,
+            projector_widths=(16, 16, 16),
+            reconstructor_widths=(16, 16, 16),
+        )
+    )
+    remixer = SoundSourceRemixer(
+        RemixerConfig(
+            manifold_dim=MANIFOLD,
+            clip_dim=CLIP,
+            clap_dim=CLAP,
+            embed_dim=16,
+            num_layers=2,
+            num_heads=4,
+            max_sources=10,
+            source_code=source_code,
+        )
+    )
     with torch.no_grad():  # spread the variational heads so candidates differ visibly
         remixer.logvar_head.out.bias.fill_(0.0)
     return manifold, remixer
@@ -35,15 +61,22 @@ def _scene_pair() -> tuple[SourceSlots, SourceSlots]:
     """Two batches with the same two scenes, one with zero padding, one with garbage in the padding."""
     g = torch.Generator().manual_seed(1)
     kw = dict(max_sources=10, clip_dim=CLIP, clap_dim=CLAP)
-    clean = stack_slots([
-        pack_sources(torch.randn(3, CLIP, generator=g), torch.randn(1, CLAP, generator=g),
-                     torch.randn(CLIP, generator=g), **kw),
-        pack_sources(torch.randn(2, CLIP, generator=g), None, None, **kw),
-    ])
+    clean = stack_slots(
+        [
+            pack_sources(
+                torch.randn(3, CLIP, generator=g),
+                torch.randn(1, CLAP, generator=g),
+                torch.randn(CLIP, generator=g),
+                **kw,
+            ),
+            pack_sources(torch.randn(2, CLIP, generator=g), None, None, **kw),
+        ]
+    )
     assert clean.audio_claps is not None and clean.is_audio is not None
     padded = clean.padding_mask
     dirty = SourceSlots(
-        clean.clips.masked_fill(padded[..., None], 0.0) + 30 * torch.randn(clean.clips.shape, generator=g) * padded[..., None],
+        clean.clips.masked_fill(padded[..., None], 0.0)
+        + 30 * torch.randn(clean.clips.shape, generator=g) * padded[..., None],
         padded,
         clean.audio_claps + 30 * torch.randn(clean.audio_claps.shape, generator=g) * padded[..., None],
         clean.is_audio | padded,  # is_audio on an empty slot must not matter either
@@ -68,8 +101,10 @@ def test_padding_slots_do_not_change_the_mix(source_code):
 def test_deterministic_per_seed_and_seed_sensitive():
     manifold, remixer = _models()
     clean, _ = _scene_pair()
-    runs = [cycle_mix(manifold, remixer, clean, rounds=2, samples=6, generator=torch.Generator().manual_seed(s))
-            for s in (3, 3, 4)]
+    runs = [
+        cycle_mix(manifold, remixer, clean, rounds=2, samples=6, generator=torch.Generator().manual_seed(s))
+        for s in (3, 3, 4)
+    ]
     assert torch.equal(runs[0].clap, runs[1].clap)
     assert not torch.allclose(runs[0].clap, runs[2].clap)
     assert torch.allclose(runs[0].clap.norm(dim=-1), torch.ones(2))
@@ -79,7 +114,9 @@ def test_modules_are_put_back_in_their_modes():
     manifold, remixer = _models()
     manifold.train()
     remixer.eval()
-    cycle_mix(manifold, remixer, _scene_pair()[0], rounds=1, samples=2, generator=torch.Generator().manual_seed(0))
+    cycle_mix(
+        manifold, remixer, _scene_pair()[0], rounds=1, samples=2, generator=torch.Generator().manual_seed(0)
+    )
     assert manifold.training and not remixer.training
 
 
@@ -87,12 +124,23 @@ def test_score_is_the_criterion_over_scored_tracks():
     manifold, remixer = _models()
     clean, _ = _scene_pair()
     for criterion in ("spread", "relevance"):
-        result = cycle_mix(manifold, remixer, clean, rounds=2, samples=5, criterion=criterion,
-                           generator=torch.Generator().manual_seed(0))
+        result = cycle_mix(
+            manifold,
+            remixer,
+            clean,
+            rounds=2,
+            samples=5,
+            criterion=criterion,
+            generator=torch.Generator().manual_seed(0),
+        )
         for b in range(2):
             sims = [x for x in result.track_similarity[b].tolist() if not math.isnan(x)]
             mean = sum(sims) / len(sims)
-            expected = mean if criterion == "relevance" else math.sqrt(sum((x - mean) ** 2 for x in sims) / len(sims))
+            expected = (
+                mean
+                if criterion == "relevance"
+                else math.sqrt(sum((x - mean) ** 2 for x in sims) / len(sims))
+            )
             assert result.score[b].item() == pytest.approx(expected, abs=1e-5)
 
 
@@ -101,10 +149,24 @@ def test_with_one_round_the_criteria_choose_among_the_same_candidates():
     and the relevance pick the higher mean."""
     manifold, remixer = _models()
     clean, _ = _scene_pair()
-    spread = cycle_mix(manifold, remixer, clean, rounds=1, samples=8, criterion="spread",
-                       generator=torch.Generator().manual_seed(0))
-    relevance = cycle_mix(manifold, remixer, clean, rounds=1, samples=8, criterion="relevance",
-                          generator=torch.Generator().manual_seed(0))
+    spread = cycle_mix(
+        manifold,
+        remixer,
+        clean,
+        rounds=1,
+        samples=8,
+        criterion="spread",
+        generator=torch.Generator().manual_seed(0),
+    )
+    relevance = cycle_mix(
+        manifold,
+        remixer,
+        clean,
+        rounds=1,
+        samples=8,
+        criterion="relevance",
+        generator=torch.Generator().manual_seed(0),
+    )
 
     def stats(result, b):
         sims = torch.tensor([x for x in result.track_similarity[b].tolist() if not math.isnan(x)])
@@ -122,7 +184,9 @@ def test_audio_sources_take_their_code_from_clap_each_in_its_own_slot():
     manifold.eval()
     g = torch.Generator().manual_seed(2)
     audio = torch.randn(2, CLAP, generator=g)
-    slots = pack_sources(torch.randn(1, CLIP, generator=g), audio, None, max_sources=10, clip_dim=CLIP, clap_dim=CLAP)
+    slots = pack_sources(
+        torch.randn(1, CLIP, generator=g), audio, None, max_sources=10, clip_dim=CLIP, clap_dim=CLAP
+    )
     assert slots.padding_mask.tolist() == [[True, False, False, False]]
     assert slots.is_audio is not None and slots.is_audio.tolist() == [[False, False, True, True]]
     assert torch.equal(slots.clips[0, 2:], torch.zeros(2, CLIP))  # v = 0 for audio sources (paper)

@@ -7,6 +7,7 @@ import torch
 
 from foleykit.modules.ccmr import apply_ccmr, ccmr_mask
 from foleykit.modules.manifold import CMSSManifold, ManifoldConfig
+from foleykit.modules.variational_mlp import VariationalOutput
 from foleykit.training.ss2a_losses import (
     contrastive_logits,
     cosine_distance_loss,
@@ -17,11 +18,10 @@ from foleykit.training.ss2a_losses import (
     symmetric_contrastive_loss,
     variational_cosine_loss,
 )
-from foleykit.modules.variational_mlp import VariationalOutput
 
 
 def _cos(a: list[float], b: list[float]) -> float:
-    dot = sum(x * y for x, y in zip(a, b))
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
     return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
 
@@ -62,7 +62,9 @@ def test_ccmr_alpha_zero_leaves_similarities_unchanged():
     e1, e2 = torch.randn(5, 6, generator=g), torch.randn(5, 6, generator=g)
     assert torch.equal(contrastive_logits(e1, e2, 3.0, mask), contrastive_logits(e1, e2, 3.0))
     # ... while a positive alpha does change them.
-    assert not torch.allclose(contrastive_logits(e1, e2, 3.0, ccmr_mask(clip, clap, 0.35)), contrastive_logits(e1, e2, 3.0))
+    assert not torch.allclose(
+        contrastive_logits(e1, e2, 3.0, ccmr_mask(clip, clap, 0.35)), contrastive_logits(e1, e2, 3.0)
+    )
 
 
 def test_symmetric_contrastive_loss_matches_explicit_loops():
@@ -72,11 +74,17 @@ def test_symmetric_contrastive_loss_matches_explicit_loops():
     raw_clip, raw_clap = torch.randn(n, 7, generator=g), torch.randn(n, 3, generator=g)
     for alpha in (0.0, 0.35, 1.0):
         mask = ccmr_mask(raw_clip, raw_clap, alpha)
-        c = [[scale * _cos(e_clip[i].tolist(), e_clap[j].tolist()) * mask[i, j].item() for j in range(n)]
-             for i in range(n)]
-        l_clip = -sum(math.log(math.exp(c[i][i]) / sum(math.exp(c[i][j]) for j in range(n))) for i in range(n)) / n
+        c = [
+            [scale * _cos(e_clip[i].tolist(), e_clap[j].tolist()) * mask[i, j].item() for j in range(n)]
+            for i in range(n)
+        ]
+        l_clip = (
+            -sum(math.log(math.exp(c[i][i]) / sum(math.exp(c[i][j]) for j in range(n))) for i in range(n)) / n
+        )
         # ℓ_CLAP swaps the roles: rows are CLAP codes, i.e. the columns of C.
-        l_clap = -sum(math.log(math.exp(c[j][j]) / sum(math.exp(c[i][j]) for i in range(n))) for j in range(n)) / n
+        l_clap = (
+            -sum(math.log(math.exp(c[j][j]) / sum(math.exp(c[i][j]) for i in range(n))) for j in range(n)) / n
+        )
         got = symmetric_contrastive_loss(e_clip, e_clap, scale, mask).item()
         assert got == pytest.approx((l_clip + l_clap) / 2, abs=1e-5), alpha
 
@@ -85,9 +93,14 @@ def test_gaussian_kl_equals_closed_form():
     g = torch.Generator().manual_seed(2)
     mu, logvar = torch.randn(6, 5, generator=g), torch.randn(6, 5, generator=g)
     std = (0.5 * logvar).exp()
-    reference = torch.distributions.kl_divergence(
-        torch.distributions.Normal(mu, std), torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(std))
-    ).sum(-1).mean()
+    reference = (
+        torch.distributions.kl_divergence(
+            torch.distributions.Normal(mu, std),
+            torch.distributions.Normal(torch.zeros_like(mu), torch.ones_like(std)),
+        )
+        .sum(-1)
+        .mean()
+    )
     assert gaussian_kl(mu, logvar).item() == pytest.approx(reference.item(), rel=1e-5)
     # Hand value for one element: mu=1, logvar=0 → ½(1 + 1 − 1 − 0) = 0.5.
     assert gaussian_kl(torch.tensor([[1.0]]), torch.tensor([[0.0]])).item() == pytest.approx(0.5)
@@ -103,19 +116,36 @@ def test_cosine_distance_loss_hand_values():
 
 def test_manifold_loss_is_the_sum_of_its_terms():
     torch.manual_seed(0)
-    config = ManifoldConfig(clip_dim=6, clap_dim=5, manifold_dim=4, projector_widths=(8, 8, 8),
-                            reconstructor_widths=(8,), dropout=0.0)
+    config = ManifoldConfig(
+        clip_dim=6,
+        clap_dim=5,
+        manifold_dim=4,
+        projector_widths=(8, 8, 8),
+        reconstructor_widths=(8,),
+        dropout=0.0,
+    )
     model = CMSSManifold(config)
     g = torch.Generator().manual_seed(3)
     clip, clap = torch.randn(5, 6, generator=g), torch.randn(5, 5, generator=g)
     out = model(clip, clap, torch.Generator().manual_seed(4))
     scale = model.temperature_scale()
     terms = manifold_loss(out, clip, clap, scale, ccmr_alpha=0.35, kl_weight=0.01)
-    contrastive = symmetric_contrastive_loss(out.clip_sample, out.clap_sample, scale, ccmr_mask(clip, clap, 0.35))
-    recon = 0.5 * (cosine_distance_loss(clap, out.clap_from_clip_sample) + cosine_distance_loss(clap, out.clap_from_clap_sample))
-    kl = (gaussian_kl(out.clip_code.mu, out.clip_code.logvar) + gaussian_kl(out.clap_code.mu, out.clap_code.logvar)
-          + 0.5 * (gaussian_kl(out.clap_from_clip.mu, out.clap_from_clip.logvar)
-                   + gaussian_kl(out.clap_from_clap.mu, out.clap_from_clap.logvar)))
+    contrastive = symmetric_contrastive_loss(
+        out.clip_sample, out.clap_sample, scale, ccmr_mask(clip, clap, 0.35)
+    )
+    recon = 0.5 * (
+        cosine_distance_loss(clap, out.clap_from_clip_sample)
+        + cosine_distance_loss(clap, out.clap_from_clap_sample)
+    )
+    kl = (
+        gaussian_kl(out.clip_code.mu, out.clip_code.logvar)
+        + gaussian_kl(out.clap_code.mu, out.clap_code.logvar)
+        + 0.5
+        * (
+            gaussian_kl(out.clap_from_clip.mu, out.clap_from_clip.logvar)
+            + gaussian_kl(out.clap_from_clap.mu, out.clap_from_clap.logvar)
+        )
+    )
     assert terms.contrastive.item() == pytest.approx(contrastive.item(), abs=1e-6)
     assert terms.reconstruction.item() == pytest.approx(recon.item(), abs=1e-6)
     assert reconstruction_loss(out, clap).item() == pytest.approx(recon.item(), abs=1e-6)
@@ -128,7 +158,9 @@ def test_manifold_loss_is_the_sum_of_its_terms():
 
 def test_variational_cosine_loss_uses_a_reparameterised_draw():
     mu, logvar = torch.tensor([[1.0, 0.0]]), torch.tensor([[-20.0, -20.0]])  # σ ≈ 5e-5: the draw ≈ mu
-    total, cosine, kl = variational_cosine_loss(torch.tensor([[0.0, 1.0]]), VariationalOutput(mu, logvar), 0.5)
+    total, cosine, kl = variational_cosine_loss(
+        torch.tensor([[0.0, 1.0]]), VariationalOutput(mu, logvar), 0.5
+    )
     assert cosine.item() == pytest.approx(1.0, abs=1e-3)  # orthogonal target
     assert kl.item() == pytest.approx(gaussian_kl(mu, logvar).item())
     assert total.item() == pytest.approx(cosine.item() + 0.5 * kl.item(), rel=1e-6)

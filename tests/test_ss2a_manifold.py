@@ -1,4 +1,4 @@
-"""CMSS manifold: variational behaviour, save/load, EMA, and learning CLIP→CLAP retrieval on synthetic data."""
+"""CMSS manifold: variational behaviour, save/load, EMA, and learning CLIP→CLAP retrieval (synthetic)."""
 
 import pytest
 import torch
@@ -9,8 +9,14 @@ from foleykit.modules.manifold import CMSSManifold, ManifoldConfig
 from foleykit.training.ss2a_common import ema_update, sigmoid_rampup
 from foleykit.training.ss2a_manifold import retrieval_top1, train_manifold
 
-SMALL = ManifoldConfig(clip_dim=32, clap_dim=24, manifold_dim=16, projector_widths=(64, 64, 64),
-                       reconstructor_widths=(64, 64, 64), dropout=0.0)
+SMALL = ManifoldConfig(
+    clip_dim=32,
+    clap_dim=24,
+    manifold_dim=16,
+    projector_widths=(64, 64, 64),
+    reconstructor_widths=(64, 64, 64),
+    dropout=0.0,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -43,8 +49,19 @@ def test_training_lifts_clip_to_clap_retrieval_far_above_chance():
     untrained = CMSSManifold(SMALL)
     class_chance, instance_chance = 1 / 8, 1 / 100
     assert retrieval_top1(untrained, test_clip, test_clap, test_labels) < 2 * class_chance
-    result = train_manifold(clip, clap, SMALL, 12, batch_size=100, lr=3e-3, ema_decay=0.95, val_fraction=0.1,
-                            seed=0, device="cpu", progress=False)
+    result = train_manifold(
+        clip,
+        clap,
+        SMALL,
+        12,
+        batch_size=100,
+        lr=3e-3,
+        ema_decay=0.95,
+        val_fraction=0.1,
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
     class_top1 = retrieval_top1(result.model, test_clip, test_clap, test_labels)
     instance_top1 = retrieval_top1(result.model, test_clip, test_clap)
     assert class_top1 >= 0.9, class_top1
@@ -63,7 +80,7 @@ def test_training_is_reproducible_per_seed():
     kwargs = dict(batch_size=40, lr=1e-3, val_fraction=0.0, device="cpu", progress=False)
     a = train_manifold(clip, clap, SMALL, 1, seed=7, **kwargs)
     b = train_manifold(clip, clap, SMALL, 1, seed=7, **kwargs)
-    for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values()):
+    for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
 
 
@@ -80,8 +97,10 @@ def test_fold_and_reconstruct_shapes_and_sampling():
     s2 = model.fold_claps(torch.randn(3, 24), num_samples=8, generator=torch.Generator().manual_seed(1))
     assert not torch.equal(s1, s2)  # different inputs
     x = torch.randn(3, 24)
-    assert torch.equal(model.fold_claps(x, 8, torch.Generator().manual_seed(1)),
-                       model.fold_claps(x, 8, torch.Generator().manual_seed(1)))
+    assert torch.equal(
+        model.fold_claps(x, 8, torch.Generator().manual_seed(1)),
+        model.fold_claps(x, 8, torch.Generator().manual_seed(1)),
+    )
     with pytest.raises(InputError, match="32 features"):
         model.fold_clips(torch.randn(2, 31))
 

@@ -8,8 +8,16 @@ from foleykit.errors import InputError
 from foleykit.modules.remixer import RemixerConfig, SoundSourceRemixer
 from foleykit.training.ss2a_remixer import evaluate_remixer, train_remixer
 
-SMALL = dict(manifold_dim=6, clip_dim=10, clap_dim=8, embed_dim=16, num_layers=2, num_heads=4, max_sources=9,
-             dropout=0.0)
+SMALL = dict(
+    manifold_dim=6,
+    clip_dim=10,
+    clap_dim=8,
+    embed_dim=16,
+    num_layers=2,
+    num_heads=4,
+    max_sources=9,
+    dropout=0.0,
+)
 
 
 @pytest.fixture(autouse=True)
@@ -55,10 +63,15 @@ def test_padding_tokens_leave_the_output_unchanged():
 def test_padding_can_sit_anywhere_and_differ_per_item():
     model = _remixer()
     codes, clips = _real_tokens(3)
-    mixed_codes = torch.stack([torch.cat([codes[0, :1], torch.randn(2, 6), codes[0, 1:]]),
-                               torch.cat([codes[1], torch.randn(2, 6)])])
-    mixed_clips = torch.stack([torch.cat([clips[0, :1], torch.randn(2, 10), clips[0, 1:]]),
-                               torch.cat([clips[1], torch.randn(2, 10)])])
+    mixed_codes = torch.stack(
+        [torch.cat([codes[0, :1], torch.randn(2, 6), codes[0, 1:]]), torch.cat([codes[1], torch.randn(2, 6)])]
+    )
+    mixed_clips = torch.stack(
+        [
+            torch.cat([clips[0, :1], torch.randn(2, 10), clips[0, 1:]]),
+            torch.cat([clips[1], torch.randn(2, 10)]),
+        ]
+    )
     mask = torch.tensor([[False, True, True, False, False], [False, False, False, True, True]])
     assert torch.allclose(model(mixed_codes, mixed_clips, mask).mu, model(codes, clips).mu, atol=1e-5)
 
@@ -67,7 +80,9 @@ def test_reference_mode_treats_padding_as_zero_slots_up_to_max_sources():
     model = _remixer(key_softmax="features", attend_to_padding=True)
     codes, clips = _real_tokens(3)
     mask = torch.tensor([[False, False, False, True]] * 2)
-    garbage = model(torch.cat([codes, torch.randn(2, 1, 6)], 1), torch.cat([clips, torch.randn(2, 1, 10)], 1), mask)
+    garbage = model(
+        torch.cat([codes, torch.randn(2, 1, 6)], 1), torch.cat([clips, torch.randn(2, 1, 10)], 1), mask
+    )
     explicit_zeros = model(F.pad(codes, (0, 0, 0, 6)), F.pad(clips, (0, 0, 0, 6)))  # 9 = max_sources slots
     assert torch.allclose(garbage.mu, explicit_zeros.mu, atol=1e-5)
     assert torch.allclose(model(codes, clips).mu, explicit_zeros.mu, atol=1e-5)
@@ -123,7 +138,10 @@ def _scenes(n: int, seed: int, types: int = 6, slots: int = 6):
     clap_types = F.normalize(torch.randn(types, 8, generator=g), dim=-1)
     code_types = torch.randn(types, 6, generator=g)
     g = torch.Generator().manual_seed(seed)
-    codes, clips = torch.randn(n, slots, 6, generator=g), torch.randn(n, slots, 10, generator=g)  # garbage padding
+    codes, clips = (
+        torch.randn(n, slots, 6, generator=g),
+        torch.randn(n, slots, 10, generator=g),
+    )  # garbage padding
     padding, target = torch.ones(n, slots, dtype=torch.bool), torch.zeros(n, 8)
     for i in range(n):
         count = int(torch.randint(1, 5, (1,), generator=g))
@@ -139,8 +157,20 @@ def test_remixer_learns_the_clap_of_a_mixture():
     codes, clips, padding, target = _scenes(600, seed=0)
     test = _scenes(200, seed=1)
     config = RemixerConfig(**{**SMALL, "embed_dim": 32, "max_sources": 6, "token_dropout": 0.0})
-    result = train_remixer(codes, clips, target, config, epochs=8, padding_mask=padding, batch_size=50, lr=3e-3,
-                           val_fraction=0.1, seed=0, device="cpu", progress=False)
+    result = train_remixer(
+        codes,
+        clips,
+        target,
+        config,
+        epochs=8,
+        padding_mask=padding,
+        batch_size=50,
+        lr=3e-3,
+        val_fraction=0.1,
+        seed=0,
+        device="cpu",
+        progress=False,
+    )
     assert result.seed == 0 and len(result.history) == 8
     assert not result.model.training
     baseline = F.cosine_similarity(F.normalize(target.mean(0), dim=-1)[None], test[3]).mean().item()

@@ -5,10 +5,17 @@ import torch
 import torch.nn.functional as F
 
 from foleykit.errors import InputError
-from foleykit.modules.temporal import TemporalAggregator, TemporalConfig, evenly_spaced_frame_indices, sinusoidal_table
+from foleykit.modules.temporal import (
+    TemporalAggregator,
+    TemporalConfig,
+    evenly_spaced_frame_indices,
+    sinusoidal_table,
+)
 from foleykit.training.ss2a_temporal import evaluate_temporal, train_temporal
 
-SMALL = TemporalConfig(clap_dim=16, num_frames=8, num_layers=1, num_heads=4, dropout=0.0, position_resolution=32)
+SMALL = TemporalConfig(
+    clap_dim=16, num_frames=8, num_layers=1, num_heads=4, dropout=0.0, position_resolution=32
+)
 
 
 @pytest.fixture(autouse=True)
@@ -71,15 +78,27 @@ def test_frame_indices_and_errors():
         _model()(torch.randn(1, 40, 16))  # 40 frames + 2 read-outs > 32 positions
 
 
-def test_trainer_learns_a_target_that_depends_on_time():
+def test_trainer_learns_a_target_that_depends_on_time(tmp_path):
     """Target = the mean of the *last two* frames: a plain frame average cannot match it, so the
     aggregator has to use the positional embedding."""
     g = torch.Generator().manual_seed(0)
     frames = F.normalize(torch.randn(700, 8, 16, generator=g), dim=-1)
     target = F.normalize(frames[:, 6:].mean(1), dim=-1)
-    result = train_temporal(frames[:600], target[:600], SMALL, 15, batch_size=50, lr=1e-2, val_fraction=0.0,
-                            seed=0, device="cpu", progress=False)
+    result = train_temporal(
+        frames[:600],
+        target[:600],
+        SMALL,
+        15,
+        batch_size=50,
+        lr=1e-2,
+        val_fraction=0.0,
+        seed=0,
+        device="cpu",
+        progress=False,
+        log_path=tmp_path / "log.jsonl",
+    )
     average = F.cosine_similarity(F.normalize(frames[600:].mean(1), dim=-1), target[600:]).mean().item()
     learned = evaluate_temporal(result.model, frames[600:], target[600:])
     assert learned > average + 0.15, (average, learned)
     assert result.history[-1].cosine > result.history[0].cosine
+    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 15  # one JSON line per epoch

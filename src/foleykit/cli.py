@@ -31,7 +31,7 @@ def _err(msg: str) -> None:
 def generate(
     input: Annotated[Path, typer.Argument(help="Image (jpg/png/...) or video (mp4/mov/...).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .wav/.flac, or .mp4 for a video input.")],
-    method: Annotated[str, typer.Option(help="Generation method.")] = "mapper",
+    method: Annotated[Optional[str], typer.Option(help="mapper | objects (default: objects when --click/--box/--text is given, else mapper).")] = None,
     models: Annotated[Optional[str], typer.Option(help="Model set: default | tiny | DIR (env FOLEYKIT_MODELS).")] = None,
     mapper: Annotated[Optional[str], typer.Option(help="Trained V2A-Mapper folder (foleykit train mapper).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; omitted or -1 = random (the seed used is printed).")] = None,
@@ -45,19 +45,32 @@ def generate(
     dtype: Annotated[Optional[str], typer.Option(help="float32 | float16 | bfloat16 (default: fp16 on CUDA, else fp32).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
+    click: Annotated[Optional[list[str]], typer.Option("--click", help="objects: an object at pixel X,Y (repeatable).")] = None,
+    box: Annotated[Optional[list[str]], typer.Option("--box", help="objects: an object in box X0,Y0,X1,Y1 (repeatable).")] = None,
+    text: Annotated[Optional[list[str]], typer.Option("--text", help="objects: an object named by text (repeatable).")] = None,
+    stems: Annotated[Optional[Path], typer.Option("--stems", help="objects: folder for one stem per object.")] = None,
+    context: Annotated[float, typer.Option(help="objects: 0..1 share of the whole scene mixed into the blend.")] = 0.0,
+    grounding: Annotated[Optional[str], typer.Option(help="objects: trained grounding module folder.")] = None,
+    maps: Annotated[Optional[Path], typer.Option("--maps", help="objects: folder for mask/attention PNG maps.")] = None,
+    frame: Annotated[Optional[float], typer.Option(help="objects on a video: the frame (seconds) to select in.")] = None,
 ) -> None:
-    """Generate the sound of an image or a video."""
+    """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds)."""
     from .api import generate as api_generate
 
+    if method is None:
+        method = "objects" if (click or box or text) else "mapper"
     res = api_generate(
         input, output, method=method, models=models, mapper=mapper, seed=seed, duration=duration, steps=steps,
         preset=preset, guidance=guidance, candidates=candidates, frames=frames, device=device, dtype=dtype,
-        overwrite=overwrite, progress=not quiet,
+        overwrite=overwrite, progress=not quiet, clicks=click, boxes=box, texts=text, stems=stems,
+        context=context, grounding=grounding, maps=maps, frame=frame,
     )
     for path in res.outputs:
         typer.echo(f"wrote {path} ({res.sound.duration_s:.2f} s, {res.sound.sample_rate} Hz)")
     if res.sidecar is not None:
         typer.echo(f"wrote {res.sidecar}")
+    for note in res.sound.record.get("notes", []):
+        typer.echo(f"note: {note}", err=True)
     typer.echo(f"seed: {res.seed}")
 
 
@@ -112,6 +125,22 @@ def _save_atomic_dir(model, output: Path) -> None:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+@app.command("app")
+def app_cmd(
+    models: Annotated[Optional[str], typer.Option(help="Model set: default | tiny | DIR (env FOLEYKIT_MODELS).")] = None,
+    port: Annotated[int, typer.Option(help="Port to listen on (0 = a free one).")] = 7860,
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
+    grounding: Annotated[Optional[str], typer.Option(help="Trained grounding module folder (objects).")] = None,
+    mapper: Annotated[Optional[str], typer.Option(help="Trained V2A-Mapper folder (mapper).")] = None,
+    workdir: Annotated[Optional[Path], typer.Option(help="The app's work folder (uploads, results); default: a temp folder.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+) -> None:
+    """Start the web app: upload a picture, click the objects that should sound, listen, download."""
+    from .app import launch_app
+
+    launch_app(models=models, host=host, port=port, grounding=grounding, mapper=mapper, workdir=workdir, device=device)
 
 
 @models_app.command("show")

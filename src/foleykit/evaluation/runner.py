@@ -35,7 +35,7 @@ from .clip_score import clip_score, match_images
 from .embedders import build_embedders
 from .embedders.base import AudioEmbedder
 from .frechet import frechet_distance, pool_frames
-from .kl_is import IS_SEED, inception_score, kl_divergence
+from .kl_is import IS_SEED, IS_SPLITS, inception_score, kl_divergence
 from .published import published_for
 from .pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, list_files, require_same_names
 from .report import write_report
@@ -106,6 +106,7 @@ def evaluate(
     cache_dir: str | os.PathLike | None = None,
     ssms_m: int = 10,
     ssms_n: int = 10,
+    is_splits: int = IS_SPLITS,
     acc_mode: AccMode = "sigmoid",
     acc_exclude: Sequence[str] = DEFAULT_EXCLUDED,
     plots: bool = True,
@@ -116,7 +117,8 @@ def evaluate(
     ``embedders``: ``"tiny"`` (random weights, offline: exercises everything, measures nothing),
     ``"default"``/None (hub models; PANNs, VGGish and Wav2CLIP need checkpoints), or a mapping
     role -> embedder object / checkpoint / hub id (see :mod:`foleykit.evaluation.embedders`).
-    ``seed`` shuffles the IS splits (2020 = audioldm_eval / av-benchmark; None draws one).
+    ``seed`` shuffles the IS splits (2020 = audioldm_eval / av-benchmark; None draws one); fewer
+    than 10 splits only make sense for small sets, whose IS is shaky anyway.
     ``reference_dir`` may be None (e.g. ImageHear): only the unpaired metrics then run.
     """
     started = time.perf_counter()
@@ -168,7 +170,8 @@ def evaluate(
         try:
             results[metric], clip_values = _compute(
                 metric, outputs, list(sides), annotations, built, cache,
-                seed=seed_used, ssms_m=ssms_m, ssms_n=ssms_n, acc_mode=acc_mode, acc_exclude=acc_exclude,
+                seed=seed_used, ssms_m=ssms_m, ssms_n=ssms_n, is_splits=is_splits,
+                acc_mode=acc_mode, acc_exclude=acc_exclude,
             )
         except FoleykitError as exc:
             skipped[metric] = f"could not be computed: {one_line(exc)}"
@@ -317,6 +320,7 @@ def _compute(
     seed: int,
     ssms_m: int,
     ssms_n: int,
+    is_splits: int,
     acc_mode: AccMode,
     acc_exclude: Sequence[str],
 ) -> tuple[dict[str, Any], dict[str, float]]:
@@ -342,7 +346,7 @@ def _compute(
         out: dict[str, Any] = {}
         for side in sides:
             logits = arrays("tagger", side, "logits")
-            res = inception_score(np.stack([logits[n] for n in sorted(logits)]), seed=seed)
+            res = inception_score(np.stack([logits[n] for n in sorted(logits)]), splits=is_splits, seed=seed)
             key = "" if side == "generated" else "reference_"
             out |= {f"{key}value": res.mean, f"{key}std": res.std}
         return out | {"splits": res.splits, "n": res.n, "seed": seed}, {}

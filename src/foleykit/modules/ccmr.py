@@ -30,7 +30,9 @@ def pairwise_cosine(x: Tensor) -> Tensor:
 def ccmr_mask(clip: Tensor, clap: Tensor, alpha: float = DEFAULT_CCMR_ALPHA) -> Tensor:
     """The [N, N] CCMR mask for a batch of paired CLIP [N, Dv] and CLAP [N, Da] input embeddings."""
     if clip.ndim != 2 or clap.ndim != 2 or clip.shape[0] != clap.shape[0]:
-        raise ValueError(f"ccmr_mask needs paired [N, D] batches, got {tuple(clip.shape)} and {tuple(clap.shape)}")
+        raise ValueError(
+            f"ccmr_mask needs paired [N, D] batches, got {tuple(clip.shape)} and {tuple(clap.shape)}"
+        )
     if alpha < 0:
         raise ValueError(f"CCMR alpha must be >= 0, got {alpha}")
     with torch.no_grad():

@@ -60,7 +60,10 @@ class SourceSlots:
         if (self.audio_claps is None) != (self.is_audio is None):
             raise InputError("audio_claps and is_audio must be given together")
         if self.audio_claps is not None and self.is_audio is not None:
-            if self.audio_claps.shape[:2] != self.clips.shape[:2] or self.is_audio.shape != self.clips.shape[:2]:
+            if (
+                self.audio_claps.shape[:2] != self.clips.shape[:2]
+                or self.is_audio.shape != self.clips.shape[:2]
+            ):
                 raise InputError("audio_claps/is_audio must have the same [B, M] as clips")
             self.is_audio = self.is_audio.to(torch.bool) & ~self.padding_mask
 
@@ -102,10 +105,10 @@ def pack_sources(
     if global_clip is not None:
         clips[0, 0] = global_clip.float().cpu().reshape(clip_dim)
         padding[0, 0] = False
-    clips[0, 1:1 + n] = clip_sources
+    clips[0, 1 : 1 + n] = clip_sources
     padding[0, 1:m] = False
-    audio[0, 1 + n:] = audio_sources
-    is_audio[0, 1 + n:] = True
+    audio[0, 1 + n :] = audio_sources
+    is_audio[0, 1 + n :] = True
     return SourceSlots(clips, padding, audio if k else None, is_audio if k else None)
 
 
@@ -114,7 +117,6 @@ def stack_slots(scenes: list[SourceSlots]) -> SourceSlots:
     if not scenes:
         raise InputError("no scenes to stack")
     m = max(s.num_slots for s in scenes)
-    clip_dim = scenes[0].clips.shape[-1]
     any_audio = any(s.audio_claps is not None for s in scenes)
     clap_dim = next((s.audio_claps.shape[-1] for s in scenes if s.audio_claps is not None), 0)
 

@@ -91,9 +91,14 @@ class EfficientSelfAttention(nn.Module):
     def forward(self, x: Tensor, key_padding_mask: Tensor | None = None) -> Tensor:
         h = self.norm(x)
         y = efficient_attention(
-            self.query(h), self.key(h), self.value(h), self.num_heads,
-            key_padding_mask=key_padding_mask, key_softmax=self.key_softmax,  # type: ignore[arg-type]
-            dropout_p=self.dropout_p, training=self.training,
+            self.query(h),
+            self.key(h),
+            self.value(h),
+            self.num_heads,
+            key_padding_mask=key_padding_mask,
+            key_softmax=self.key_softmax,  # type: ignore[arg-type]
+            dropout_p=self.dropout_p,
+            training=self.training,
         )
         return self.highway(x) + y
 
@@ -119,7 +124,11 @@ class EfficientTransformerLayer(nn.Module):
     """Efficient self-attention followed by the feed-forward."""
 
     def __init__(
-        self, dim: int, num_heads: int, ffn_multiplier: int = 1, dropout: float = 0.0,
+        self,
+        dim: int,
+        num_heads: int,
+        ffn_multiplier: int = 1,
+        dropout: float = 0.0,
         key_softmax: KeySoftmax = "tokens",
     ) -> None:
         super().__init__()
@@ -134,7 +143,12 @@ class EfficientTransformerEncoder(nn.Module):
     """A stack of :class:`EfficientTransformerLayer` sharing one key padding mask."""
 
     def __init__(
-        self, dim: int, num_layers: int, num_heads: int, ffn_multiplier: int = 1, dropout: float = 0.0,
+        self,
+        dim: int,
+        num_layers: int,
+        num_heads: int,
+        ffn_multiplier: int = 1,
+        dropout: float = 0.0,
         key_softmax: KeySoftmax = "tokens",
     ) -> None:
         super().__init__()

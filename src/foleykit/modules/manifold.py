@@ -115,7 +115,9 @@ class CMSSManifold(nn.Module, PyTorchModelHubMixin):
 
     def _check(self, x: Tensor, dim: int, what: str) -> Tensor:
         if x.shape[-1] != dim:
-            raise InputError(f"manifold expects {what} embeddings with {dim} features, got shape {tuple(x.shape)}")
+            raise InputError(
+                f"manifold expects {what} embeddings with {dim} features, got shape {tuple(x.shape)}"
+            )
         return x.to(self._param)
 
     def encode_clips(self, clip: Tensor) -> VariationalOutput:

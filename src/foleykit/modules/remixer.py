@@ -60,15 +60,27 @@ class RemixerConfig:
     attend_to_padding: bool = False
 
     def __post_init__(self) -> None:
-        for name in ("manifold_dim", "clip_dim", "clap_dim", "embed_dim", "num_layers", "num_heads",
-                     "ffn_multiplier", "max_sources"):
+        for name in (
+            "manifold_dim",
+            "clip_dim",
+            "clap_dim",
+            "embed_dim",
+            "num_layers",
+            "num_heads",
+            "ffn_multiplier",
+            "max_sources",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"remixer {name} must be a positive integer, got {value!r}")
         if self.source_code not in SOURCE_CODE_CHOICES:
-            raise InputError(f"remixer source_code must be one of {SOURCE_CODE_CHOICES}, got {self.source_code!r}")
+            raise InputError(
+                f"remixer source_code must be one of {SOURCE_CODE_CHOICES}, got {self.source_code!r}"
+            )
         if self.key_softmax not in KEY_SOFTMAX_CHOICES:
-            raise InputError(f"remixer key_softmax must be one of {KEY_SOFTMAX_CHOICES}, got {self.key_softmax!r}")
+            raise InputError(
+                f"remixer key_softmax must be one of {KEY_SOFTMAX_CHOICES}, got {self.key_softmax!r}"
+            )
         if self.embed_dim % self.num_heads:
             raise InputError(f"remixer embed_dim {self.embed_dim} is not divisible by {self.num_heads} heads")
         for name in ("dropout", "token_dropout"):
@@ -97,7 +109,11 @@ class SoundSourceRemixer(nn.Module, PyTorchModelHubMixin):
         self.input_proj = nn.Linear(c.source_dim + c.clip_dim, c.embed_dim)
         self.readout_tokens = nn.Parameter(torch.randn(NUM_READOUT_TOKENS, c.embed_dim))
         self.encoder = EfficientTransformerEncoder(
-            c.embed_dim, c.num_layers, c.num_heads, c.ffn_multiplier, c.dropout,
+            c.embed_dim,
+            c.num_layers,
+            c.num_heads,
+            c.ffn_multiplier,
+            c.dropout,
             c.key_softmax,  # type: ignore[arg-type]
         )
         self.mu_head = ReadoutHead(c.embed_dim, c.clap_dim, c.dropout)

@@ -48,8 +48,14 @@ SOURCE_CODE_TO_GUIDANCE = {"manifold": "manifold", "clap": "generator", "manifol
 # Released TransEncoder defaults, used when the styler config leaves a value out.
 RELEASED_STYLER_DEFAULTS = {"embed_dim": 512, "num_layers": 3, "nhead": 8, "dropout": 0.2, "exp_rate": 1}
 RELEASED_TEMPORAL_CONFIG = TemporalConfig(
-    clap_dim=512, num_frames=64, num_layers=1, num_heads=8, ffn_multiplier=2, dropout=0.2,
-    position_resolution=1024, key_softmax="features",
+    clap_dim=512,
+    num_frames=64,
+    num_layers=1,
+    num_heads=8,
+    ffn_multiplier=2,
+    dropout=0.2,
+    position_resolution=1024,
+    key_softmax="features",
 )
 MLP_PREFIX = "model.1.model."
 UNUSED_MANIFOLD_KEYS = ("self_logit_scale",)
@@ -91,8 +97,10 @@ def _checked(
         out[ours] = tensor
     missing = sorted(set(expected) - set(out))
     if missing:
-        raise InputError(f"{what}: the checkpoint lacks weights for {', '.join(missing[:5])}"
-                         + (f" and {len(missing) - 5} more" if len(missing) > 5 else ""))
+        raise InputError(
+            f"{what}: the checkpoint lacks weights for {', '.join(missing[:5])}"
+            + (f" and {len(missing) - 5} more" if len(missing) > 5 else "")
+        )
     return out
 
 
@@ -103,19 +111,22 @@ def _translate(key: str, rules: list[tuple[str, str]]) -> str | None:
         match = re.match(pattern, key)
         if match:
             head = target.format(i=match.group("i")) if "{i}" in target else target
-            return head + key[match.end():]
+            return head + key[match.end() :]
     return None
 
 
-def _apply_rules(state: Mapping[str, Tensor], rules: list[tuple[str, str]], what: str,
-                 ignore: tuple[str, ...] = ()) -> dict[str, tuple[str, Tensor]]:
+def _apply_rules(
+    state: Mapping[str, Tensor], rules: list[tuple[str, str]], what: str, ignore: tuple[str, ...] = ()
+) -> dict[str, tuple[str, Tensor]]:
     mapped: dict[str, tuple[str, Tensor]] = {}
     for key, tensor in state.items():
         if key in ignore:
             continue
         ours = _translate(key, rules)
         if ours is None:
-            raise InputError(f"{what}: unrecognised key '{key}' (shape {_shape(tensor)}); not an SS2A checkpoint?")
+            raise InputError(
+                f"{what}: unrecognised key '{key}' (shape {_shape(tensor)}); not an SS2A checkpoint?"
+            )
         mapped[ours] = (key, tensor)
     return mapped
 
@@ -127,7 +138,9 @@ def _inverse(rules: list[tuple[str, str]]) -> list[tuple[str, str]]:
 # --------------------------------------------------------------------------- residual MLPs
 
 
-def _mlp_units(state: Mapping[str, Tensor], what: str, their_prefix: str = "") -> list[tuple[str, dict[str, str]]]:
+def _mlp_units(
+    state: Mapping[str, Tensor], what: str, their_prefix: str = ""
+) -> list[tuple[str, dict[str, str]]]:
     """Parse a released MLP (keys relative to ``model.1.model.``) into ordered layers.
 
     Returns ``[(kind, {our_sub_name: their_key_prefix})]`` with kind "residual" (fc1, norm1, fc2,
@@ -150,10 +163,22 @@ def _mlp_units(state: Mapping[str, Tensor], what: str, their_prefix: str = "") -
                     inner[int(parts[2])] = f"{index}.mod.{parts[2]}"
             kinds = ["linear" if state[f"{inner[i]}.weight"].ndim == 2 else "norm" for i in sorted(inner)]
             if kinds != ["linear", "norm", "linear", "norm"]:
-                raise InputError(f"{what}: residual block {index} has layers {kinds}, expected Linear, LayerNorm ×2")
+                raise InputError(
+                    f"{what}: residual block {index} has layers {kinds}, expected Linear, LayerNorm ×2"
+                )
             prefixes = [inner[i] for i in sorted(inner)]
-            units.append(("residual", {"fc1": prefixes[0], "norm1": prefixes[1], "fc2": prefixes[2],
-                                       "norm2": prefixes[3], "shortcut": f"{index}.proj"}))
+            units.append(
+                (
+                    "residual",
+                    {
+                        "fc1": prefixes[0],
+                        "norm1": prefixes[1],
+                        "fc2": prefixes[2],
+                        "norm2": prefixes[3],
+                        "shortcut": f"{index}.proj",
+                    },
+                )
+            )
         else:
             ndim = state[f"{index}.weight"].ndim
             if ndim == 2:
@@ -175,28 +200,33 @@ def _map_variational_mlp(
     mlp_state: dict[str, Tensor] = {}
     for key, tensor in state.items():
         if key.startswith(MLP_PREFIX):
-            mlp_state[key[len(MLP_PREFIX):]] = tensor
+            mlp_state[key[len(MLP_PREFIX) :]] = tensor
             continue
-        ours = _translate(key, [("model.0.", "input_proj."), ("out_mu.", "mu_head."), ("out_sigma.", "logvar_head.")])
+        ours = _translate(
+            key, [("model.0.", "input_proj."), ("out_mu.", "mu_head."), ("out_sigma.", "logvar_head.")]
+        )
         if ours is None:
             raise InputError(f"{what}: unrecognised key '{their_prefix}{key}' (shape {_shape(tensor)})")
         mapped[our_prefix + ours] = (their_prefix + key, tensor)
     units = _mlp_units(mlp_state, what, their_prefix)
     if len(units) != len(module.trunk):
         raise InputError(
-            f"{what}: the checkpoint's MLP has {len(units)} layers but the config builds {len(module.trunk)}; "
-            "check 'layers' and 'resnet'"
+            f"{what}: the checkpoint's MLP has {len(units)} layers but the config builds "
+            f"{len(module.trunk)}; check 'layers' and 'resnet'"
         )
-    for k, ((kind, names), layer) in enumerate(zip(units, module.trunk)):
+    for k, ((kind, names), layer) in enumerate(zip(units, module.trunk, strict=True)):
         ours_kind = "residual" if isinstance(layer, ResidualBlock) else "plain"
         if kind != ours_kind:
-            raise InputError(f"{what}: MLP layer {k} is {kind} in the checkpoint but {ours_kind} in the config")
+            raise InputError(
+                f"{what}: MLP layer {k} is {kind} in the checkpoint but {ours_kind} in the config"
+            )
         for sub, unit_prefix in names.items():
             for param in ("weight", "bias"):
                 their_key = f"{unit_prefix}.{param}"
                 if their_key in mlp_state:
                     mapped[f"{our_prefix}trunk.{k}.{sub}.{param}"] = (
-                        their_prefix + MLP_PREFIX + their_key, mlp_state[their_key]
+                        their_prefix + MLP_PREFIX + their_key,
+                        mlp_state[their_key],
                     )
     return mapped
 
@@ -243,8 +273,10 @@ def configs_from_released(
     styler = {**RELEASED_STYLER_DEFAULTS, **remixer.get("styler", {})}
     for name, part in (("manifold", manifold), ("generator", generator)):
         if part.get("arch", "mlp") != "mlp" or not part.get("variational", True):
-            raise InputError(f"released {name}: only the variational 'mlp' architecture can be imported "
-                             f"(got arch={part.get('arch')!r}, variational={part.get('variational')!r})")
+            raise InputError(
+                f"released {name}: only the variational 'mlp' architecture can be imported "
+                f"(got arch={part.get('arch')!r}, variational={part.get('variational')!r})"
+            )
     if generator.get("disabled", False):
         raise InputError("released generator is disabled; SS2A needs the reconstructor χ")
     if bool(manifold.get("resnet", False)) != bool(generator.get("resnet", False)):
@@ -285,16 +317,35 @@ def released_config_from_configs(manifold: ManifoldConfig, remixer: RemixerConfi
         "clip_dim": manifold.clip_dim,
         "clap_dim": manifold.clap_dim,
         "manifold_dim": manifold.manifold_dim,
-        "manifold": {"arch": "mlp", "variational": True, "layers": list(manifold.projector_widths),
-                     "resnet": manifold.residual, "dropout": manifold.dropout},
-        "generator": {"arch": "mlp", "variational": True, "disabled": False,
-                      "layers": list(manifold.reconstructor_widths), "resnet": manifold.residual,
-                      "dropout": manifold.dropout},
-        "remixer": {"slot": remixer.max_sources, "guidance": SOURCE_CODE_TO_GUIDANCE[remixer.source_code],
-                    "cfg": remixer.token_dropout,
-                    "styler": {"arch": "transformer", "variational": True, "embed_dim": remixer.embed_dim,
-                               "num_layers": remixer.num_layers, "nhead": remixer.num_heads,
-                               "dropout": remixer.dropout, "exp_rate": remixer.ffn_multiplier}},
+        "manifold": {
+            "arch": "mlp",
+            "variational": True,
+            "layers": list(manifold.projector_widths),
+            "resnet": manifold.residual,
+            "dropout": manifold.dropout,
+        },
+        "generator": {
+            "arch": "mlp",
+            "variational": True,
+            "disabled": False,
+            "layers": list(manifold.reconstructor_widths),
+            "resnet": manifold.residual,
+            "dropout": manifold.dropout,
+        },
+        "remixer": {
+            "slot": remixer.max_sources,
+            "guidance": SOURCE_CODE_TO_GUIDANCE[remixer.source_code],
+            "cfg": remixer.token_dropout,
+            "styler": {
+                "arch": "transformer",
+                "variational": True,
+                "embed_dim": remixer.embed_dim,
+                "num_layers": remixer.num_layers,
+                "nhead": remixer.num_heads,
+                "dropout": remixer.dropout,
+                "exp_rate": remixer.ffn_multiplier,
+            },
+        },
     }
 
 
@@ -341,13 +392,32 @@ def manifold_state_from_released(
             mapped["logit_scale"] = (key, tensor)
         elif key not in UNUSED_MANIFOLD_KEYS:
             raise InputError(f"released manifold_state: unrecognised key '{key}' (shape {_shape(tensor)})")
-    mapped.update(_map_variational_mlp(encoders["clip_encoder"], skeleton.clip_projector, "clip_projector.",
-                                       "released manifold_state", "clip_encoder."))
-    mapped.update(_map_variational_mlp(encoders["clap_encoder"], skeleton.clap_projector, "clap_projector.",
-                                       "released manifold_state", "clap_encoder."))
-    mapped.update(_map_variational_mlp(generator_state, skeleton.reconstructor, "reconstructor.",
-                                       "released generator_state"))
-    return _checked(mapped, _expected_shapes(CMSSManifold, config), "released manifold", reshape_ok=("logit_scale",))
+    mapped.update(
+        _map_variational_mlp(
+            encoders["clip_encoder"],
+            skeleton.clip_projector,
+            "clip_projector.",
+            "released manifold_state",
+            "clip_encoder.",
+        )
+    )
+    mapped.update(
+        _map_variational_mlp(
+            encoders["clap_encoder"],
+            skeleton.clap_projector,
+            "clap_projector.",
+            "released manifold_state",
+            "clap_encoder.",
+        )
+    )
+    mapped.update(
+        _map_variational_mlp(
+            generator_state, skeleton.reconstructor, "reconstructor.", "released generator_state"
+        )
+    )
+    return _checked(
+        mapped, _expected_shapes(CMSSManifold, config), "released manifold", reshape_ok=("logit_scale",)
+    )
 
 
 def remixer_state_from_released(remixer_state: Mapping[str, Tensor], config: RemixerConfig) -> StateDict:
@@ -359,8 +429,12 @@ def remixer_state_from_released(remixer_state: Mapping[str, Tensor], config: Rem
 def temporal_state_from_released(agg_state: Mapping[str, Tensor], config: TemporalConfig) -> StateDict:
     """Released ``agg.pth`` → a state dict for ``TemporalAggregator(config)``."""
     mapped = _apply_rules(agg_state, TEMPORAL_RULES, "released aggregator")
-    return _checked(mapped, _expected_shapes(TemporalAggregator, config), "released aggregator",
-                    reshape_ok=("position_table",))
+    return _checked(
+        mapped,
+        _expected_shapes(TemporalAggregator, config),
+        "released aggregator",
+        reshape_ok=("position_table",),
+    )
 
 
 def released_state_from_modules(
@@ -375,7 +449,8 @@ def released_state_from_modules(
         for k, v in _export_variational_mlp(getattr(manifold, ours)).items():
             manifold_state[f"{theirs}.{k}"] = v
     remixer_state = {
-        _translate(k, _inverse(REMIXER_RULES)) or k: v.detach().clone() for k, v in remixer.state_dict().items()
+        _translate(k, _inverse(REMIXER_RULES)) or k: v.detach().clone()
+        for k, v in remixer.state_dict().items()
     }
     return {
         "timestamp": timestamp,
@@ -412,7 +487,9 @@ def _torch_load(path: str | os.PathLike, map_location: str | torch.device) -> An
     try:
         return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # pickles with code, truncated files: fail with one line
-        raise InputError(f"{path}: cannot read as a weights-only torch checkpoint ({type(exc).__name__}: {exc})") from None
+        raise InputError(
+            f"{path}: cannot read as a weights-only torch checkpoint ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _read_config(config: str | os.PathLike | Mapping[str, Any]) -> Mapping[str, Any]:
@@ -434,15 +511,19 @@ def load_released_ss2a(
     reference_compatible: bool = True,
     map_location: str | torch.device = "cpu",
 ) -> ReleasedSS2A:
-    """Load ``ssv2a.pth`` with its ``ssv2a.json`` into a :class:`CMSSManifold` + :class:`SoundSourceRemixer`."""
-    manifold_config, remixer_config = configs_from_released(_read_config(config),
-                                                            reference_compatible=reference_compatible)
+    """Load ``ssv2a.pth`` with its ``ssv2a.json`` into our manifold and remixer."""
+    manifold_config, remixer_config = configs_from_released(
+        _read_config(config), reference_compatible=reference_compatible
+    )
     data = _torch_load(checkpoint, map_location)
     if not isinstance(data, Mapping) or "manifold_state" not in data or "remixer_state" not in data:
-        raise InputError(f"{checkpoint}: expected a dict with manifold_state, generator_state and remixer_state")
+        raise InputError(
+            f"{checkpoint}: expected a dict with manifold_state, generator_state and remixer_state"
+        )
     manifold = CMSSManifold(manifold_config)
-    manifold.load_state_dict(manifold_state_from_released(data["manifold_state"], data.get("generator_state"),
-                                                          manifold_config))
+    manifold.load_state_dict(
+        manifold_state_from_released(data["manifold_state"], data.get("generator_state"), manifold_config)
+    )
     remixer = SoundSourceRemixer(remixer_config)
     remixer.load_state_dict(remixer_state_from_released(data["remixer_state"], remixer_config))
     timestamp = data.get("timestamp")

@@ -41,17 +41,27 @@ class TemporalConfig:
     key_softmax: str = "tokens"
 
     def __post_init__(self) -> None:
-        for name in ("clap_dim", "num_frames", "num_layers", "num_heads", "ffn_multiplier",
-                     "position_resolution"):
+        for name in (
+            "clap_dim",
+            "num_frames",
+            "num_layers",
+            "num_heads",
+            "ffn_multiplier",
+            "position_resolution",
+        ):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise InputError(f"temporal {name} must be a positive integer, got {value!r}")
         if self.clap_dim % self.num_heads or self.clap_dim % 2:
-            raise InputError(f"temporal clap_dim {self.clap_dim} must be even and divisible by {self.num_heads} heads")
+            raise InputError(
+                f"temporal clap_dim {self.clap_dim} must be even and divisible by {self.num_heads} heads"
+            )
         if self.num_frames + NUM_READOUT_TOKENS > self.position_resolution:
             raise InputError("position_resolution must cover num_frames + 2 read-out positions")
         if self.key_softmax not in KEY_SOFTMAX_CHOICES:
-            raise InputError(f"temporal key_softmax must be one of {KEY_SOFTMAX_CHOICES}, got {self.key_softmax!r}")
+            raise InputError(
+                f"temporal key_softmax must be one of {KEY_SOFTMAX_CHOICES}, got {self.key_softmax!r}"
+            )
         if not 0.0 <= self.dropout < 1.0:
             raise InputError(f"temporal dropout must be in [0, 1), got {self.dropout}")
 
@@ -80,7 +90,11 @@ class TemporalAggregator(nn.Module, PyTorchModelHubMixin):
         )
         self.readout_tokens = nn.Parameter(torch.randn(NUM_READOUT_TOKENS, c.clap_dim))
         self.encoder = EfficientTransformerEncoder(
-            c.clap_dim, c.num_layers, c.num_heads, c.ffn_multiplier, c.dropout,
+            c.clap_dim,
+            c.num_layers,
+            c.num_heads,
+            c.ffn_multiplier,
+            c.dropout,
             c.key_softmax,  # type: ignore[arg-type]
         )
         self.mu_head = ReadoutHead(c.clap_dim, c.clap_dim, c.dropout)
@@ -100,7 +114,10 @@ class TemporalAggregator(nn.Module, PyTorchModelHubMixin):
         0..T-1); padding_mask [B, T] (True = missing frame) → Gaussian over the window's CLAP."""
         c = self.config
         if frame_claps.ndim != 3 or frame_claps.shape[-1] != c.clap_dim:
-            raise InputError(f"temporal aggregator expects [B, T, {c.clap_dim}] frame CLAPs, got {tuple(frame_claps.shape)}")
+            raise InputError(
+                f"temporal aggregator expects [B, T, {c.clap_dim}] frame CLAPs, "
+                f"got {tuple(frame_claps.shape)}"
+            )
         b, t, _ = frame_claps.shape
         table = self.position_table
         x = torch.cat([self.readout_tokens.unsqueeze(0).expand(b, -1, -1), frame_claps.to(table)], dim=1)

@@ -5,8 +5,9 @@ from __future__ import annotations
 import json
 import math
 import os
+from collections.abc import Iterator
 from dataclasses import asdict, is_dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -19,7 +20,12 @@ EVAL_BATCH = 1024
 
 def resolve_train_dtype(dtype: str | torch.dtype | None) -> torch.dtype:
     """float32 (default) or bfloat16 autocast; float16 would need loss scaling, so it is refused."""
-    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16}
+    names = {
+        "float32": torch.float32,
+        "fp32": torch.float32,
+        "bfloat16": torch.bfloat16,
+        "bf16": torch.bfloat16,
+    }
     if dtype is None or dtype == "auto":
         return torch.float32
     if isinstance(dtype, torch.dtype) and dtype in (torch.float32, torch.bfloat16):
@@ -58,9 +64,9 @@ def minibatches(indices: Tensor, batch_size: int, generator: torch.Generator) ->
 @torch.no_grad()
 def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
     """teacher ← decay·teacher + (1 − decay)·student, parameters and float buffers alike."""
-    for t, s in zip(teacher.parameters(), student.parameters()):
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
         t.lerp_(s, 1.0 - decay)
-    for t, s in zip(teacher.buffers(), student.buffers()):
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
         if t.is_floating_point():
             t.lerp_(s, 1.0 - decay)
         else:

@@ -71,21 +71,19 @@ class ManifoldTrainResult:
 
 
 @torch.no_grad()
-def retrieval_top1(
-    manifold: CMSSManifold, clip: Tensor, clap: Tensor, labels: Tensor | None = None
-) -> float:
+def retrieval_top1(manifold: CMSSManifold, clip: Tensor, clap: Tensor, labels: Tensor | None = None) -> float:
     """CLIP→CLAP retrieval accuracy in the manifold: query i is right when its nearest CLAP code is
     pair i (or, with ``labels``, any pair of the same class). Chance is 1/N (1/classes)."""
     was_training = manifold.training
     manifold.eval()
     try:
         device = manifold.logit_scale.device
-        gallery = torch.cat([
-            F.normalize(manifold.fold_claps(c.to(device)), dim=-1) for c in clap.split(EVAL_BATCH)
-        ])
+        gallery = torch.cat(
+            [F.normalize(manifold.fold_claps(c.to(device)), dim=-1) for c in clap.split(EVAL_BATCH)]
+        )
         correct = 0
         for start in range(0, clip.shape[0], EVAL_BATCH):
-            queries = F.normalize(manifold.fold_clips(clip[start:start + EVAL_BATCH].to(device)), dim=-1)
+            queries = F.normalize(manifold.fold_clips(clip[start : start + EVAL_BATCH].to(device)), dim=-1)
             nearest = (queries @ gallery.T).argmax(dim=1).cpu()
             expected = torch.arange(start, start + queries.shape[0])
             if labels is not None:
@@ -103,15 +101,18 @@ def _noisy(x: Tensor, std: float, generator: torch.Generator) -> Tensor:
     return x + std * torch.randn(x.shape, generator=generator).to(x)
 
 
-def consistency_loss(teacher: CMSSManifold, clip: Tensor, clap: Tensor, student_clip_mu: Tensor,
-                     student_clap_mu: Tensor) -> Tensor:
+def consistency_loss(
+    teacher: CMSSManifold, clip: Tensor, clap: Tensor, student_clip_mu: Tensor, student_clap_mu: Tensor
+) -> Tensor:
     """Mean-teacher consistency: cosine distance from the student's code means to the teacher's codes
     of (its own view of) the same pairs, averaged over both modalities. No gradient to the teacher."""
     with torch.no_grad():
         teacher_clip = teacher.encode_clips(clip).mu
         teacher_clap = teacher.encode_claps(clap).mu
-    return 0.5 * (cosine_distance_loss(teacher_clip, student_clip_mu)
-                  + cosine_distance_loss(teacher_clap, student_clap_mu))
+    return 0.5 * (
+        cosine_distance_loss(teacher_clip, student_clip_mu)
+        + cosine_distance_loss(teacher_clap, student_clap_mu)
+    )
 
 
 def train_manifold(
@@ -145,7 +146,9 @@ def train_manifold(
     ``seed`` fixes initialisation, the split, batch order, noise and variational draws.
     """
     if clip.ndim != 2 or clap.ndim != 2 or clip.shape[0] != clap.shape[0]:
-        raise InputError(f"need paired [N, dim] embeddings, got CLIP {tuple(clip.shape)} and CLAP {tuple(clap.shape)}")
+        raise InputError(
+            f"need paired [N, dim] embeddings, got CLIP {tuple(clip.shape)} and CLAP {tuple(clap.shape)}"
+        )
     if clip.shape[1] != config.clip_dim or clap.shape[1] != config.clap_dim:
         raise InputError(
             f"pairs are {clip.shape[1]}-d CLIP / {clap.shape[1]}-d CLAP but the manifold config expects "
@@ -172,10 +175,15 @@ def train_manifold(
     teacher = copy.deepcopy(student).eval()
     for p in teacher.parameters():
         p.requires_grad_(False)
-    projector_params = [*student.clip_projector.parameters(), *student.clap_projector.parameters(),
-                        student.logit_scale]
+    projector_params = [
+        *student.clip_projector.parameters(),
+        *student.clap_projector.parameters(),
+        student.logit_scale,
+    ]
     projector_opt = torch.optim.AdamW(projector_params, lr=lr, weight_decay=weight_decay)
-    reconstructor_opt = torch.optim.AdamW(student.reconstructor.parameters(), lr=lr, weight_decay=weight_decay)
+    reconstructor_opt = torch.optim.AdamW(
+        student.reconstructor.parameters(), lr=lr, weight_decay=weight_decay
+    )
 
     steps_per_epoch = (len(train_idx) + batch_size - 1) // batch_size
     rampup_steps = round(consistency_rampup * epochs * steps_per_epoch)
@@ -206,8 +214,10 @@ def train_manifold(
             with autocast:
                 from_clip = student.reconstructor(out.clip_sample.detach())
                 from_clap = student.reconstructor(out.clap_sample.detach())
-                recon_loss = 0.5 * (cosine_distance_loss(clap_b, from_clip.sample(gen))
-                                    + cosine_distance_loss(clap_b, from_clap.sample(gen)))
+                recon_loss = 0.5 * (
+                    cosine_distance_loss(clap_b, from_clip.sample(gen))
+                    + cosine_distance_loss(clap_b, from_clap.sample(gen))
+                )
                 recon_kl = 0.5 * (variational_kl(from_clip) + variational_kl(from_clap))
                 recon_total = recon_loss + kl_weight * recon_kl
             reconstructor_opt.zero_grad(set_to_none=True)
@@ -233,7 +243,9 @@ def train_manifold(
         if len(val_idx):
             stats.val_top1 = retrieval_top1(teacher, clip[val_idx], clap[val_idx])
         history.append(stats)
-        bar.set_postfix(loss=f"{stats.loss:.4f}", top1="-" if stats.val_top1 is None else f"{stats.val_top1:.3f}")
+        bar.set_postfix(
+            loss=f"{stats.loss:.4f}", top1="-" if stats.val_top1 is None else f"{stats.val_top1:.3f}"
+        )
         write_history(log_path, history)
     bar.close()
     teacher.eval()

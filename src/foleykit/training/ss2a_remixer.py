@@ -56,7 +56,11 @@ class RemixerTrainResult:
 
 @torch.no_grad()
 def evaluate_remixer(
-    model: SoundSourceRemixer, codes: Tensor, clips: Tensor, target_clap: Tensor, padding_mask: Tensor | None = None
+    model: SoundSourceRemixer,
+    codes: Tensor,
+    clips: Tensor,
+    target_clap: Tensor,
+    padding_mask: Tensor | None = None,
 ) -> float:
     """Mean cosine between the remixer's mean prediction and the target CLAP."""
     was_training = model.training
@@ -97,7 +101,9 @@ def train_remixer(
     """Train a Remixer on scenes (codes, clips, padding_mask) → target CLAP [N, clap_dim]."""
     n = codes.shape[0]
     if codes.ndim != 3 or clips.ndim != 3 or codes.shape[:2] != clips.shape[:2]:
-        raise InputError(f"need codes [N, M, S] and clips [N, M, C], got {tuple(codes.shape)} and {tuple(clips.shape)}")
+        raise InputError(
+            f"need codes [N, M, S] and clips [N, M, C], got {tuple(codes.shape)} and {tuple(clips.shape)}"
+        )
     if target_clap.shape != (n, config.clap_dim):
         raise InputError(f"target_clap must be [{n}, {config.clap_dim}], got {tuple(target_clap.shape)}")
     if padding_mask is not None and padding_mask.shape != codes.shape[:2]:
@@ -138,9 +144,13 @@ def train_remixer(
         stats.cosine = 1.0 - stats.cosine  # report similarity, not distance
         if len(val_idx):
             vmask = None if padding_mask is None else padding_mask[val_idx]
-            stats.val_cosine = evaluate_remixer(model, codes[val_idx], clips[val_idx], target_clap[val_idx], vmask)
+            stats.val_cosine = evaluate_remixer(
+                model, codes[val_idx], clips[val_idx], target_clap[val_idx], vmask
+            )
         history.append(stats)
-        bar.set_postfix(loss=f"{stats.loss:.4f}", val_cos="-" if stats.val_cosine is None else f"{stats.val_cosine:.3f}")
+        bar.set_postfix(
+            loss=f"{stats.loss:.4f}", val_cos="-" if stats.val_cosine is None else f"{stats.val_cosine:.3f}"
+        )
         write_history(log_path, history)
     bar.close()
     model.eval()

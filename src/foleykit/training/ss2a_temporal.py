@@ -110,7 +110,9 @@ def train_temporal(
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
     history: list[TemporalEpochStats] = []
     steps_per_epoch = (len(train_idx) + batch_size - 1) // batch_size
-    bar = tqdm(total=epochs * steps_per_epoch, desc="train temporal aggregation", unit="step", disable=not progress)
+    bar = tqdm(
+        total=epochs * steps_per_epoch, desc="train temporal aggregation", unit="step", disable=not progress
+    )
     for epoch in range(1, epochs + 1):
         model.train()
         sums = {"loss": 0.0, "cosine": 0.0, "kl": 0.0}
@@ -131,7 +133,9 @@ def train_temporal(
             vmask = None if padding_mask is None else padding_mask[val_idx]
             stats.val_cosine = evaluate_temporal(model, frame_claps[val_idx], target_clap[val_idx], vmask)
         history.append(stats)
-        bar.set_postfix(loss=f"{stats.loss:.4f}", val_cos="-" if stats.val_cosine is None else f"{stats.val_cosine:.3f}")
+        bar.set_postfix(
+            loss=f"{stats.loss:.4f}", val_cos="-" if stats.val_cosine is None else f"{stats.val_cosine:.3f}"
+        )
         write_history(log_path, history)
     bar.close()
     model.eval()

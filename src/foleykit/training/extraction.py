@@ -1,0 +1,1009 @@
+"""Resumable, deterministic embedding extraction over a manifest, written in safetensors shards.
+
+Layout of an extraction folder::
+
+    extraction.json                  what was asked (features, config, models, manifest fingerprint),
+                                     which shards exist, which items were skipped and why, complete?
+    shards/shard-000000.safetensors  items [0, S) of the manifest, shard-000001 items [S, 2S), ...
+    runs.jsonl                       one line per invocation (timings; not part of the result)
+
+Shard ``k`` holds the manifest items ``[k*S, (k+1)*S)`` that could be read: one tensor per feature
+(``clip`` [n, D], ``clip_frames`` [n, F, D], ``clip_patches`` [n, P, D], ``clap`` [n, 512]) plus
+``index`` [n] (manifest positions). Its metadata records the ids and the skipped items with the
+reason. Shards are built in memory, written to a temporary file, fsync'ed and renamed into place, so
+a shard file either exists complete or not at all: a killed run loses at most the shards in flight,
+and rerunning the same command continues with the missing ones. Work is a pure function of (manifest
+items of the shard, config, models), batches are cut the same way every time and metadata is
+serialised canonically, so an interrupted-and-resumed run produces byte-identical shards (same
+machine, same device and thread count). A different manifest (fingerprint), config or model under an
+existing folder is refused rather than mixed in.
+
+Features (``ExtractionConfig.features``):
+
+* ``clip``: CLIP global embedding of the image, or of the video frame at the window's centre.
+* ``clip_frames``: CLIP of ``num_frames`` frames evenly spaced over the window (an image is tiled).
+* ``clip_patches``: CLIP patch tokens in the joint space (the grounding module's keys/values).
+* ``clap``: CLAP of the audio file, or of the video's audio track, over the item's window
+  (``audio_seconds`` from its start; CLAP's 10-s windows are averaged beyond that).
+
+Detector crops are not extracted yet (they need the detector encoder).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..data.manifests import Manifest, ManifestItem
+from ..errors import InputError, OutputError
+from ..io._checks import one_line
+
+FORMAT = "foleykit-embeddings"
+FORMAT_VERSION = 1
+FEATURES = ("clip", "clip_frames", "clip_patches", "clap")
+CLAP_SAMPLE_RATE = 48_000
+CLAP_WINDOW_S = 10.0
+SHARD_DIR = "shards"
+INDEX_FILE = "extraction.json"
+
+
+# ------------------------------------------------------------------------------------------------
+# configuration
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExtractionConfig:
+    """What to extract. Fields marked (run) are part of the run's identity: changing them under an
+    existing folder is refused. Batch sizes, workers and device only change speed.
+    """
+
+    features: tuple[str, ...] = ("clip", "clap")  # (run)
+    clip_role: str = "clip"  # (run) model-set role: "clip" (ViT-L/14, SS2A) or "clip_mapper" (ViT-B/32)
+    num_frames: int = 64  # (run) frames per window for clip_frames (SS2A: 64)
+    shard_size: int = 1024  # (run) items per shard
+    normalize: bool = True  # (run) L2-normalise CLIP vectors (CLAP vectors are always unit)
+    storage_dtype: str = "float32"  # (run) float32 | float16
+    audio_seconds: float | None = 10.0  # (run) CLAP over [start, start + this); None = whole window
+    frame_max_side: int | None = 448  # (run) downscale decoded frames to this longer side first
+    require_frames: bool = True  # (run) skip videos whose window has fewer frames than num_frames
+    reject_silent: bool = True  # (run) skip silent audio (peak below -80 dBFS)
+    batch_size: int = 64  # images per CLIP forward
+    audio_batch_size: int = 16  # 10-s windows per CLAP forward
+    num_workers: int = 0  # media-decoding processes (0 = in this process)
+    prefetch_items: int = 4  # items each worker decodes ahead
+
+    def __post_init__(self) -> None:
+        self.features = tuple(self.features)
+        unknown = [f for f in self.features if f not in FEATURES]
+        if unknown or not self.features:
+            raise InputError(f"unknown feature(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FEATURES)}")
+        if len(set(self.features)) != len(self.features):
+            raise InputError(f"features repeat: {', '.join(self.features)}")
+        if self.clip_role not in ("clip", "clip_mapper"):
+            raise InputError(f"clip_role must be 'clip' or 'clip_mapper', got {self.clip_role!r}")
+        if self.storage_dtype not in ("float32", "float16"):
+            raise InputError(f"storage_dtype must be float32 or float16, got {self.storage_dtype!r}")
+        for name in ("num_frames", "shard_size", "batch_size", "audio_batch_size", "prefetch_items"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+                raise InputError(f"{name} must be a positive integer, got {v!r}")
+        if not isinstance(self.num_workers, int) or self.num_workers < 0:
+            raise InputError(f"num_workers must be >= 0, got {self.num_workers!r}")
+        if self.audio_seconds is not None and not self.audio_seconds > 0:
+            raise InputError(f"audio_seconds must be positive or None, got {self.audio_seconds}")
+        if self.frame_max_side is not None and self.frame_max_side < 16:
+            raise InputError(f"frame_max_side must be at least 16, got {self.frame_max_side}")
+
+    RUN_FIELDS = ("features", "clip_role", "num_frames", "shard_size", "normalize", "storage_dtype",
+                  "audio_seconds", "frame_max_side", "require_frames", "reject_silent")
+
+    def run_fields(self) -> dict[str, Any]:
+        d = asdict(self)
+        out = {k: d[k] for k in self.RUN_FIELDS}
+        out["features"] = list(self.features)
+        if "clip_frames" not in self.features:
+            out.pop("num_frames")  # irrelevant, so changing it is harmless
+        return out
+
+    @property
+    def needs_clip(self) -> bool:
+        return any(f.startswith("clip") for f in self.features)
+
+    @property
+    def needs_clap(self) -> bool:
+        return "clap" in self.features
+
+    @property
+    def torch_storage_dtype(self) -> torch.dtype:
+        return torch.float16 if self.storage_dtype == "float16" else torch.float32
+
+
+# ------------------------------------------------------------------------------------------------
+# media loading (runs in loader workers): decode + model preprocessing, never model forward
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LoadedItem:
+    """One decoded and preprocessed item, or the reason it could not be."""
+
+    index: int
+    id: str
+    single: torch.Tensor | None = None  # [1, 3, H, W] pixels for clip / clip_patches
+    frames: torch.Tensor | None = None  # [F or 1, 3, H, W] pixels for clip_frames (1 = a still image)
+    audio: dict[str, torch.Tensor] | None = None  # CLAP feature-extractor outputs, W windows
+    error: str | None = None
+
+
+def _silence_peak() -> float:
+    from ..io.audio import SILENCE_PEAK
+
+    return SILENCE_PEAK
+
+
+def read_video_audio(path: str | os.PathLike, start_s: float = 0.0, end_s: float | None = None) -> tuple[np.ndarray, int]:
+    """The first audio track of a video as mono float32 at its own rate, cut to [start_s, end_s)."""
+    import av
+
+    from ..io._checks import check_input_file
+
+    p = check_input_file(path, "video")
+    try:
+        container = av.open(str(p), metadata_errors="ignore")
+    except (av.error.FFmpegError, OSError, ValueError) as exc:
+        raise InputError(f"video file {p} is not a readable media file ({one_line(exc)})") from None
+    with container:
+        if not container.streams.audio:
+            raise InputError(f"video file {p} has no audio track")
+        stream = container.streams.audio[0]
+        rate = int(stream.codec_context.sample_rate or stream.rate or 0)
+        if rate <= 0:
+            raise InputError(f"video file {p}: audio track has no sample rate")
+        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
+        origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
+        if start_s > 1.0:
+            container.seek(int(max(0.0, start_s - 0.5) / stream.time_base) + (stream.start_time or 0),
+                           stream=stream, backward=True)
+        chunks: list[np.ndarray] = []
+        first_t: float | None = None
+        try:
+            for frame in container.decode(stream):
+                if first_t is None:
+                    first_t = (float(frame.pts * stream.time_base) - origin) if frame.pts is not None else 0.0
+                for out in resampler.resample(frame):
+                    chunks.append(out.to_ndarray().reshape(-1))
+                decoded_end = first_t + sum(c.size for c in chunks) / rate
+                if end_s is not None and decoded_end >= end_s:
+                    break
+            for out in resampler.resample(None):
+                chunks.append(out.to_ndarray().reshape(-1))
+        except (av.error.FFmpegError, OSError, ValueError) as exc:
+            raise InputError(f"video file {p}: audio could not be decoded ({one_line(exc)})") from None
+    if not chunks:
+        raise InputError(f"video file {p} has an empty audio track")
+    wave = np.concatenate(chunks).astype(np.float32)
+    first_t = first_t or 0.0
+    a = max(0, int(round((start_s - first_t) * rate)))
+    b = wave.size if end_s is None else max(a, int(round((end_s - first_t) * rate)))
+    wave = wave[a:b]
+    if wave.size == 0:
+        raise InputError(f"video file {p} has no audio in [{start_s:g}, {end_s if end_s is not None else 'end'}) s")
+    return wave, rate
+
+
+def clap_windows(wave: np.ndarray, sample_rate: int) -> list[np.ndarray]:
+    """Resample to 48 kHz and cut into CLAP's 10-s windows, as ``ClapEncoder`` does (a tail shorter
+    than a quarter window is dropped; each window is repeat-padded by the feature extractor)."""
+    import soxr
+
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise InputError(f"CLAP takes mono audio; got an array of shape {wave.shape}")
+    if wave.size == 0 or not np.isfinite(wave).all():
+        raise InputError("audio is empty or contains NaN/inf samples")
+    if sample_rate != CLAP_SAMPLE_RATE:
+        wave = soxr.resample(wave, sample_rate, CLAP_SAMPLE_RATE, quality="HQ").astype(np.float32)
+    win = int(CLAP_WINDOW_S * CLAP_SAMPLE_RATE)
+    n = max(1, int(math.ceil(wave.size / win)))
+    chunks = [wave[i * win:(i + 1) * win] for i in range(n)]
+    if n > 1 and chunks[-1].size < win // 4:
+        chunks = chunks[:-1]
+    return chunks
+
+
+class MediaLoader(torch.utils.data.Dataset):
+    """Decodes and preprocesses the manifest items of a work list; picklable for loader workers."""
+
+    def __init__(self, work: Sequence[tuple[int, ManifestItem]], config: ExtractionConfig,
+                 clip_processor: Any = None, clap_feature_extractor: Any = None) -> None:
+        self.work = list(work)
+        self.config = config
+        self.clip_processor = clip_processor
+        self.clap_fe = clap_feature_extractor
+
+    def __len__(self) -> int:
+        return len(self.work)
+
+    def __getitem__(self, k: int) -> LoadedItem:
+        index, item = self.work[k]
+        out = LoadedItem(index=index, id=item.id)
+        try:
+            self._load(item, out)
+        except InputError as exc:
+            out.error = one_line(exc)
+        except (MemoryError, KeyboardInterrupt):
+            raise
+        except Exception as exc:  # decoders fail in many library-specific ways
+            out.error = f"{type(exc).__name__}: {one_line(exc)}"
+        if out.error is not None:
+            out.single = out.frames = out.audio = None
+        return out
+
+    def _pixels(self, images: list) -> torch.Tensor:
+        return self.clip_processor(images=images, return_tensors="pt")["pixel_values"].float()
+
+    def _load(self, item: ManifestItem, out: LoadedItem) -> None:
+        cfg = self.config
+        if cfg.needs_clip:
+            single_needed = any(f in cfg.features for f in ("clip", "clip_patches"))
+            if item.image:
+                from ..io.image import load_image
+
+                img = load_image(item.image)
+                if cfg.frame_max_side is not None and max(img.size) > cfg.frame_max_side:
+                    img = img.copy()
+                    img.thumbnail((cfg.frame_max_side, cfg.frame_max_side))
+                px = self._pixels([img])
+                out.single = px if single_needed else None
+                out.frames = px if "clip_frames" in cfg.features else None
+            elif item.video:
+                from ..io.video import probe_video, read_frames
+
+                info = probe_video(item.video)
+                start = item.start_s or 0.0
+                end = info.duration_s if item.end_s is None else min(item.end_s, info.duration_s)
+                if end <= start:
+                    raise InputError(
+                        f"window [{start:g}, {item.end_s}) s is outside video {item.video} ({info.duration_s:.2f} s)"
+                    )
+                if single_needed:
+                    out.single = self._pixels(read_frames(item.video, 1, start_s=start, end_s=end,
+                                                          max_side=cfg.frame_max_side))
+                if "clip_frames" in cfg.features:
+                    available = (end - start) * info.fps if info.fps > 0 else info.n_frames
+                    if cfg.require_frames and available + 1e-6 < cfg.num_frames:
+                        raise InputError(
+                            f"video {item.video} has about {int(available)} frames in its window, fewer than "
+                            f"the {cfg.num_frames} asked for"
+                        )
+                    out.frames = self._pixels(read_frames(item.video, cfg.num_frames, start_s=start, end_s=end,
+                                                          max_side=cfg.frame_max_side))
+            else:
+                raise InputError("item has no image or video for the CLIP features")
+        if cfg.needs_clap:
+            start = item.start_s or 0.0
+            end = item.end_s
+            if cfg.audio_seconds is not None:
+                end = start + cfg.audio_seconds if end is None else min(end, start + cfg.audio_seconds)
+            if item.audio:
+                from ..io.audio import load_audio
+
+                wave, sr = load_audio(item.audio, mono=True, reject_silent=False)
+                a = int(round(start * sr))
+                b = wave.size if end is None else int(round(end * sr))
+                wave = wave[a:b]
+                if wave.size == 0:
+                    raise InputError(f"audio file {item.audio} has no samples in the item's window")
+                source = item.audio
+            elif item.video:
+                wave, sr = read_video_audio(item.video, start, end)
+                source = item.video
+            else:
+                raise InputError("item has no audio or video for the CLAP feature")
+            if cfg.reject_silent and float(np.abs(wave).max()) < _silence_peak():
+                raise InputError(f"audio of {source} is silent (peak below -80 dBFS)")
+            windows = clap_windows(wave, sr)
+            feats = self.clap_fe(
+                windows, sampling_rate=CLAP_SAMPLE_RATE, truncation="rand_trunc", padding="repeatpad",
+                return_tensors="pt",
+            )
+            out.audio = {k: feats[k] for k in ("input_features", "is_longer") if k in feats}
+
+
+def _identity(x):
+    return x
+
+
+def iter_loaded(loader: MediaLoader, num_workers: int, prefetch: int) -> Iterator[LoadedItem]:
+    """Items in work order, decoded by ``num_workers`` processes (0 = here)."""
+    if num_workers == 0 or len(loader) <= 1:
+        for k in range(len(loader)):
+            yield loader[k]
+        return
+    dl = torch.utils.data.DataLoader(
+        loader, batch_size=None, shuffle=False, num_workers=min(num_workers, len(loader)),
+        collate_fn=_identity, prefetch_factor=prefetch, persistent_workers=False,
+    )
+    yield from dl
+
+
+# ------------------------------------------------------------------------------------------------
+# model side: fixed-size batches, cut identically every time
+# ------------------------------------------------------------------------------------------------
+
+
+def _pooled(out) -> torch.Tensor:
+    return out.pooler_output if hasattr(out, "pooler_output") else out
+
+
+class _Stream:
+    """Rows queued for one model function, run in batches of exactly ``batch`` rows (the last of a
+    shard excepted), so the arithmetic is the same however the items arrived."""
+
+    def __init__(self, fn: Callable[[dict[str, torch.Tensor]], torch.Tensor], batch: int) -> None:
+        self.fn = fn
+        self.batch = batch
+        self.pending: list[dict[str, torch.Tensor]] = []
+        self.rows = 0
+        self.outputs: list[torch.Tensor] = []
+        self.compute_s = 0.0
+
+    def add(self, inputs: dict[str, torch.Tensor]) -> None:
+        self.pending.append(inputs)
+        self.rows += next(iter(inputs.values())).shape[0]
+        while self.rows >= self.batch:
+            self._run(self.batch)
+
+    def _run(self, n: int) -> None:
+        keys = list(self.pending[0])
+        cat = {k: torch.cat([p[k] for p in self.pending]) for k in keys}
+        take = {k: v[:n] for k, v in cat.items()}
+        rest = {k: v[n:] for k, v in cat.items()}
+        t0 = time.perf_counter()
+        out = self.fn(take)
+        if out.is_cuda:
+            torch.cuda.synchronize(out.device)
+        self.compute_s += time.perf_counter() - t0
+        self.outputs.append(out.float().cpu())
+        self.pending = [rest] if rest[keys[0]].shape[0] else []
+        self.rows -= n
+
+    def finish(self) -> torch.Tensor | None:
+        if self.rows:
+            self._run(self.rows)
+        out = torch.cat(self.outputs) if self.outputs else None
+        self.outputs = []
+        return out
+
+
+@dataclass
+class ShardSpec:
+    """Shard ``shard`` = manifest positions [start, stop)."""
+
+    shard: int
+    start: int
+    stop: int
+
+
+@dataclass
+class ShardResult:
+    shard: int
+    indices: list[int]
+    ids: list[str]
+    tensors: dict[str, torch.Tensor]
+    skipped: list[dict[str, Any]]
+    load_wait_s: float = 0.0
+    compute_s: float = 0.0
+
+
+class ShardExtractor:
+    """Holds the encoders (loaded once) and turns shards of manifest items into embedding tensors.
+
+    Used as is by :func:`extract_embeddings` and inside each Ray actor (``foleykit.distributed``).
+    """
+
+    def __init__(self, config: ExtractionConfig, clip_encoder: Any = None, clap_encoder: Any = None) -> None:
+        self.config = config
+        if config.needs_clip and clip_encoder is None:
+            raise InputError("CLIP features asked for but no CLIP encoder given")
+        if config.needs_clap and clap_encoder is None:
+            raise InputError("the clap feature was asked for but no CLAP encoder given")
+        self.clip = clip_encoder if config.needs_clip else None
+        self.clap = clap_encoder if config.needs_clap else None
+
+    @classmethod
+    def from_models(cls, config: ExtractionConfig, models: Any = None, *, device: str | torch.device = "auto",
+                    dtype: str | torch.dtype | None = None) -> ShardExtractor:
+        """Load the encoders of a model set (``"default"``, ``"tiny"``, a folder, or a ModelSet)."""
+        from ..devices import resolve_device
+        from ..model_sets import ModelSet, resolve_model_set
+
+        ms = models if isinstance(models, ModelSet) else resolve_model_set(models)
+        dev = resolve_device(device)
+        clip = clap = None
+        if config.needs_clip:
+            from ..encoders.clip import ClipEncoder
+
+            clip = ClipEncoder.from_pretrained(getattr(ms, config.clip_role), device=dev, dtype=dtype)
+        if config.needs_clap:
+            from ..encoders.clap import ClapEncoder
+
+            clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dtype)
+        return cls(config, clip, clap)
+
+    # identity ------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _describe(encoder: Any) -> dict[str, Any] | None:
+        if encoder is None:
+            return None
+        src = getattr(encoder, "loaded_from", None)
+        cfg = encoder.model.config.to_dict() if hasattr(encoder.model.config, "to_dict") else {}
+        cfg = {k: v for k, v in cfg.items() if not k.startswith("_") and k not in ("transformers_version",)}
+        cfg_hash = hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+        return {
+            "ref": src.ref if src is not None else "in-memory",
+            "revision": src.revision if src is not None else None,
+            "class": type(encoder.model).__name__,
+            "config_sha": cfg_hash,
+            "dtype": str(encoder.dtype).removeprefix("torch."),
+        }
+
+    def model_identity(self) -> dict[str, Any]:
+        return {"clip": self._describe(self.clip), "clap": self._describe(self.clap)}
+
+    def feature_shapes(self) -> dict[str, list[int]]:
+        """Per-item shape of each feature."""
+        shapes: dict[str, list[int]] = {}
+        for f in self.config.features:
+            if f == "clip":
+                shapes[f] = [self.clip.dim]
+            elif f == "clip_frames":
+                shapes[f] = [self.config.num_frames, self.clip.dim]
+            elif f == "clip_patches":
+                shapes[f] = [self.clip.patch_grid ** 2, self.clip.dim]
+            elif f == "clap":
+                shapes[f] = [self.clap.dim]
+        return shapes
+
+    def media_loader(self, work: Sequence[tuple[int, ManifestItem]]) -> MediaLoader:
+        return MediaLoader(
+            work, self.config,
+            clip_processor=self.clip.processor if self.clip is not None else None,
+            clap_feature_extractor=self.clap.feature_extractor if self.clap is not None else None,
+        )
+
+    # model functions -----------------------------------------------------------------------------
+
+    def _clip_global(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        enc = self.clip
+        px = inputs["pixel_values"].to(device=enc.device, dtype=enc.dtype)
+        with torch.inference_mode():
+            emb = _pooled(enc.model.get_image_features(pixel_values=px)).float()
+        return F.normalize(emb, dim=-1) if self.config.normalize else emb
+
+    def _clip_patches(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        enc = self.clip
+        px = inputs["pixel_values"].to(device=enc.device, dtype=enc.dtype)
+        vision = enc.model.vision_model
+        with torch.inference_mode():
+            hidden = vision(pixel_values=px).last_hidden_state[:, 1:]
+            emb = enc.model.visual_projection(vision.post_layernorm(hidden)).float()
+        return F.normalize(emb, dim=-1) if self.config.normalize else emb
+
+    def _clap(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+        enc = self.clap
+        feats = {k: v.to(enc.device) for k, v in inputs.items()}
+        feats["input_features"] = feats["input_features"].to(enc.dtype)
+        with torch.inference_mode():
+            emb = _pooled(enc.model.get_audio_features(**feats)).float()
+        return F.normalize(emb, dim=-1)
+
+    # shards --------------------------------------------------------------------------------------
+
+    def iter_shards(self, manifest: Manifest | Sequence[ManifestItem], specs: Sequence[ShardSpec],
+                    progress: Callable[[int], None] | None = None) -> Iterator[ShardResult]:
+        """Extract the given shards in order (media decoding overlaps the model work of earlier items)."""
+        cfg = self.config
+        items = manifest.items if isinstance(manifest, Manifest) else list(manifest)
+        work = [(i, items[i]) for s in specs for i in range(s.start, s.stop)]
+        stream = iter_loaded(self.media_loader(work), cfg.num_workers, cfg.prefetch_items)
+        for spec in specs:
+            streams = self._new_streams()
+            ok: list[LoadedItem] = []
+            skipped: list[dict[str, Any]] = []
+            wait = 0.0
+            for _ in range(spec.start, spec.stop):
+                t0 = time.perf_counter()
+                loaded = next(stream)
+                wait += time.perf_counter() - t0
+                if loaded.error is not None:
+                    skipped.append({"index": loaded.index, "id": loaded.id, "reason": loaded.error})
+                else:
+                    self._feed(streams, loaded)
+                    ok.append(loaded)
+                if progress is not None:
+                    progress(1)
+            tensors = self._collect(streams, ok)
+            yield ShardResult(
+                shard=spec.shard, indices=[x.index for x in ok], ids=[x.id for x in ok], tensors=tensors,
+                skipped=skipped, load_wait_s=wait, compute_s=sum(s.compute_s for s in streams.values()),
+            )
+
+    def extract_shard(self, manifest: Manifest | Sequence[ManifestItem], spec: ShardSpec) -> ShardResult:
+        return next(self.iter_shards(manifest, [spec]))
+
+    def _new_streams(self) -> dict[str, _Stream]:
+        cfg = self.config
+        s: dict[str, _Stream] = {}
+        if "clip" in cfg.features:
+            s["clip"] = _Stream(self._clip_global, cfg.batch_size)
+        if "clip_patches" in cfg.features:
+            s["clip_patches"] = _Stream(self._clip_patches, cfg.batch_size)
+        if "clip_frames" in cfg.features:
+            s["clip_frames"] = _Stream(self._clip_global, cfg.batch_size)
+        if "clap" in cfg.features:
+            s["clap"] = _Stream(self._clap, cfg.audio_batch_size)
+        return s
+
+    @staticmethod
+    def _feed(streams: dict[str, _Stream], x: LoadedItem) -> None:
+        if "clip" in streams:
+            streams["clip"].add({"pixel_values": x.single})
+        if "clip_patches" in streams:
+            streams["clip_patches"].add({"pixel_values": x.single})
+        if "clip_frames" in streams:
+            streams["clip_frames"].add({"pixel_values": x.frames})
+        if "clap" in streams:
+            streams["clap"].add(dict(x.audio))
+
+    def _collect(self, streams: dict[str, _Stream], ok: list[LoadedItem]) -> dict[str, torch.Tensor]:
+        shapes = self.feature_shapes()
+        dtype = self.config.torch_storage_dtype
+        out: dict[str, torch.Tensor] = {}
+        for name, stream in streams.items():
+            flat = stream.finish()
+            if not ok:
+                out[name] = torch.zeros(0, *shapes[name], dtype=dtype)
+                continue
+            if name in ("clip", "clip_patches"):
+                res = flat
+            elif name == "clip_frames":
+                per = [x.frames.shape[0] for x in ok]
+                parts = flat.split(per)
+                res = torch.stack([p.expand(self.config.num_frames, -1) if p.shape[0] == 1 else p for p in parts])
+            else:  # clap: average each item's unit window vectors, renormalise
+                per = [x.audio["input_features"].shape[0] for x in ok]
+                res = F.normalize(torch.stack([p.mean(0) for p in flat.split(per)]), dim=-1)
+            out[name] = res.to(dtype).contiguous()
+        out["index"] = torch.tensor([x.index for x in ok], dtype=torch.int64)
+        return out
+
+
+# ------------------------------------------------------------------------------------------------
+# durable writes
+# ------------------------------------------------------------------------------------------------
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(str(path), os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def write_durable(target: str | os.PathLike, data: bytes) -> None:
+    """Write ``data`` to a temporary file beside ``target``, fsync it, rename it over ``target``
+    and fsync the folder. On any failure (disk full included) the temporary file is removed and
+    ``target`` is untouched."""
+    target = Path(target)
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.part")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException as exc:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        if isinstance(exc, OSError):
+            what = "the disk is full" if exc.errno in (errno.ENOSPC, errno.EDQUOT) else (exc.strerror or str(exc))
+            raise OutputError(
+                f"could not write {target} ({len(data) / 1e6:.1f} MB): {what}; nothing already written was "
+                "changed; fix this and rerun the same command to continue"
+            ) from None
+        raise
+    _fsync_dir(target.parent)
+
+
+def _json_bytes(obj: Any) -> bytes:
+    return (json.dumps(obj, indent=1, sort_keys=True, ensure_ascii=False) + "\n").encode()
+
+
+def shard_bytes(result: ShardResult, run_key: str) -> bytes:
+    """Canonical safetensors bytes of a shard (one metadata key, sorted JSON: deterministic)."""
+    from safetensors.torch import save
+
+    meta = {
+        "format": f"{FORMAT}-shard",
+        "version": FORMAT_VERSION,
+        "run": run_key,
+        "shard": result.shard,
+        "ids": result.ids,
+        "skipped": result.skipped,
+    }
+    return save(result.tensors, metadata={"foleykit": json.dumps(meta, sort_keys=True, ensure_ascii=True)})
+
+
+def read_shard_meta(path: str | os.PathLike) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        meta = f.metadata() or {}
+    return json.loads(meta["foleykit"])
+
+
+def shard_name(k: int) -> str:
+    return f"shard-{k:06d}.safetensors"
+
+
+# ------------------------------------------------------------------------------------------------
+# the run
+# ------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class ExtractionResult:
+    """What a call did. ``skipped`` lists every unreadable item (whole run), with the reason."""
+
+    out_dir: Path
+    num_items: int
+    num_extracted: int
+    skipped: list[dict[str, Any]]
+    shards_written: int
+    shards_reused: int
+    complete: bool
+    seconds: float
+    load_wait_s: float = 0.0
+    compute_s: float = 0.0
+
+    @property
+    def items_per_s(self) -> float:
+        return self.num_extracted / self.seconds if self.seconds > 0 else 0.0
+
+
+class ExtractionRun:
+    """The driver side: plans shards, checks an existing folder, writes shards and the index.
+
+    The same object drives the single-process path and the Ray path (which only replaces who
+    computes a shard).
+    """
+
+    def __init__(self, manifest: Manifest, out_dir: str | os.PathLike, config: ExtractionConfig,
+                 model_identity: dict[str, Any], feature_shapes: dict[str, list[int]], *,
+                 restart: bool = False) -> None:
+        self.manifest = manifest
+        self.out_dir = Path(out_dir).expanduser()
+        self.config = config
+        self.models = model_identity
+        self.shapes = feature_shapes
+        n = len(manifest)
+        s = config.shard_size
+        self.specs = [ShardSpec(k, k * s, min(n, (k + 1) * s)) for k in range(math.ceil(n / s))]
+        identity = {"manifest": manifest.fingerprint, "config": config.run_fields(), "models": model_identity}
+        self.identity = identity
+        self.run_key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        self._prepare(restart)
+
+    @property
+    def shard_dir(self) -> Path:
+        return self.out_dir / SHARD_DIR
+
+    def _prepare(self, restart: bool) -> None:
+        out = self.out_dir
+        if out.exists() and not out.is_dir():
+            raise OutputError(f"{out} exists and is not a folder")
+        index = out / INDEX_FILE
+        if restart and out.exists():
+            if index.exists() or self.shard_dir.exists():
+                shutil.rmtree(self.shard_dir, ignore_errors=True)
+                with contextlib.suppress(FileNotFoundError):
+                    index.unlink()
+        if index.exists():
+            try:
+                old = json.loads(index.read_text())
+            except (OSError, json.JSONDecodeError) as exc:
+                raise OutputError(f"{index} is unreadable ({one_line(exc)}); use a new folder or --restart") from None
+            self._check_same_run(old)
+        elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
+            if self.shard_dir.exists() and any(self.shard_dir.glob("shard-*.safetensors")):
+                pass  # killed before the first index write: the shard metadata is checked below
+            else:
+                raise OutputError(f"{out} is not empty and holds no extraction; choose an empty or new folder")
+        try:
+            self.shard_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise OutputError(f"cannot create {self.shard_dir}: {exc.strerror or exc}") from None
+        for stale in list(self.shard_dir.glob(".shard-*.part")) + list(out.glob(f".{INDEX_FILE}.*.part")):
+            with contextlib.suppress(OSError):
+                stale.unlink()  # temporary files of a killed run: never renamed, so never valid
+
+    def _check_same_run(self, old: dict[str, Any]) -> None:
+        if old.get("format") != FORMAT:
+            raise OutputError(f"{self.out_dir / INDEX_FILE} is not a foleykit extraction index")
+        if old.get("run_key") == self.run_key:
+            return
+        hint = "use a new output folder, or --restart to discard the existing shards"
+        if old.get("manifest", {}).get("fingerprint") != self.manifest.fingerprint:
+            raise InputError(
+                f"{self.out_dir} was extracted from a manifest with fingerprint "
+                f"{str(old.get('manifest', {}).get('fingerprint'))[:12]}…, this one is {self.manifest.fingerprint[:12]}…: "
+                f"the manifest changed under a half-done extraction; {hint}"
+            )
+        if old.get("config") != self.config.run_fields():
+            changed = sorted(k for k in set(old.get("config", {})) | set(self.config.run_fields())
+                             if old.get("config", {}).get(k) != self.config.run_fields().get(k))
+            raise InputError(f"{self.out_dir} was extracted with different settings ({', '.join(changed)}); {hint}")
+        raise InputError(f"{self.out_dir} was extracted with different models ({old.get('models')}); {hint}")
+
+    def done_shards(self) -> dict[int, dict[str, Any]]:
+        """Shards already on disk (verified to belong to this run) → their metadata."""
+        done: dict[int, dict[str, Any]] = {}
+        for spec in self.specs:
+            path = self.shard_dir / shard_name(spec.shard)
+            if not path.exists():
+                continue
+            try:
+                meta = read_shard_meta(path)
+            except Exception as exc:  # noqa: BLE001 - an unreadable file is redone, not trusted
+                path.unlink()
+                _warn(f"{path} was unreadable ({one_line(exc)}); it will be extracted again")
+                continue
+            if meta.get("run") != self.run_key:
+                raise InputError(
+                    f"{path} belongs to another extraction (different manifest, settings or models); "
+                    "use a new output folder, or --restart to discard the existing shards"
+                )
+            done[spec.shard] = meta
+        for extra in self.shard_dir.glob("shard-*.safetensors"):
+            k = int(extra.name[6:12]) if extra.name[6:12].isdigit() else -1
+            if not 0 <= k < len(self.specs):
+                raise InputError(f"{extra} is not a shard of this manifest ({len(self.specs)} shards); use a new folder")
+        return done
+
+    def pending(self) -> list[ShardSpec]:
+        done = self.done_shards()
+        return [s for s in self.specs if s.shard not in done]
+
+    def write_shard(self, result: ShardResult) -> None:
+        write_durable(self.shard_dir / shard_name(result.shard), shard_bytes(result, self.run_key))
+
+    def write_index(self) -> dict[str, Any]:
+        done = self.done_shards()
+        shards = []
+        skipped: list[dict[str, Any]] = []
+        n_ok = 0
+        for spec in self.specs:
+            meta = done.get(spec.shard)
+            if meta is None:
+                continue
+            path = self.shard_dir / shard_name(spec.shard)
+            shards.append({
+                "file": f"{SHARD_DIR}/{shard_name(spec.shard)}",
+                "shard": spec.shard,
+                "range": [spec.start, spec.stop],
+                "items": len(meta["ids"]),
+                "skipped": len(meta["skipped"]),
+                "sha256": _sha256_file(path),
+            })
+            n_ok += len(meta["ids"])
+            skipped.extend(meta["skipped"])
+        index = {
+            "format": FORMAT,
+            "version": FORMAT_VERSION,
+            "run_key": self.run_key,
+            "manifest": {
+                "fingerprint": self.manifest.fingerprint,
+                "name": Path(self.manifest.source).name if self.manifest.source else None,
+                "items": len(self.manifest),
+            },
+            "config": self.config.run_fields(),
+            "models": self.models,
+            "features": {name: {"shape": shape, "dtype": self.config.storage_dtype} for name, shape in self.shapes.items()},
+            "num_shards": len(self.specs),
+            "shards": shards,
+            "num_extracted": n_ok,
+            "num_skipped": len(skipped),
+            "skipped": skipped,
+            "complete": len(shards) == len(self.specs),
+        }
+        write_durable(self.out_dir / INDEX_FILE, _json_bytes(index))
+        return index
+
+    def log_run(self, record: dict[str, Any]) -> None:
+        with contextlib.suppress(OSError), open(self.out_dir / "runs.jsonl", "a") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+
+
+def _sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _warn(msg: str) -> None:
+    import warnings
+
+    warnings.warn(msg, stacklevel=3)
+
+
+def extract_embeddings(
+    manifest: Manifest,
+    out_dir: str | os.PathLike,
+    config: ExtractionConfig | None = None,
+    *,
+    models: Any = None,
+    extractor: ShardExtractor | None = None,
+    device: str | torch.device = "auto",
+    dtype: str | torch.dtype | None = None,
+    restart: bool = False,
+    progress: bool = True,
+    max_shards: int | None = None,
+) -> ExtractionResult:
+    """Extract ``config.features`` for every item of ``manifest`` into ``out_dir`` (resumable).
+
+    Rerunning the same call continues where a killed run stopped and, once complete, does nothing.
+    ``extractor`` injects ready encoders (benchmarks); otherwise they are loaded from ``models``
+    (a model-set name, folder or ModelSet). ``max_shards`` stops after that many new shards.
+    Unreadable items are skipped and listed (with the reason) in the result and in extraction.json.
+    """
+    from tqdm.auto import tqdm
+
+    config = config or ExtractionConfig()
+    t_start = time.perf_counter()
+    if extractor is None:
+        extractor = ShardExtractor.from_models(config, models, device=device, dtype=dtype)
+    run = ExtractionRun(manifest, out_dir, config, extractor.model_identity(), extractor.feature_shapes(),
+                        restart=restart)
+    pending = run.pending()
+    reused = len(run.specs) - len(pending)
+    if max_shards is not None:
+        pending = pending[:max_shards]
+    run.write_index()
+    total = sum(s.stop - s.start for s in pending)
+    wait = compute = 0.0
+    written = 0
+    with tqdm(total=total, desc="extract", unit="item", disable=not progress, dynamic_ncols=True,
+              smoothing=0.05) as bar:
+        for result in extractor.iter_shards(manifest, pending, progress=bar.update):
+            run.write_shard(result)
+            run.write_index()
+            written += 1
+            wait += result.load_wait_s
+            compute += result.compute_s
+            bar.set_postfix(shard=f"{result.shard + 1}/{len(run.specs)}", skipped=len(result.skipped))
+    index = run.write_index()
+    seconds = time.perf_counter() - t_start
+    res = ExtractionResult(
+        out_dir=run.out_dir, num_items=len(manifest), num_extracted=index["num_extracted"],
+        skipped=index["skipped"], shards_written=written, shards_reused=reused, complete=index["complete"],
+        seconds=seconds, load_wait_s=wait, compute_s=compute,
+    )
+    run.log_run({"shards_written": written, "shards_reused": reused, "seconds": round(seconds, 3),
+                 "load_wait_s": round(wait, 3), "compute_s": round(compute, 3), "complete": res.complete,
+                 "pid": os.getpid(), "time": time.time()})
+    return res
+
+
+# ------------------------------------------------------------------------------------------------
+# reading
+# ------------------------------------------------------------------------------------------------
+
+
+class EmbeddingStore:
+    """Read an extraction folder: ids, features, per-item access (memory-mapped) or whole tensors."""
+
+    def __init__(self, path: str | os.PathLike, *, require_complete: bool = True) -> None:
+        self.path = Path(path).expanduser()
+        index_path = self.path / INDEX_FILE
+        if not index_path.is_file():
+            raise InputError(f"{self.path} holds no {INDEX_FILE}: not an extraction folder")
+        try:
+            self.index = json.loads(index_path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{index_path} is unreadable ({one_line(exc)})") from None
+        if self.index.get("format") != FORMAT:
+            raise InputError(f"{index_path} is not a foleykit extraction index")
+        if require_complete and not self.index.get("complete"):
+            raise InputError(
+                f"{self.path}: the extraction is incomplete ({len(self.index['shards'])} of "
+                f"{self.index['num_shards']} shards); rerun the extraction to finish it"
+            )
+        self.features: dict[str, dict[str, Any]] = self.index["features"]
+        self._shards: list[tuple[Path, int]] = []
+        self.ids: list[str] = []
+        for s in self.index["shards"]:
+            p = self.path / s["file"]
+            meta = read_shard_meta(p)
+            self._shards.append((p, len(meta["ids"])))
+            self.ids.extend(meta["ids"])
+        self._offsets = np.cumsum([0] + [n for _, n in self._shards])
+        self._handles: dict[int, Any] = {}
+        self.skipped: list[dict[str, Any]] = self.index["skipped"]
+        self.manifest_fingerprint: str = self.index["manifest"]["fingerprint"]
+
+    def __len__(self) -> int:
+        return int(self._offsets[-1])
+
+    def _check(self, features: Iterable[str] | None) -> list[str]:
+        names = list(self.features) if features is None else list(features)
+        unknown = [f for f in names if f not in self.features and f != "index"]
+        if unknown:
+            raise InputError(f"{self.path} has no feature(s) {', '.join(unknown)} (has {', '.join(self.features)})")
+        return names
+
+    def load(self, features: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """Whole features as tensors [N, ...] in manifest order (plus ``index``)."""
+        from safetensors.torch import load_file
+
+        names = self._check(features)
+        parts: dict[str, list[torch.Tensor]] = {n: [] for n in [*names, "index"]}
+        for p, _ in self._shards:
+            data = load_file(str(p))
+            for n in parts:
+                parts[n].append(data[n])
+        return {n: torch.cat(v) if v else torch.zeros(0) for n, v in parts.items()}
+
+    def get(self, i: int, features: Iterable[str] | None = None) -> dict[str, torch.Tensor]:
+        """Item ``i`` (0-based over extracted items), read through the shards' memory maps."""
+        from safetensors import safe_open
+
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = int(np.searchsorted(self._offsets, i, side="right") - 1)
+        row = i - int(self._offsets[k])
+        if k not in self._handles:
+            self._handles[k] = safe_open(str(self._shards[k][0]), framework="pt")
+        f = self._handles[k]
+        return {n: f.get_slice(n)[row] for n in self._check(features)}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_handles"] = {}  # file handles do not cross process boundaries
+        return state
+
+
+@dataclass
+class StoreDataset(torch.utils.data.Dataset):
+    """Map-style dataset over an :class:`EmbeddingStore`; ``rename`` maps batch keys → features."""
+
+    store: EmbeddingStore
+    rename: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.store)
+
+    def __getitem__(self, i: int) -> dict[str, torch.Tensor]:
+        names = self.rename or {f: f for f in self.store.features}
+        row = self.store.get(i, list(names.values()))
+        return {key: row[feat].float() for key, feat in names.items()}
