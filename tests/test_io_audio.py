@@ -220,3 +220,18 @@ def test_crossfade_refuses_bad_arguments():
         crossfade_concat([np.ones(100), np.ones(15), np.ones(100)], 10)
     with pytest.raises(InputError, match="shape"):
         crossfade_concat([np.ones(100), np.ones((2, 100))], 10)
+
+
+def test_written_files_get_umask_permissions(tmp_path):
+    """Atomic writes go through mkstemp (0600); the final file must have ordinary permissions."""
+    import os
+    import stat
+
+    from foleykit.io.audio import write_audio
+
+    old = os.umask(0o022)
+    try:
+        out = write_audio(tmp_path / "perm.wav", np.zeros(160, np.float32), 16000)
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
