@@ -11,7 +11,11 @@ from transformers.audio_utils import mel_filter_bank
 from foleykit.errors import InputError
 from foleykit.evaluation.embedders import build_embedders
 from foleykit.evaluation.embedders.panns import Cnn14, Cnn14Config, PannsEmbedder
-from foleykit.evaluation.embedders.spectral import slaney_mel_filterbank, vggish_examples, vggish_mel_filterbank
+from foleykit.evaluation.embedders.spectral import (
+    slaney_mel_filterbank,
+    vggish_examples,
+    vggish_mel_filterbank,
+)
 from foleykit.evaluation.embedders.vggish import VGGish, VGGishConfig, VGGishEmbedder
 from foleykit.evaluation.embedders.wav2clip import Wav2Clip, Wav2ClipConfig, Wav2ClipEmbedder
 
@@ -21,16 +25,27 @@ WAVE = (0.1 * np.random.default_rng(0).standard_normal(32_000)).astype(np.float3
 @pytest.mark.parametrize("sr,n_fft,fmax", [(16_000, 512, 8_000), (32_000, 1024, 14_000)])
 def test_slaney_filterbank_matches_transformers(sr, n_fft, fmax):
     ref = mel_filter_bank(
-        num_frequency_bins=n_fft // 2 + 1, num_mel_filters=64, min_frequency=50, max_frequency=fmax,
-        sampling_rate=sr, norm="slaney", mel_scale="slaney",
+        num_frequency_bins=n_fft // 2 + 1,
+        num_mel_filters=64,
+        min_frequency=50,
+        max_frequency=fmax,
+        sampling_rate=sr,
+        norm="slaney",
+        mel_scale="slaney",
     )
     assert np.allclose(slaney_mel_filterbank(sr, n_fft, 64, 50, fmax), ref, atol=1e-8)
 
 
 def test_vggish_filterbank_and_framing():
     ref = mel_filter_bank(
-        num_frequency_bins=257, num_mel_filters=64, min_frequency=125, max_frequency=7500,
-        sampling_rate=16_000, norm=None, mel_scale="htk", triangularize_in_mel_space=True,
+        num_frequency_bins=257,
+        num_mel_filters=64,
+        min_frequency=125,
+        max_frequency=7500,
+        sampling_rate=16_000,
+        norm=None,
+        mel_scale="htk",
+        triangularize_in_mel_space=True,
     )
     ref[0] = 0.0  # VGGish gives the DC bin no weight
     assert np.allclose(vggish_mel_filterbank(), ref, atol=1e-10)
@@ -58,7 +73,10 @@ def test_full_size_key_layouts_match_the_public_checkpoints():
     vggish = _meta_state(lambda: VGGish(VGGishConfig()))
     convs = [f"features.{i}" for i in (0, 3, 6, 8, 11, 13)] + [f"embeddings.{i}" for i in (0, 2, 4)]
     assert set(vggish) == {f"{m}.{p}" for m in convs for p in ("weight", "bias")}
-    assert vggish["embeddings.0.weight"] == (4096, 512 * 4 * 6) and vggish["embeddings.4.weight"] == (128, 4096)
+    assert vggish["embeddings.0.weight"] == (4096, 512 * 4 * 6) and vggish["embeddings.4.weight"] == (
+        128,
+        4096,
+    )
 
     w2c = _meta_state(lambda: Wav2Clip(Wav2ClipConfig()))
     assert w2c["encoder.conv1.weight"] == (64, 1, 7, 7)
@@ -82,7 +100,9 @@ def test_panns_checkpoint_round_trip_in_public_layout(tmp_path):
 def test_wav2clip_checkpoint_round_trip_in_release_layout(tmp_path):
     tiny = Wav2ClipEmbedder.tiny(seed=1, embedding_dim=24)
     sd = tiny.module.state_dict()
-    release = {"audio_" + k: v for k, v in sd.items()}  # encoder.* -> audio_encoder.*, transform.* -> audio_transform.*
+    release = {
+        "audio_" + k: v for k, v in sd.items()
+    }  # encoder.* -> audio_encoder.*, transform.* -> audio_transform.*
     release["audio_encoder.fc.weight"] = torch.zeros(1000, 16)
     release["audio_encoder.spectrogram.window"] = torch.hann_window(512)
     release["clip.visual.proj"] = torch.zeros(2)  # other towers of the Lightning module are ignored

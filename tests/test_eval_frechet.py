@@ -43,7 +43,9 @@ def test_diagonal_gaussians_closed_form_and_samples():
     mu_a, mu_b = np.array([1.0, -2.0, 0.5]), np.array([0.0, 0.0, 0.5])
     var_a, var_b = np.array([1.0, 4.0, 0.25]), np.array([2.0, 1.0, 0.25])
     closed = np.sum((mu_a - mu_b) ** 2) + np.sum((np.sqrt(var_a) - np.sqrt(var_b)) ** 2)
-    assert frechet_distance_from_stats(mu_a, np.diag(var_a), mu_b, np.diag(var_b)).value == pytest.approx(closed)
+    assert frechet_distance_from_stats(mu_a, np.diag(var_a), mu_b, np.diag(var_b)).value == pytest.approx(
+        closed
+    )
 
     rng = np.random.default_rng(1)
     a = mu_a + rng.standard_normal((40_000, 3)) * np.sqrt(var_a)
@@ -116,7 +118,9 @@ def test_frames_are_pooled_as_samples_not_concatenated_into_one_vector():
     res = frechet_distance(pooled_a, pooled_b)
     assert (res.n_a, res.dim) == (3000, 2)
     assert res.value == pytest.approx(8.0, abs=0.3)
-    buggy = frechet_distance(np.concatenate(clips_a, axis=None)[:, None], np.concatenate(clips_b, axis=None)[:, None])
+    buggy = frechet_distance(
+        np.concatenate(clips_a, axis=None)[:, None], np.concatenate(clips_b, axis=None)[:, None]
+    )
     assert buggy.value < 0.05  # what the bug would report: this test tells the two apart
 
 

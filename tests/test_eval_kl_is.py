@@ -33,14 +33,18 @@ def test_sigmoid_kl_matches_audioldm_eval_formula():
     ref = {"c": np.array([0.0, math.log(3.0)])}  # sigmoid -> 0.5, 0.75
     gen = {"c": np.array([math.log(3.0), 0.0])}  # sigmoid -> 0.75, 0.5
     eps = 1e-6
-    expected = (0.5 * math.log(0.5) - 0.5 * math.log(0.75 + eps)) + (0.75 * math.log(0.75) - 0.75 * math.log(0.5 + eps))
+    expected = (0.5 * math.log(0.5) - 0.5 * math.log(0.75 + eps)) + (
+        0.75 * math.log(0.75) - 0.75 * math.log(0.5 + eps)
+    )
     res = kl_divergence(ref, gen, mode="sigmoid")
     assert res.value == pytest.approx(expected) and res.eps == eps
 
 
 def test_kl_lists_unpaired_names():
     with pytest.raises(InputError, match=r"1 in reference without a match in generated: only_ref.*only_gen"):
-        kl_divergence({"a": np.zeros(3), "only_ref": np.zeros(3)}, {"a": np.zeros(3), "only_gen": np.zeros(3)})
+        kl_divergence(
+            {"a": np.zeros(3), "only_ref": np.zeros(3)}, {"a": np.zeros(3), "only_gen": np.zeros(3)}
+        )
 
 
 def test_is_hand_computation_single_split():
@@ -52,7 +56,9 @@ def test_is_hand_computation_single_split():
 
 def test_is_bounds():
     confident = np.array([[50.0, 0.0], [0.0, 50.0]] * 5)
-    assert inception_score(confident, splits=1).mean == pytest.approx(2.0, rel=1e-6)  # = number of classes used
+    assert inception_score(confident, splits=1).mean == pytest.approx(
+        2.0, rel=1e-6
+    )  # = number of classes used
     same = np.tile([1.0, 2.0, 3.0], (20, 1))
     res = inception_score(same)
     assert res.mean == pytest.approx(1.0) and res.splits == 10 and res.n == 20

@@ -34,17 +34,29 @@ def dataset(tmp_path):
         sf.write(ref / f"{name}.flac", stereo, 22_050)
         Image.fromarray((rng.random((48, 64, 3)) * 255).astype(np.uint8)).save(img / f"{name}.png")
     Image.fromarray(np.zeros((32, 32, 3), np.uint8)).save(img / "dog_1.png")  # a second source crop of dog
-    (tmp_path / "captions.csv").write_text("name,caption\n" + "".join(f"{n}.wav,the sound of a {n}\n" for n in NAMES))
-    (tmp_path / "labels.csv").write_text("name,labels\n" + "".join(f'{n},"{i}; {i + 10}"\n' for i, n in enumerate(NAMES)))
+    (tmp_path / "captions.csv").write_text(
+        "name,caption\n" + "".join(f"{n}.wav,the sound of a {n}\n" for n in NAMES)
+    )
+    (tmp_path / "labels.csv").write_text(
+        "name,labels\n" + "".join(f'{n},"{i}; {i + 10}"\n' for i, n in enumerate(NAMES))
+    )
     return tmp_path
 
 
 def test_end_to_end_on_tiny_embedders(dataset, tiny_models_dir):
     out = dataset / "out"
     report = evaluate(
-        dataset / "gen", dataset / "ref", out_dir=out, images_dir=dataset / "images",
-        captions_csv=dataset / "captions.csv", labels_csv=dataset / "labels.csv",
-        embedders="tiny", model_set=tiny_models_dir, protocol=SHORT, device="cpu", cache_dir=dataset / "cache",
+        dataset / "gen",
+        dataset / "ref",
+        out_dir=out,
+        images_dir=dataset / "images",
+        captions_csv=dataset / "captions.csv",
+        labels_csv=dataset / "labels.csv",
+        embedders="tiny",
+        model_set=tiny_models_dir,
+        protocol=SHORT,
+        device="cpu",
+        cache_dir=dataset / "cache",
         is_splits=2,
     )
     assert report["skipped"] == {}
@@ -52,7 +64,11 @@ def test_end_to_end_on_tiny_embedders(dataset, tiny_models_dir):
     for res in report["metrics"].values():
         assert np.isfinite(res["value"])
     fad = report["metrics"]["fad"]
-    assert (fad["n_a"], fad["n_b"], fad["dim"]) == (8, 8, 16)  # 4 clips x two 0.96 s frames, pooled as samples
+    assert (fad["n_a"], fad["n_b"], fad["dim"]) == (
+        8,
+        8,
+        16,
+    )  # 4 clips x two 0.96 s frames, pooled as samples
     assert report["metrics"]["fd"]["n_a"] == 4
     cs = report["metrics"]["clip_score"]
     assert cs["value"] == pytest.approx(100 * cs["raw"]) and "reference_value" in cs
@@ -69,17 +85,33 @@ def test_end_to_end_on_tiny_embedders(dataset, tiny_models_dir):
     assert "| FD (PANNs CNN14, 2048-d) ↓ |" in md and "V2A-Mapper (V2A-Mapper paper)" in md and "24.168" in md
     assert (out / "plots" / "metrics.png").is_file() and (out / "plots" / "pca_panns.png").is_file()
 
-    again = evaluate(dataset / "gen", dataset / "ref", out_dir=out, metrics=["fd", "kl_softmax"],
-                     embedders="tiny", model_set=tiny_models_dir, protocol=SHORT, device="cpu",
-                     cache_dir=dataset / "cache", plots=False)
+    again = evaluate(
+        dataset / "gen",
+        dataset / "ref",
+        out_dir=out,
+        metrics=["fd", "kl_softmax"],
+        embedders="tiny",
+        model_set=tiny_models_dir,
+        protocol=SHORT,
+        device="cpu",
+        cache_dir=dataset / "cache",
+        plots=False,
+    )
     assert again["cache"]["misses"] == 0  # a later run reuses every embedding
     assert again["metrics"]["fd"]["value"] == pytest.approx(report["metrics"]["fd"]["value"])
 
 
 def test_missing_embedders_and_inputs_are_skipped_with_reasons(dataset):
     report = evaluate(
-        dataset / "gen", dataset / "ref", out_dir=dataset / "out", metrics=["fd", "fad", "is", "clip_score"],
-        embedders={"panns": PannsEmbedder.tiny()}, protocol=SHORT, device="cpu", seed=None, plots=False,
+        dataset / "gen",
+        dataset / "ref",
+        out_dir=dataset / "out",
+        metrics=["fd", "fad", "is", "clip_score"],
+        embedders={"panns": PannsEmbedder.tiny()},
+        protocol=SHORT,
+        device="cpu",
+        seed=None,
+        plots=False,
     )
     assert set(report["metrics"]) == {"fd"}
     assert "no vggish checkpoint given" in report["skipped"]["fad"]
@@ -93,8 +125,15 @@ def test_unmatched_file_names_are_listed(dataset):
     sf.write(dataset / "gen" / "only_generated.wav", np.zeros(16_000, np.float32), 16_000)
     sf.write(dataset / "ref" / "only_reference.wav", np.zeros(16_000, np.float32), 16_000)
     with pytest.raises(InputError) as err:
-        evaluate(dataset / "gen", dataset / "ref", out_dir=dataset / "out", metrics=["fd"],
-                 embedders={"panns": PannsEmbedder.tiny()}, protocol=SHORT, device="cpu")
+        evaluate(
+            dataset / "gen",
+            dataset / "ref",
+            out_dir=dataset / "out",
+            metrics=["fd"],
+            embedders={"panns": PannsEmbedder.tiny()},
+            protocol=SHORT,
+            device="cpu",
+        )
     assert "only_generated" in str(err.value) and "only_reference" in str(err.value)
 
 
@@ -103,8 +142,14 @@ def test_bad_and_silent_files_are_reported_per_file(dataset):
     bad = np.full(32_000, 0.1, np.float32)
     bad[5] = np.nan
     sf.write(dataset / "gen" / "dog.wav", bad, 16_000, subtype="FLOAT")
-    kwargs = dict(out_dir=dataset / "out", metrics=["fad"], embedders={"vggish": VGGishEmbedder.tiny()},
-                  protocol=SHORT, device="cpu", plots=False)
+    kwargs = {
+        "out_dir": dataset / "out",
+        "metrics": ["fad"],
+        "embedders": {"vggish": VGGishEmbedder.tiny()},
+        "protocol": SHORT,
+        "device": "cpu",
+        "plots": False,
+    }
     with pytest.raises(InputError, match=r"1 audio files cannot be evaluated: .*dog\.wav contains NaN"):
         evaluate(dataset / "gen", dataset / "ref", **kwargs)
     sf.write(dataset / "gen" / "dog.wav", np.full(32_000, 0.1, np.float32), 16_000)
@@ -113,8 +158,16 @@ def test_bad_and_silent_files_are_reported_per_file(dataset):
 
 
 def test_without_reference_only_unpaired_metrics_run(dataset):
-    report = evaluate(dataset / "gen", None, out_dir=dataset / "out", metrics=["fd", "acc"],
-                      labels_csv=dataset / "labels.csv", embedders={"panns": PannsEmbedder.tiny()},
-                      protocol=SHORT, device="cpu", plots=False)
+    report = evaluate(
+        dataset / "gen",
+        None,
+        out_dir=dataset / "out",
+        metrics=["fd", "acc"],
+        labels_csv=dataset / "labels.csv",
+        embedders={"panns": PannsEmbedder.tiny()},
+        protocol=SHORT,
+        device="cpu",
+        plots=False,
+    )
     assert report["skipped"] == {"fd": "needs a reference directory"}
     assert report["metrics"]["acc"]["n"] == 4 and "reference_value" not in report["metrics"]["acc"]

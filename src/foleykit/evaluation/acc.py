@@ -87,5 +87,9 @@ def acc(
     if not scored:
         raise InputError("ACC: none of the clips has a (non-excluded) label")
     return ACCResult(
-        value=float(np.mean(scored)), mode=mode, n=len(scored), unlabelled=tuple(unlabelled), excluded=tuple(excluded)
+        value=float(np.mean(scored)),
+        mode=mode,
+        n=len(scored),
+        unlabelled=tuple(unlabelled),
+        excluded=tuple(excluded),
     )

@@ -24,7 +24,9 @@ def _pick(header: list[str], choices: tuple[str, ...], path: Path, what: str) ->
     for choice in choices:
         if choice in lowered:
             return lowered[choice]
-    raise InputError(f"{path}: no {what} column; expected one of {', '.join(choices)} in the header, got {header}")
+    raise InputError(
+        f"{path}: no {what} column; expected one of {', '.join(choices)} in the header, got {header}"
+    )
 
 
 def _read(path: str | os.PathLike, value_columns: tuple[str, ...], what: str) -> dict[str, list[str]]:

@@ -39,7 +39,9 @@ class Protocol:
 
 
 PROTOCOLS: dict[str, Protocol] = {
-    "v2a-mapper": Protocol("v2a-mapper", 10.0, True, "10 s clips, padded or cut (V2A-Mapper / audioldm_eval era)"),
+    "v2a-mapper": Protocol(
+        "v2a-mapper", 10.0, True, "10 s clips, padded or cut (V2A-Mapper / audioldm_eval era)"
+    ),
     "ssv2a": Protocol("ssv2a", 10.24, True, "10.24 s clips, padded or cut (SS2A's CS and SSMS code)"),
     "mmaudio": Protocol("mmaudio", 8.0, False, "8 s, truncated only, never padded (av-benchmark, MMAudio)"),
 }
@@ -51,7 +53,9 @@ def get_protocol(name: str | Protocol) -> Protocol:
     try:
         return PROTOCOLS[name]
     except KeyError:
-        raise InputError(f"unknown evaluation protocol {name!r}; choose one of {', '.join(PROTOCOLS)}") from None
+        raise InputError(
+            f"unknown evaluation protocol {name!r}; choose one of {', '.join(PROTOCOLS)}"
+        ) from None
 
 
 @dataclass(frozen=True)
@@ -68,10 +72,12 @@ class FrontendSpec:
         return f"mono-dc-soxrhq-{self.sample_rate}hz-{self.num_samples}-{self.pad}"
 
 
-def frontend_spec(protocol: Protocol, sample_rate: int, pad_mode: PadMode, max_seconds: float | None = None) -> FrontendSpec:
-    """The spec for an embedder at ``sample_rate`` under ``protocol``; ``max_seconds`` caps it (CLAP's 10 s)."""
+def frontend_spec(
+    protocol: Protocol, sample_rate: int, pad_mode: PadMode, max_seconds: float | None = None
+) -> FrontendSpec:
+    """The spec of an embedder at ``sample_rate`` under ``protocol``; ``max_seconds`` caps it (CLAP: 10 s)."""
     seconds = protocol.seconds if max_seconds is None else min(protocol.seconds, max_seconds)
-    return FrontendSpec(sample_rate, int(round(seconds * sample_rate)), pad_mode if protocol.pad else "none")
+    return FrontendSpec(sample_rate, round(seconds * sample_rate), pad_mode if protocol.pad else "none")
 
 
 def fit_length(wave: np.ndarray, num_samples: int, pad: PadMode) -> np.ndarray:

@@ -56,7 +56,9 @@ class EmbeddingCache:
             with atomic_path(self.directory / f"{k}.npz") as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, **outputs)
 
-    def get_or_compute(self, path: str | os.PathLike, embedder_id: str, compute: Callable[[], Outputs]) -> Outputs:
+    def get_or_compute(
+        self, path: str | os.PathLike, embedder_id: str, compute: Callable[[], Outputs]
+    ) -> Outputs:
         found = self.get(path, embedder_id)
         if found is not None:
             self.hits += 1
@@ -67,4 +69,8 @@ class EmbeddingCache:
         return outputs
 
     def stats(self) -> dict[str, object]:
-        return {"hits": self.hits, "misses": self.misses, "directory": str(self.directory) if self.directory else None}
+        return {
+            "hits": self.hits,
+            "misses": self.misses,
+            "directory": str(self.directory) if self.directory else None,
+        }

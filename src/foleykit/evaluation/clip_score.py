@@ -22,7 +22,7 @@ _SEPARATORS = ("_", "-", ".")
 
 
 def match_images(clip_names: Iterable[str], images: Mapping[str, Path]) -> dict[str, list[Path]]:
-    """``{clip: [image paths]}`` for images named like the clip (see module doc); clips without any are absent."""
+    """``{clip: [image paths]}`` of the images named like each clip; clips without any are absent."""
     clips = sorted(set(clip_names), key=len, reverse=True)
     out: dict[str, list[Path]] = {}
     for stem, path in sorted(images.items()):

@@ -116,7 +116,10 @@ def frechet_distance_from_stats(
 ) -> FrechetResult:
     """Fréchet distance between N(mu_a, sigma_a) and N(mu_b, sigma_b) (exact, given the statistics)."""
     mu_a, mu_b = np.atleast_1d(np.asarray(mu_a, np.float64)), np.atleast_1d(np.asarray(mu_b, np.float64))
-    sigma_a, sigma_b = np.atleast_2d(np.asarray(sigma_a, np.float64)), np.atleast_2d(np.asarray(sigma_b, np.float64))
+    sigma_a, sigma_b = (
+        np.atleast_2d(np.asarray(sigma_a, np.float64)),
+        np.atleast_2d(np.asarray(sigma_b, np.float64)),
+    )
     dim = mu_a.shape[0]
     if mu_b.shape != (dim,) or sigma_a.shape != (dim, dim) or sigma_b.shape != (dim, dim):
         raise InputError(

@@ -84,7 +84,11 @@ def kl_divergence(
         p, q = expit(ref), expit(gen)
         terms = (xlogy(p, p) - p * np.log(q + eps)).sum(axis=1)
     return KLResult(
-        value=float(terms.mean()), mode=mode, eps=eps, n=len(names), per_clip=dict(zip(names, terms.tolist()))
+        value=float(terms.mean()),
+        mode=mode,
+        eps=eps,
+        n=len(names),
+        per_clip=dict(zip(names, terms.tolist(), strict=True)),
     )
 
 

@@ -48,7 +48,9 @@ def list_files(directory: str | os.PathLike, extensions: tuple[str, ...], what: 
     return found
 
 
-def require_same_names(a: Mapping[str, object], b: Mapping[str, object], a_what: str, b_what: str) -> list[str]:
+def require_same_names(
+    a: Mapping[str, object], b: Mapping[str, object], a_what: str, b_what: str
+) -> list[str]:
     """The shared names, sorted; an error naming every unmatched item on either side."""
     only_a, only_b = set(a) - set(b), set(b) - set(a)
     if only_a or only_b:

@@ -59,8 +59,10 @@ def render_markdown(report: dict[str, Any]) -> str:
         "",
         f"- generated: `{report['generated_dir']}`",
         f"- reference: `{report['reference_dir']}`" if report["reference_dir"] else "- reference: none",
-        f"- clips: {report['clips']}; protocol: {report['protocol']['name']} ({report['protocol']['note']}); "
-        f"seed: {report['seed']}",
+        (
+            f"- clips: {report['clips']}; protocol: {report['protocol']['name']} "
+            f"({report['protocol']['note']}); seed: {report['seed']}"
+        ),
         "",
         "| metric | ours | reference audio | " + " | ".join(f"{HEADLINE[s]} ({s})" for s in sources) + " |",
         "|---|---|---|" + "---|" * len(sources),
@@ -69,8 +71,14 @@ def render_markdown(report: dict[str, Any]) -> str:
         arrow = "↓" if res["lower_is_better"] else "↑"
         cells = [f"{res['label']} {arrow}", _fmt(res["value"]), _fmt(res.get("reference_value", "–"))]
         for source in sources:
-            hit = next((p for p in published if p.metric == metric and p.source == source
-                        and p.method == HEADLINE[source]), None)
+            hit = next(
+                (
+                    p
+                    for p in published
+                    if p.metric == metric and p.source == source and p.method == HEADLINE[source]
+                ),
+                None,
+            )
             cells.append(_fmt(hit.value) if hit else "–")
         lines.append("| " + " | ".join(cells) + " |")
     if sources:
@@ -89,7 +97,10 @@ def render_markdown(report: dict[str, Any]) -> str:
     if file_lines:
         lines += ["", "## Files", "", *file_lines]
     lines += ["", "## Embedders", ""]
-    lines += [f"- {role}: `{desc['id']}` ({desc.get('frontend', 'images')})" for role, desc in report["embedders"].items()]
+    lines += [
+        f"- {role}: `{desc['id']}` ({desc.get('frontend', 'images')})"
+        for role, desc in report["embedders"].items()
+    ]
     for plot in report.get("plots", []):
         lines += ["", f"![{Path(plot).stem}]({plot})"]
     return "\n".join(lines) + "\n"
@@ -116,7 +127,11 @@ def _plots(report: dict[str, Any], outputs: dict, out_dir: Path) -> list[str]:
             bars = [("ours", res["value"])]
             if "reference_value" in res:
                 bars.append(("reference", res["reference_value"]))
-            bars += [(f"{p.method}\n({p.source.split(' paper')[0]})", p.value) for p in published if p.metric == metric]
+            bars += [
+                (f"{p.method}\n({p.source.split(' paper')[0]})", p.value)
+                for p in published
+                if p.metric == metric
+            ]
             ax.bar(range(len(bars)), [v for _, v in bars], color=["C0"] + ["C7"] * (len(bars) - 1))
             ax.set_xticks(range(len(bars)), [b for b, _ in bars], rotation=60, ha="right", fontsize=6)
             ax.set_title(res["label"], fontsize=8)
@@ -125,8 +140,11 @@ def _plots(report: dict[str, Any], outputs: dict, out_dir: Path) -> list[str]:
     for role, by_side in outputs.items():
         if role == "tagger" or not by_side.get("generated"):
             continue
-        points = {side: np.concatenate([np.atleast_2d(o["embedding"]) for o in clips.values()])
-                  for side, clips in by_side.items() if clips}
+        points = {
+            side: np.concatenate([np.atleast_2d(o["embedding"]) for o in clips.values()])
+            for side, clips in by_side.items()
+            if clips
+        }
         stacked = np.concatenate(list(points.values())).astype(np.float64)
         if stacked.shape[0] < 3 or stacked.shape[1] < 2:
             continue

@@ -13,9 +13,10 @@ from __future__ import annotations
 import os
 import platform
 import time
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -34,10 +35,10 @@ from .clap_score import clap_score
 from .clip_score import clip_score, match_images
 from .embedders import build_embedders
 from .embedders.base import AudioEmbedder
-from .frechet import frechet_distance, pool_frames
+from .frechet import FrechetWarning, frechet_distance, pool_frames
 from .kl_is import IS_SEED, IS_SPLITS, inception_score, kl_divergence
-from .published import published_for
 from .pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, list_files, require_same_names
+from .published import published_for
 from .report import write_report
 from .ssms import ssms
 
@@ -65,7 +66,9 @@ METRICS: dict[str, MetricInfo] = {
     "ssms": MetricInfo("SSMS (0-10 scale)", ("tagger",), False),
     "acc": MetricInfo("ACC", ("tagger",), False, needs="labels_csv", paired=False),
     "clap_score": MetricInfo("CLAP score (x100)", ("clap",), False, needs="captions_csv", paired=False),
-    "clip_score": MetricInfo("CLIP score (x100)", ("wav2clip", "clip_image"), False, needs="images_dir", paired=False),
+    "clip_score": MetricInfo(
+        "CLIP score (x100)", ("wav2clip", "clip_image"), False, needs="images_dir", paired=False
+    ),
 }
 DEFAULT_METRICS = tuple(METRICS)
 
@@ -86,7 +89,11 @@ class _Clip:
 
     def check(self) -> dict[str, np.ndarray]:
         wave, sr = self.audio()
-        return {"sample_rate": np.array(sr), "frames": np.array(wave.shape[0]), "peak": np.array(np.abs(wave).max())}
+        return {
+            "sample_rate": np.array(sr),
+            "frames": np.array(wave.shape[0]),
+            "peak": np.array(np.abs(wave).max()),
+        }
 
 
 def evaluate(
@@ -133,8 +140,12 @@ def evaluate(
     sides = {"generated": list_files(generated_dir, AUDIO_EXTENSIONS, "generated audio")}
     if reference_dir is not None:
         sides["reference"] = list_files(reference_dir, AUDIO_EXTENSIONS, "reference audio")
-        require_same_names(sides["generated"], sides["reference"], f"generated ({generated_dir})",
-                           f"reference ({reference_dir})")
+        require_same_names(
+            sides["generated"],
+            sides["reference"],
+            f"generated ({generated_dir})",
+            f"reference ({reference_dir})",
+        )
     names = sorted(sides["generated"])
 
     extra = {"images_dir": images_dir, "captions_csv": captions_csv, "labels_csv": labels_csv}
@@ -149,7 +160,9 @@ def evaluate(
     annotations = _read_annotations(active, names, images_dir, captions_csv, labels_csv)
 
     roles = {role for m in active for role in METRICS[m].roles}
-    built, unavailable = build_embedders(embedders, roles, device=str(resolve_device(device)), model_set=model_set)
+    built, unavailable = build_embedders(
+        embedders, roles, device=str(resolve_device(device)), model_set=model_set
+    )
     for metric in active:
         lacking = [r for r in METRICS[metric].roles if r in unavailable]
         if lacking:
@@ -157,7 +170,10 @@ def evaluate(
     active = [m for m in active if m not in skipped]
 
     audio_roles = sorted({r for m in active for r in METRICS[m].roles if isinstance(built[r], AudioEmbedder)})
-    specs = {r: frontend_spec(proto, built[r].sample_rate, built[r].pad_mode, built[r].max_seconds) for r in audio_roles}
+    specs = {
+        r: frontend_spec(proto, built[r].sample_rate, built[r].pad_mode, built[r].max_seconds)
+        for r in audio_roles
+    }
     cache = EmbeddingCache(cache_dir)
     t0 = time.perf_counter()
     outputs, file_notes = _embed_all(sides, {r: built[r] for r in audio_roles}, specs, proto, cache, progress)
@@ -168,16 +184,30 @@ def evaluate(
     t0 = time.perf_counter()
     for metric in active:
         try:
-            results[metric], clip_values = _compute(
-                metric, outputs, list(sides), annotations, built, cache,
-                seed=seed_used, ssms_m=ssms_m, ssms_n=ssms_n, is_splits=is_splits,
-                acc_mode=acc_mode, acc_exclude=acc_exclude,
-            )
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", FrechetWarning)  # kept in the result, shown in report.md
+                results[metric], clip_values = _compute(
+                    metric,
+                    outputs,
+                    list(sides),
+                    annotations,
+                    built,
+                    cache,
+                    seed=seed_used,
+                    ssms_m=ssms_m,
+                    ssms_n=ssms_n,
+                    is_splits=is_splits,
+                    acc_mode=acc_mode,
+                    acc_exclude=acc_exclude,
+                )
         except FoleykitError as exc:
             skipped[metric] = f"could not be computed: {one_line(exc)}"
             continue
-        results[metric] |= {"label": METRICS[metric].label, "lower_is_better": METRICS[metric].lower_is_better,
-                            "embedders": {r: built[r].id for r in METRICS[metric].roles}}
+        results[metric] |= {
+            "label": METRICS[metric].label,
+            "lower_is_better": METRICS[metric].lower_is_better,
+            "embedders": {r: built[r].id for r in METRICS[metric].roles},
+        }
         if clip_values:
             per_clip[metric] = clip_values
     metrics_s = time.perf_counter() - t0
@@ -190,14 +220,16 @@ def evaluate(
         "seed": seed_used,
         "metrics": {m: results[m] for m in wanted if m in results},
         "skipped": {m: skipped[m] for m in wanted if m in skipped},
-        "embedders": {r: e.describe() | ({"frontend": specs[r].key} if r in specs else {}) for r, e in built.items()},
+        "embedders": {
+            r: e.describe() | ({"frontend": specs[r].key} if r in specs else {}) for r, e in built.items()
+        },
         "unavailable_embedders": unavailable,
         "files": file_notes,
         "cache": cache.stats(),
         "timing_s": {"embedding": round(embed_s, 3), "metrics": round(metrics_s, 3)},
         "published": [p.to_dict() for p in published_for(list(results))],
         "versions": _versions(),
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "per_clip": per_clip,
     }
     report["timing_s"]["total"] = round(time.perf_counter() - started, 3)
@@ -212,8 +244,14 @@ def _versions() -> dict[str, str]:
 
     from .. import __version__
 
-    return {"foleykit": __version__, "python": platform.python_version(), "numpy": np.__version__,
-            "scipy": scipy.__version__, "torch": torch.__version__, "transformers": transformers.__version__}
+    return {
+        "foleykit": __version__,
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scipy": scipy.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
 
 
 def _prepare_out_dir(out_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike | None]) -> Path:
@@ -242,7 +280,10 @@ def _read_annotations(
     """Images / captions / labels per generated clip; every clip must have some (extra rows are fine)."""
     found: dict[str, dict[str, list[Any]]] = {}
     sources: dict[str, tuple[str, Callable[[], dict[str, list[Any]]]]] = {
-        "clip_score": ("images", lambda: match_images(names, list_files(images_dir, IMAGE_EXTENSIONS, "image"))),
+        "clip_score": (
+            "images",
+            lambda: match_images(names, list_files(images_dir, IMAGE_EXTENSIONS, "image")),
+        ),
         "clap_score": ("captions", lambda: read_captions(captions_csv)),
         "acc": ("labels", lambda: read_labels(labels_csv)),
     }
@@ -283,7 +324,9 @@ def _embed_all(
             for role, emb in embedders.items():
                 spec = specs[role]
                 outputs[role][side][name] = cache.get_or_compute(
-                    path, f"{emb.id}|{spec.key}", lambda emb=emb, spec=spec: emb.embed(prepare(*clip.audio(), spec))
+                    path,
+                    f"{emb.id}|{spec.key}",
+                    lambda emb=emb, spec=spec, clip=clip: emb.embed(prepare(*clip.audio(), spec)),
                 )
         except InputError as exc:
             problems.append(one_line(exc))
@@ -294,12 +337,16 @@ def _embed_all(
         if float(check["peak"]) < SILENCE_PEAK:
             notes["silent"].append(label)
         if sr < lowest_rate:
-            notes["low_sample_rate"].append(f"{label} ({sr} Hz, upsampled to {lowest_rate} Hz: its top band is empty)")
+            notes["low_sample_rate"].append(
+                f"{label} ({sr} Hz, upsampled to {lowest_rate} Hz: its top band is empty)"
+            )
         if seconds < protocol.seconds - _SHORT_TOLERANCE_S:
             notes["short"].append(f"{label} ({seconds:.2f} s < {protocol.seconds:g} s)")
     if len({sr for counts in rates.values() for sr in counts}) > 1:
-        listing = "; ".join(f"{side}: " + ", ".join(f"{n} at {sr} Hz" for sr, n in sorted(c.items()))
-                            for side, c in rates.items())
+        listing = "; ".join(
+            f"{side}: " + ", ".join(f"{n} at {sr} Hz" for sr, n in sorted(c.items()))
+            for side, c in rates.items()
+        )
         notes["mixed_sample_rates"] = [
             f"{listing} (a band that only some files can hold shifts embedders running above the lowest rate)"
         ]
@@ -324,7 +371,7 @@ def _compute(
     acc_mode: AccMode,
     acc_exclude: Sequence[str],
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """One metric's result dict (``value`` on the papers' scale, ``raw`` when it differs) and per-clip values."""
+    """One metric's result (``value`` on the papers' scale, ``raw`` where that differs) and per-clip values."""
 
     def arrays(role: str, side: str, key: str) -> dict[str, np.ndarray]:
         return {name: out[key] for name, out in outputs[role].get(side, {}).items()}
@@ -339,8 +386,11 @@ def _compute(
         res = frechet_distance(a, b)
         return {"value": res.value, **{k: v for k, v in res.to_dict().items() if k != "value"}}, {}
     if metric in ("kl_softmax", "kl_sigmoid"):
-        res = kl_divergence(arrays("tagger", "reference", "logits"), arrays("tagger", "generated", "logits"),
-                            mode=metric.split("_")[1])
+        res = kl_divergence(
+            arrays("tagger", "reference", "logits"),
+            arrays("tagger", "generated", "logits"),
+            mode=metric.split("_")[1],
+        )
         return {"value": res.value, "mode": res.mode, "eps": res.eps, "n": res.n}, res.per_clip
     if metric == "is":
         out: dict[str, Any] = {}
@@ -351,9 +401,21 @@ def _compute(
             out |= {f"{key}value": res.mean, f"{key}std": res.std}
         return out | {"splits": res.splits, "n": res.n, "seed": seed}, {}
     if metric == "ssms":
-        res = ssms(arrays("tagger", "reference", "logits"), arrays("tagger", "generated", "logits"), m=ssms_m, n=ssms_n)
-        return {"value": res.paper_scale, "f1": res.f1, "precision": res.precision, "recall": res.recall,
-                "m": res.m, "n": res.n, "pairs": res.pairs}, {}
+        res = ssms(
+            arrays("tagger", "reference", "logits"),
+            arrays("tagger", "generated", "logits"),
+            m=ssms_m,
+            n=ssms_n,
+        )
+        return {
+            "value": res.paper_scale,
+            "f1": res.f1,
+            "precision": res.precision,
+            "recall": res.recall,
+            "m": res.m,
+            "n": res.n,
+            "pairs": res.pairs,
+        }, {}
     if metric == "acc":
         tagger = built["tagger"]
         n_classes = next(iter(arrays("tagger", "generated", "logits").values())).shape[0]
@@ -364,9 +426,13 @@ def _compute(
         for side in sides:
             res = acc(arrays("tagger", side, "logits"), labels, mode=acc_mode, exclude=excluded)
             out[("" if side == "generated" else "reference_") + "value"] = res.value
-        return out | {"mode": res.mode, "n": res.n, "unlabelled": list(res.unlabelled),
-                      "excluded_classes": [names[i] if names else i for i in res.excluded],
-                      "exclusions_not_found": unresolved}, {}
+        return out | {
+            "mode": res.mode,
+            "n": res.n,
+            "unlabelled": list(res.unlabelled),
+            "excluded_classes": [names[i] if names else i for i in res.excluded],
+            "exclusions_not_found": unresolved,
+        }, {}
     if metric == "clap_score":
         clap = built["clap"]
         texts = {n: list(clap.embed_texts(caps)) for n, caps in annotations["captions"].items()}
@@ -374,15 +440,21 @@ def _compute(
     if metric == "clip_score":
         image_embedder = built["clip_image"]
         images = {
-            n: [cache.get_or_compute(p, image_embedder.id, lambda p=p: image_embedder.embed_image(p))["embedding"]
-                for p in paths]
+            n: [
+                cache.get_or_compute(p, image_embedder.id, lambda p=p: image_embedder.embed_image(p))[
+                    "embedding"
+                ]
+                for p in paths
+            ]
             for n, paths in annotations["images"].items()
         }
         return _cosine_result(lambda side: clip_score(arrays("wav2clip", side, "embedding"), images), sides)
     raise AssertionError(f"metric {metric} has no implementation")
 
 
-def _known_classes(labels: Sequence[str], names: list[str] | None, n_classes: int) -> tuple[list[int], list[str]]:
+def _known_classes(
+    labels: Sequence[str], names: list[str] | None, n_classes: int
+) -> tuple[list[int], list[str]]:
     """Indices of the ``labels`` this tagger knows, and the ones it does not (reported, not fatal)."""
     found, unknown = [], []
     for lab in labels:

@@ -54,7 +54,7 @@ def paired_cosine(
         a = _unit(audio[name], f"audio clip {name!r}")
         if any(np.shape(p)[-1] != a.shape[0] for p in partners[name]):
             raise InputError(
-                f"audio and {partner_what} embeddings differ in size for {name!r}: are they from one joint space?"
+                f"audio and {partner_what} embeddings of {name!r} differ in size: not one joint space"
             )
         per_clip[name] = float(np.mean([a @ _unit(p, f"{partner_what} of {name!r}") for p in partners[name]]))
     values = np.array(list(per_clip.values()))

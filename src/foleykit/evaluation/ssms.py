@@ -53,7 +53,9 @@ def ssms(
     classes = np.asarray(reference[names[0]]).shape[-1]
     if not (1 <= m <= classes and 1 <= n <= classes):
         raise InputError(f"SSMS: M and N must lie in 1..{classes}, got M={m}, N={n}")
-    hits = np.array([len(top_labels(reference[k], m) & top_labels(generated[k], n)) for k in names], dtype=float)
+    hits = np.array(
+        [len(top_labels(reference[k], m) & top_labels(generated[k], n)) for k in names], dtype=float
+    )
     precision, recall = float((hits / n).mean()), float((hits / m).mean())
     f1 = 0.0 if precision + recall == 0 else 2 * precision * recall / (precision + recall)
     return SSMSResult(f1=f1, precision=precision, recall=recall, m=m, n=n, pairs=len(names))

@@ -29,14 +29,14 @@ from .vggish import VGGishEmbedder
 from .wav2clip import Wav2ClipEmbedder
 
 __all__ = [
-    "AudioEmbedder",
+    "ROLES",
     "AstEmbedder",
+    "AudioEmbedder",
     "ClapEmbedder",
     "ClipImageEmbedder",
     "PannsEmbedder",
     "VGGishEmbedder",
     "Wav2ClipEmbedder",
-    "ROLES",
     "build_embedders",
 ]
 
@@ -88,8 +88,12 @@ def _build_one(role: str, item: Any, *, device: str, model_set: str | os.PathLik
         cls = ClapEmbedder if role == "clap" else ClipImageEmbedder
         return cls.from_pretrained(ref, device=device, **kwargs)
     if item == "tiny":
-        builders = {"panns": PannsEmbedder.tiny, "vggish": VGGishEmbedder.tiny, "wav2clip": Wav2ClipEmbedder.tiny,
-                    "ast": AstEmbedder.tiny}
+        builders = {
+            "panns": PannsEmbedder.tiny,
+            "vggish": VGGishEmbedder.tiny,
+            "wav2clip": Wav2ClipEmbedder.tiny,
+            "ast": AstEmbedder.tiny,
+        }
         return builders[role](device=device)
     if role == "ast":
         ref, kwargs = _ref(item)
@@ -109,7 +113,7 @@ def build_embedders(
     device: str = "cpu",
     model_set: str | os.PathLike | None = None,
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Build the embedders of ``roles`` (only those: real models are large); returns (built, {role: why not})."""
+    """Build the embedders of ``roles`` only (real models are large); returns (built, {role: why not})."""
     plan = _plan(spec)
     built: dict[str, Any] = {}
     missing: dict[str, str] = {}
@@ -131,7 +135,9 @@ def build_embedders(
     return built, missing
 
 
-def _try(role: str, item: Any, built: dict, missing: dict, device: str, model_set: str | os.PathLike | None) -> None:
+def _try(
+    role: str, item: Any, built: dict, missing: dict, device: str, model_set: str | os.PathLike | None
+) -> None:
     try:
         built[role] = _build_one(role, item, device=device, model_set=model_set)
     except FoleykitError as exc:

@@ -44,8 +44,13 @@ class AstEmbedder(AudioEmbedder):
         from transformers import ASTConfig, ASTFeatureExtractor, ASTForAudioClassification
 
         config = ASTConfig(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-            num_mel_bins=32, max_length=128, num_labels=527,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            intermediate_size=64,
+            num_mel_bins=32,
+            max_length=128,
+            num_labels=527,
         )
         model = seeded_init(seed, lambda: ASTForAudioClassification(config))
         fe = ASTFeatureExtractor(num_mel_bins=32, max_length=128)

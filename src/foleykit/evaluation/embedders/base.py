@@ -60,7 +60,9 @@ class TorchAudioEmbedder(AudioEmbedder):
         self.device, self.dtype = device, dtype
 
     def _tensor(self, wave: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None].to(self.device, self.dtype)
+        return torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))[None].to(
+            self.device, self.dtype
+        )
 
 
 def checkpoint_id(path: str | os.PathLike) -> str:
@@ -70,7 +72,9 @@ def checkpoint_id(path: str | os.PathLike) -> str:
     return f"{p.name}:{st.st_size}:{st.st_mtime_ns}"
 
 
-def read_state_dict(path: str | os.PathLike, *, unwrap: Iterable[str] = ("model", "state_dict")) -> dict[str, torch.Tensor]:
+def read_state_dict(
+    path: str | os.PathLike, *, unwrap: Iterable[str] = ("model", "state_dict")
+) -> dict[str, torch.Tensor]:
     """Tensors of a ``.safetensors`` / ``.pt`` / ``.pth`` / ``.ckpt`` file, unwrapped from ``{"model": ...}``.
 
     ``torch.load`` runs with ``weights_only=True``: a checkpoint that pickles arbitrary objects
@@ -88,7 +92,8 @@ def read_state_dict(path: str | os.PathLike, *, unwrap: Iterable[str] = ("model"
     except Exception as exc:  # noqa: BLE001 - unpickling errors come in many types
         raise InputError(
             f"cannot read checkpoint {p} safely ({type(exc).__name__}); re-save just its tensors, e.g. "
-            "torch.save(torch.load(path, weights_only=False)['state_dict'], 'weights.pt'), then pass that file"
+            "torch.save(torch.load(path, weights_only=False)['state_dict'], 'weights.pt') "
+            "where you trust the file, then pass weights.pt"
         ) from None
     for key in unwrap:
         if isinstance(data, dict) and isinstance(data.get(key), dict):
@@ -104,13 +109,16 @@ def load_exactly(module: torch.nn.Module, state: dict[str, torch.Tensor], source
     missing = sorted(set(own) - set(state))
     unexpected = sorted(set(state) - set(own))
     mis_shaped = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in sorted(set(own) & set(state))
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in sorted(set(own) & set(state))
         if state[k].shape != own[k].shape
     ]
     problems = []
     for label, items in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mis_shaped)):
         if items:
-            problems.append(f"{label}: {', '.join(items[:4])}" + (f" (+{len(items) - 4})" if len(items) > 4 else ""))
+            problems.append(
+                f"{label}: {', '.join(items[:4])}" + (f" (+{len(items) - 4})" if len(items) > 4 else "")
+            )
     if problems:
         raise InputError(f"checkpoint {source} does not fit {type(module).__name__} ({'; '.join(problems)})")
     module.load_state_dict(state, strict=True)

@@ -23,7 +23,9 @@ class ClipImageEmbedder:
         self.id = id
 
     @classmethod
-    def from_pretrained(cls, ref: str = DEFAULT_CLIP, *, device: str | torch.device = "cpu") -> ClipImageEmbedder:
+    def from_pretrained(
+        cls, ref: str = DEFAULT_CLIP, *, device: str | torch.device = "cpu"
+    ) -> ClipImageEmbedder:
         encoder = ClipEncoder.from_pretrained(ref, device=device, dtype=torch.float32)
         src = encoder.loaded_from
         return cls(encoder, id=f"clip-image:{src.ref}@{src.revision}" if src else f"clip-image:{ref}")

@@ -74,7 +74,9 @@ class _ConvBlock(nn.Module):
 class _LogMel(nn.Module):
     def __init__(self, config: Cnn14Config) -> None:
         super().__init__()
-        fb = slaney_mel_filterbank(config.sample_rate, config.window_size, config.mel_bins, config.fmin, config.fmax)
+        fb = slaney_mel_filterbank(
+            config.sample_rate, config.window_size, config.mel_bins, config.fmin, config.fmax
+        )
         self.register_buffer("melW", torch.from_numpy(fb))
 
 
@@ -113,8 +115,15 @@ class PannsEmbedder(TorchAudioEmbedder):
     name = "panns-cnn14"
     tagger = True
 
-    def __init__(self, model: Cnn14, *, id: str, device: torch.device, dtype: torch.dtype = torch.float32,
-                 class_names: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        model: Cnn14,
+        *,
+        id: str,
+        device: torch.device,
+        dtype: torch.dtype = torch.float32,
+        class_names: list[str] | None = None,
+    ) -> None:
         super().__init__(model, id=id, device=device, dtype=dtype)
         self.sample_rate = model.config.sample_rate
         self.config = model.config
@@ -130,19 +139,25 @@ class PannsEmbedder(TorchAudioEmbedder):
         device: torch.device | str = "cpu",
         class_names: list[str] | None = None,
     ) -> PannsEmbedder:
-        """Load a released CNN14 checkpoint; ``preset`` must be the one it was trained with (or give ``config``)."""
+        """Load a released CNN14 checkpoint; ``preset`` (or ``config``) must be the one it was trained with."""
         config = config or Cnn14Config.preset(preset)
         model = Cnn14(config)
         state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("spectrogram_extractor.")}
         load_exactly(model, state, str(path))
-        return cls(model, id=f"panns-cnn14:{config_digest(config)}:{checkpoint_id(path)}", device=torch.device(device),
-                   class_names=class_names)
+        return cls(
+            model,
+            id=f"panns-cnn14:{config_digest(config)}:{checkpoint_id(path)}",
+            device=torch.device(device),
+            class_names=class_names,
+        )
 
     @classmethod
     def tiny(cls, *, seed: int = 0, device: torch.device | str = "cpu") -> PannsEmbedder:
         config = Cnn14Config.tiny()
         model = seeded_init(seed, lambda: Cnn14(config))
-        return cls(model, id=f"panns-cnn14-tiny:seed{seed}:{config_digest(config)}", device=torch.device(device))
+        return cls(
+            model, id=f"panns-cnn14-tiny:seed{seed}:{config_digest(config)}", device=torch.device(device)
+        )
 
     @torch.no_grad()
     def embed(self, wave: np.ndarray) -> dict[str, np.ndarray]:
@@ -151,4 +166,3 @@ class PannsEmbedder(TorchAudioEmbedder):
 
     def describe(self) -> dict[str, object]:
         return {**super().describe(), "config": asdict(self.config)}
-

@@ -30,7 +30,9 @@ def _mel_to_hz_slaney(mel: np.ndarray) -> np.ndarray:
     mel = np.asarray(mel, dtype=np.float64)
     min_log_mel = _SLANEY_MIN_LOG_HZ / _SLANEY_F_SP
     return np.where(
-        mel >= min_log_mel, _SLANEY_MIN_LOG_HZ * np.exp(_SLANEY_LOGSTEP * (mel - min_log_mel)), _SLANEY_F_SP * mel
+        mel >= min_log_mel,
+        _SLANEY_MIN_LOG_HZ * np.exp(_SLANEY_LOGSTEP * (mel - min_log_mel)),
+        _SLANEY_F_SP * mel,
     )
 
 

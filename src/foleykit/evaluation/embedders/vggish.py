@@ -12,6 +12,7 @@ Module names follow the PyTorch port's checkpoint (``vggish-10086976.pth``: ``fe
 
 from __future__ import annotations
 
+import itertools
 import os
 from dataclasses import asdict, dataclass
 
@@ -55,7 +56,7 @@ class VGGish(nn.Module):
         scale = 2 ** len(_POOL_AFTER)
         dims = (c_in * (VGGISH_EXAMPLE_FRAMES // scale) * (VGGISH_MELS // scale), *config.hidden)
         head: list[nn.Module] = []
-        for d_in, d_out in zip(dims, dims[1:]):
+        for d_in, d_out in itertools.pairwise(dims):
             head += [nn.Linear(d_in, d_out), nn.ReLU()]
         head.append(nn.Linear(dims[-1], config.embedding_dim))
         if config.final_relu:
@@ -74,7 +75,9 @@ class VGGishEmbedder(TorchAudioEmbedder):
     frame_level = True
     sample_rate = VGGISH_SAMPLE_RATE
 
-    def __init__(self, model: VGGish, *, id: str, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, model: VGGish, *, id: str, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> None:
         super().__init__(model, id=id, device=device, dtype=dtype)
         self.config = model.config
 
@@ -91,7 +94,9 @@ class VGGishEmbedder(TorchAudioEmbedder):
         config = config or VGGishConfig(final_relu=final_relu)
         model = VGGish(config)
         load_exactly(model, read_state_dict(path), str(path))
-        return cls(model, id=f"vggish:{config_digest(config)}:{checkpoint_id(path)}", device=torch.device(device))
+        return cls(
+            model, id=f"vggish:{config_digest(config)}:{checkpoint_id(path)}", device=torch.device(device)
+        )
 
     @classmethod
     def tiny(cls, *, seed: int = 0, device: torch.device | str = "cpu") -> VGGishEmbedder:

@@ -42,7 +42,7 @@ class Wav2ClipConfig:
 
     @classmethod
     def tiny(cls, embedding_dim: int = 512) -> Wav2ClipConfig:
-        """Random-weight stand-in for tests; ``embedding_dim`` must match the CLIP image space it is compared with."""
+        """Random-weight stand-in for tests; ``embedding_dim`` must match the CLIP image space it meets."""
         return cls(widths=(4, 8, 8, 16), blocks=(1, 1, 1, 1), embedding_dim=embedding_dim)
 
 
@@ -87,7 +87,9 @@ class _Transform(nn.Module):
     def __init__(self, d_in: int, d_out: int) -> None:
         super().__init__()
         # Linear, ReLU, Dropout, Linear: indices 0 and 3 carry the checkpoint's weights.
-        self.sequential = nn.Sequential(nn.Linear(d_in, d_out), nn.ReLU(), nn.Dropout(0.1), nn.Linear(d_out, d_out))
+        self.sequential = nn.Sequential(
+            nn.Linear(d_in, d_out), nn.ReLU(), nn.Dropout(0.1), nn.Linear(d_out, d_out)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.sequential(x)
@@ -104,10 +106,19 @@ class Wav2Clip(nn.Module):
 
     def forward(self, wave: torch.Tensor) -> torch.Tensor:
         window = torch.hann_window(self.config.n_fft, periodic=True, device=wave.device, dtype=wave.dtype)
-        spec = torch.stft(
-            wave, self.config.n_fft, hop_length=self.config.hop_length, window=window,
-            center=True, pad_mode="reflect", return_complex=True,
-        ).abs().pow(2)
+        spec = (
+            torch.stft(
+                wave,
+                self.config.n_fft,
+                hop_length=self.config.hop_length,
+                window=window,
+                center=True,
+                pad_mode="reflect",
+                return_complex=True,
+            )
+            .abs()
+            .pow(2)
+        )
         x = torch.log(spec + 1e-7)
         flat = x.flatten(1)
         x = (x - flat.mean(1)[:, None, None]) / (flat.std(1)[:, None, None] + 1e-9)
@@ -121,7 +132,7 @@ def _rename(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             continue
         for old, new in _RENAMES.items():
             if key.startswith(old):
-                out[new + key[len(old):]] = value
+                out[new + key[len(old) :]] = value
     return out
 
 
@@ -130,23 +141,33 @@ class Wav2ClipEmbedder(TorchAudioEmbedder):
 
     name = "wav2clip"
 
-    def __init__(self, model: Wav2Clip, *, id: str, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
+    def __init__(
+        self, model: Wav2Clip, *, id: str, device: torch.device, dtype: torch.dtype = torch.float32
+    ) -> None:
         super().__init__(model, id=id, device=device, dtype=dtype)
         self.config = model.config
         self.sample_rate = model.config.sample_rate
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | os.PathLike, *, config: Wav2ClipConfig | None = None, device: torch.device | str = "cpu"
+        cls,
+        path: str | os.PathLike,
+        *,
+        config: Wav2ClipConfig | None = None,
+        device: torch.device | str = "cpu",
     ) -> Wav2ClipEmbedder:
         """Load the released checkpoint (or any state dict with its key names)."""
         config = config or Wav2ClipConfig()
         model = Wav2Clip(config)
         load_exactly(model, _rename(read_state_dict(path)), str(path))
-        return cls(model, id=f"wav2clip:{config_digest(config)}:{checkpoint_id(path)}", device=torch.device(device))
+        return cls(
+            model, id=f"wav2clip:{config_digest(config)}:{checkpoint_id(path)}", device=torch.device(device)
+        )
 
     @classmethod
-    def tiny(cls, *, seed: int = 0, embedding_dim: int = 512, device: torch.device | str = "cpu") -> Wav2ClipEmbedder:
+    def tiny(
+        cls, *, seed: int = 0, embedding_dim: int = 512, device: torch.device | str = "cpu"
+    ) -> Wav2ClipEmbedder:
         config = Wav2ClipConfig.tiny(embedding_dim)
         model = seeded_init(seed, lambda: Wav2Clip(config))
         return cls(model, id=f"wav2clip-tiny:seed{seed}:{config_digest(config)}", device=torch.device(device))
