@@ -148,6 +148,8 @@ def test_build_embedders_reports_missing_roles_and_aliases_the_tagger():
     assert "no vggish checkpoint given" in missing["vggish"]
     built, missing = build_embedders({"tagger": VGGishEmbedder.tiny()}, ["tagger"])
     assert "tagger" not in built and "no class logits" in missing["tagger"]
+    _, missing = build_embedders({"tagger": "tiny"}, ["tagger"])
+    assert "the tagger must be one of panns, ast" in missing["tagger"]
     with pytest.raises(InputError, match="unknown embedder roles"):
         build_embedders({"pann": panns}, ["panns"])
 

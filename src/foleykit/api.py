@@ -59,6 +59,26 @@ def _check_output(output: Path, source, video: bool, overwrite: bool) -> Path:
     return out
 
 
+def _check_parameters(*, duration, steps, preset, guidance, candidates, frames) -> None:
+    """Refuse impossible parameters before any model is loaded (seconds, not minutes, to an error)."""
+    import math
+
+    from .generator.long_audio import MAX_DURATION_S
+    from .generator.presets import get_preset
+
+    get_preset(preset)
+    if duration is not None and not (isinstance(duration, (int, float)) and 0 < duration <= MAX_DURATION_S):
+        raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration}")
+    if steps is not None and not (1 <= steps <= 1000):
+        raise InputError(f"steps must be between 1 and 1000, got {steps}")
+    if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
+        raise InputError(f"guidance scale must be a finite number >= 0, got {guidance}")
+    if not (1 <= candidates <= 64):
+        raise InputError(f"candidates must be between 1 and 64, got {candidates}")
+    if not (1 <= frames <= 256):
+        raise InputError(f"frames per window must be between 1 and 256, got {frames}")
+
+
 def generate(
     source: str | Path | Image.Image,
     output: str | Path | None = None,
@@ -106,6 +126,8 @@ def generate(
             progress=progress, clicks=clicks or [], boxes=boxes or [], texts=texts or [], stems=stems,
             context=context, grounding=grounding, maps=maps, frame=frame,
         )
+    _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
+                      frames=frames)
     video = not isinstance(source, Image.Image) and is_video_path(source)
     out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
     if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
@@ -157,6 +179,8 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
     boxes = [parse_box(b) for b in boxes]
     if not clicks and not boxes and not texts:
         raise InputError("method 'objects' needs at least one --click X,Y, --box X0,Y0,X1,Y1 or --text")
+    _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
+                      frames=frames)
     video = not isinstance(source, Image.Image) and is_video_path(source)
     out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
     stems_dir = None
@@ -166,8 +190,17 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
         stems_dir = check_stems_dir(stems, stem_names(clicks=clicks, boxes=boxes, texts=texts), overwrite=overwrite)
     if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
         raise InputError(f"input {source} does not exist or is not a file")
-    pipe = load_pipeline("objects", models, None, device, dtype, grounding)
     src = source if isinstance(source, Image.Image) else Path(source).expanduser()
+    if not video:  # check the picture and the prompts before any model loads
+        from .encoders.segmenter import Segmenter
+        from .io.image import load_image
+
+        src = load_image(src)
+        for i, c in enumerate(clicks):
+            Segmenter._check_point(c, src.size[0], src.size[1], f"click {i + 1}")
+        for i, b in enumerate(boxes):
+            Segmenter._check_box(b, src.size[0], src.size[1], f"box {i + 1}")
+    pipe = load_pipeline("objects", models, None, device, dtype, grounding)
     result = pipe(
         src, clicks=clicks, boxes=boxes, texts=texts, context=context, duration_s=duration, preset=preset,
         num_inference_steps=steps, guidance_scale=guidance, num_candidates=candidates, seed=seed, frame_s=frame,

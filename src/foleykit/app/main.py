@@ -31,6 +31,14 @@ import numpy as np
 from PIL import Image
 
 from ..errors import FoleykitError, InputError
+
+os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"  # before gradio is imported: no analytics, no version check
+
+try:
+    import gradio as gr
+except ImportError:  # pragma: no cover - the app extra is missing
+    raise FoleykitError("the web app needs gradio: pip install 'foleykit[app]'") from None
+
 from .media import AUDIO_SUFFIXES, IMAGE_SUFFIXES, check_upload, fit_image, still_video, zip_files
 
 log = logging.getLogger(__name__)
@@ -74,13 +82,18 @@ def available_methods() -> list[str]:
     return [m for m in ("objects", "sources", "mapper") if m in api.METHODS]
 
 
-def _error(exc: BaseException) -> Exception:
-    import gradio as gr
-
+def _message(exc: BaseException) -> str:
+    """One line for the user: the message of a foleykit error, else a short internal-error line (logged)."""
+    if isinstance(exc, gr.Error):
+        return str(exc.message)
     if isinstance(exc, FoleykitError):
-        return gr.Error(str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
-    log.exception("internal error in the app")
-    return gr.Error(f"internal error: {type(exc).__name__}: {exc}".splitlines()[0])
+        return str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    log.error("internal error in the app", exc_info=exc)
+    return f"internal error: {type(exc).__name__}: {exc}".splitlines()[0]
+
+
+def _error(exc: BaseException) -> Exception:
+    return gr.Error(_message(exc))
 
 
 class _App:
@@ -154,10 +167,8 @@ class _App:
 
     # -- handlers ----------------------------------------------------------------------------
     def on_upload(self, file_path: str | None, state: dict | None):
-        import gradio as gr
-
         if not file_path:
-            return None, gr.update(visible=False), gr.update(), self._objects_md(None), None, ""
+            return None, gr.update(visible=False), gr.update(), self._objects_md(None), None, "", gr.update()
         try:
             from ..pipelines.mapper import is_video_path
 
@@ -191,9 +202,13 @@ class _App:
                 dur_update = gr.update()
                 status = f"Image loaded ({img.size[0]}x{img.size[1]}); click on the objects that should sound."
             self._warm(state)
-            return self._overlay(state), frame_update, dur_update, self._objects_md(state), state, status
+            return self._overlay(state), frame_update, dur_update, self._objects_md(state), state, status, gr.update()
         except Exception as exc:  # noqa: BLE001 - every error becomes a message in the page
-            raise _error(exc) from None
+            # Refuse the upload: say why, and empty the upload box so another file can be dropped.
+            msg = _message(exc)
+            gr.Warning(msg)
+            return (None, gr.update(visible=False), gr.update(), self._objects_md(None), None,
+                    f"**Upload refused:** {msg}", gr.update(value=None))
 
     def _set_frame(self, state: dict, t: float) -> None:
         from ..io.video import read_frames
@@ -257,8 +272,6 @@ class _App:
         return overlay, self._objects_md(state), state
 
     def on_generate(self, state, method, texts, audio_files, duration, steps, seed, guidance, context, progress):
-        import gradio as gr
-
         try:
             img = self._image(state)
             job = Path(state["dir"]) / f"job-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
@@ -376,10 +389,6 @@ def build_app(config: AppConfig | None = None, **overrides: Any):
     config.workdir = Path(config.workdir).expanduser().resolve()
     config.workdir.mkdir(parents=True, exist_ok=True)
     _prepare_env(config.workdir)
-    try:
-        import gradio as gr
-    except ImportError:
-        raise FoleykitError("the web app needs gradio: pip install 'foleykit[app]'") from None
 
     methods = available_methods()
     if not methods:
@@ -421,13 +430,17 @@ def build_app(config: AppConfig | None = None, **overrides: Any):
                 seed = gr.Number(value=-1, precision=0, label="Seed (-1 = random)", elem_id="seed")
                 go = gr.Button("Generate", variant="primary", elem_id="generate")
                 status = gr.Markdown("", elem_id="status")
-                audio = gr.Audio(label="Result (blend)", type="filepath", interactive=False, elem_id="result-audio")
+                # The browser's own <audio controls> player (no waveform view): plain, accessible, testable.
+                audio = gr.Audio(label="Result (blend)", type="filepath", interactive=False, elem_id="result-audio",
+                                 waveform_options=gr.WaveformOptions(show_recording_waveform=False))
                 files = gr.File(label="Downloads: wav, stems (zip), mp4", file_count="multiple", interactive=False,
                                 elem_id="downloads")
 
         interactive = dict(concurrency_limit=4, concurrency_id="interactive")
-        upload.change(app.on_upload, [upload, state], [canvas, frame, duration, objects_md, state, status],
-                      **interactive)
+        upload.upload(app.on_upload, [upload, state],
+                      [canvas, frame, duration, objects_md, state, status, upload], **interactive)
+        upload.clear(app.on_upload, [gr.State(None), state],
+                     [canvas, frame, duration, objects_md, state, status, upload], **interactive)
         frame.release(app.on_frame, [frame, state], [canvas, objects_md, state], **interactive)
 
         def on_select(st, evt: gr.SelectData):

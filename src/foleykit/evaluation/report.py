@@ -93,7 +93,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     for kind, items in report["files"].items():
         if items:
             more = f" (+{len(items) - _SHOWN_FILES} more)" if len(items) > _SHOWN_FILES else ""
-            file_lines.append(f"- {kind}: {len(items)} files, e.g. {'; '.join(items[:_SHOWN_FILES])}{more}")
+            file_lines.append(f"- {kind} ({len(items)}): {'; '.join(items[:_SHOWN_FILES])}{more}")
     if file_lines:
         lines += ["", "## Files", "", *file_lines]
     lines += ["", "## Embedders", ""]

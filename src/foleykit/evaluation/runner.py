@@ -127,6 +127,7 @@ def evaluate(
     ``seed`` shuffles the IS splits (2020 = audioldm_eval / av-benchmark; None draws one); fewer
     than 10 splits only make sense for small sets, whose IS is shaky anyway.
     ``reference_dir`` may be None (e.g. ImageHear): only the unpaired metrics then run.
+    Embedders run in float32 on ``device``: half precision would move the numbers.
     """
     started = time.perf_counter()
     wanted = list(DEFAULT_METRICS if metrics is None else metrics)
@@ -135,7 +136,7 @@ def evaluate(
         raise InputError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
     proto = get_protocol(protocol)
     seed_used = resolve_seed(seed)
-    out = _prepare_out_dir(out_dir, [generated_dir, reference_dir])
+    out = _check_out_dir(out_dir, [generated_dir, reference_dir])
 
     sides = {"generated": list_files(generated_dir, AUDIO_EXTENSIONS, "generated audio")}
     if reference_dir is not None:
@@ -233,6 +234,7 @@ def evaluate(
         "per_clip": per_clip,
     }
     report["timing_s"]["total"] = round(time.perf_counter() - started, 3)
+    out.mkdir(parents=True, exist_ok=True)
     write_report(report, out, outputs=outputs if plots else None)
     return report
 
@@ -254,19 +256,17 @@ def _versions() -> dict[str, str]:
     }
 
 
-def _prepare_out_dir(out_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike | None]) -> Path:
+def _check_out_dir(out_dir: str | os.PathLike, inputs: Sequence[str | os.PathLike | None]) -> Path:
+    """Refuse an unusable output directory before any work; it is only created when the report is written."""
     out = Path(out_dir).expanduser()
     if out.exists() and not out.is_dir():
         raise OutputError(f"output directory {out} is a file")
     for inp in inputs:
         if inp is not None and out.resolve() == Path(inp).expanduser().resolve():
             raise OutputError(f"output directory {out} is an input directory; choose another one")
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise OutputError(f"cannot create output directory {out} ({one_line(exc)})") from None
-    if not os.access(out, os.W_OK):
-        raise OutputError(f"output directory {out} is not writable")
+    existing = next(p for p in (out, *out.resolve().parents) if p.exists())
+    if not os.access(existing, os.W_OK):
+        raise OutputError(f"output directory {out} cannot be written ({existing} is not writable)")
     return out
 
 
@@ -371,7 +371,7 @@ def _compute(
     acc_mode: AccMode,
     acc_exclude: Sequence[str],
 ) -> tuple[dict[str, Any], dict[str, float]]:
-    """One metric's result (``value`` on the papers' scale, ``raw`` where that differs) and per-clip values."""
+    """A metric's result (``value`` on the papers' scale, ``raw`` where that differs) and per-clip values."""
 
     def arrays(role: str, side: str, key: str) -> dict[str, np.ndarray]:
         return {name: out[key] for name, out in outputs[role].get(side, {}).items()}

@@ -175,9 +175,16 @@ class CycleMixResult:
     track_similarity: Tensor  # [B, M]: cos(clap, track) per slot; NaN where a slot was not scored
 
 
-def _score(similarity: Tensor, scored: Tensor, criterion: str) -> Tensor:
-    """similarity [B, S, M], scored [B, M] → [B, S] (lower is better for spread, higher for relevance)."""
+def _score(similarity: Tensor, scored: Tensor, criterion: str, slot_weights: Tensor | None = None) -> Tensor:
+    """similarity [B, S, M], scored [B, M] → [B, S] (lower is better for spread, higher for relevance).
+
+    ``slot_weights`` [B, M] (optional, >= 0) turn the mean and std into weighted ones; they are
+    rescaled to average 1 over the scored slots, so equal weights give the unweighted score."""
     weight = scored[:, None, :].to(similarity)
+    if slot_weights is not None:
+        w = slot_weights.to(similarity) * scored.to(similarity)
+        w = w * scored.to(similarity).sum(-1, keepdim=True) / w.sum(-1, keepdim=True).clamp(min=1e-12)
+        weight = w[:, None, :]
     count = weight.sum(-1).clamp(min=1.0)
     mean = (similarity * weight).sum(-1) / count
     if criterion == "relevance":
@@ -198,12 +205,15 @@ def cycle_mix(
     criterion: Criterion = "spread",
     feedback_slot: int | None = FEEDBACK_SLOT,
     generator: torch.Generator | None = None,
+    slot_weights: Tensor | None = None,
 ) -> CycleMixResult:
     """Mix the sources in ``slots`` into one CLAP embedding per scene.
 
     ``rounds`` = the released ``its + 1`` (its image default 3 → 4 rounds); ``samples`` candidates per
     round (released default 16); ``var_samples`` variational draws averaged per code and candidate
     (0 = means only, which makes all candidates equal). ``feedback_slot=None`` turns the feedback off.
+    ``slot_weights`` [B, M] (>= 0) weight each source's track in the selection score (a composition's
+    per-source weights); ``None`` scores every source equally.
     Both modules run in eval mode for the call and are restored afterwards.
     """
     if criterion not in CRITERIA:
@@ -215,6 +225,9 @@ def cycle_mix(
         raise InputError(f"feedback slot {feedback_slot} is outside the {m} slots")
     if manifold.config.manifold_dim != remixer.config.manifold_dim:
         raise InputError("manifold and remixer disagree on manifold_dim")
+    if slot_weights is not None:
+        if slot_weights.shape != (b, m) or not torch.isfinite(slot_weights).all() or (slot_weights < 0).any():
+            raise InputError(f"slot_weights must be a finite, non-negative [{b}, {m}] tensor")
     modes = (manifold.training, remixer.training)
     manifold.eval()
     remixer.eval()
@@ -247,7 +260,7 @@ def cycle_mix(
                 generator=generator,
             ).view(b, samples, -1)
             similarity = torch.einsum("bsc,bmc->bsm", candidates, tracks)
-            score = _score(similarity, scored, criterion)
+            score = _score(similarity, scored, criterion, None if slot_weights is None else slot_weights.to(device))
             pick = score.argmin(dim=1) if criterion == "spread" else score.argmax(dim=1)
             rows = torch.arange(b, device=device)
             round_score = score[rows, pick]

@@ -80,12 +80,16 @@ def _ref(item: Any) -> tuple[str, dict[str, Any]]:
 def _build_one(role: str, item: Any, *, device: str, model_set: str | os.PathLike | None) -> Any:
     if isinstance(item, (AudioEmbedder, ClipImageEmbedder)):
         return item
+    if role == "tagger":
+        raise InputError(f"the tagger must be one of {', '.join(TAGGER_ROLES)} or an embedder, got {item!r}")
     if role in ("clap", "clip_image"):
-        if item is None or item == "tiny":
-            models = resolve_model_set(model_set or ("tiny" if item == "tiny" else "default"))
+        cls = ClapEmbedder if role == "clap" else ClipImageEmbedder
+        if item == "tiny":
+            return cls.tiny(model_set=model_set, device=device)
+        if item is None:
+            models = resolve_model_set(model_set or "default")
             item = models.clap if role == "clap" else models.clip_mapper
         ref, kwargs = _ref(item)
-        cls = ClapEmbedder if role == "clap" else ClipImageEmbedder
         return cls.from_pretrained(ref, device=device, **kwargs)
     if item == "tiny":
         builders = {

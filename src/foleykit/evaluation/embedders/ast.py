@@ -12,7 +12,7 @@ import torch
 
 from ...devices import resolve_device
 from ...encoders.loading import load_pretrained
-from .base import AudioEmbedder, seeded_init
+from .base import AudioEmbedder, pretrained_id, seeded_init
 
 DEFAULT_AST = "MIT/ast-finetuned-audioset-10-10-0.4593"
 AST_SAMPLE_RATE = 16_000
@@ -36,7 +36,9 @@ class AstEmbedder(AudioEmbedder):
 
         model, src = load_pretrained(ASTForAudioClassification, ref)
         fe, _ = load_pretrained(ASTFeatureExtractor, ref)
-        return cls(model.to(resolve_device(device)), fe, id=f"ast:{src.ref}@{src.revision}")
+        return cls(
+            model.to(resolve_device(device)), fe, id=pretrained_id("ast", src.ref, src.revision, src.path)
+        )
 
     @classmethod
     def tiny(cls, *, seed: int = 0, device: str | torch.device = "cpu") -> AstEmbedder:

@@ -72,6 +72,14 @@ def checkpoint_id(path: str | os.PathLike) -> str:
     return f"{p.name}:{st.st_size}:{st.st_mtime_ns}"
 
 
+def pretrained_id(kind: str, ref: str, revision: str, path: str) -> str:
+    """Id of a transformers model: hub id + commit, or for a local folder its weight files' identities."""
+    if revision != "local":
+        return f"{kind}:{ref}@{revision}"
+    weights = sorted(Path(path).glob("*.safetensors")) + sorted(Path(path).glob("*.bin"))
+    return f"{kind}:{Path(path).resolve()}@" + ",".join(checkpoint_id(w) for w in weights)
+
+
 def read_state_dict(
     path: str | os.PathLike, *, unwrap: Iterable[str] = ("model", "state_dict")
 ) -> dict[str, torch.Tensor]:

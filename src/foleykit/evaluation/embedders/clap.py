@@ -7,13 +7,15 @@ LAION-CLAP crops longer audio at a random offset (and its GitHub HEAD crashes do
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 
 import numpy as np
 import torch
 
 from ...encoders.clap import CLAP_SAMPLE_RATE, CLAP_WINDOW_S, ClapEncoder
-from .base import AudioEmbedder
+from ...model_sets import resolve_model_set
+from .base import AudioEmbedder, pretrained_id
 
 
 class ClapEmbedder(AudioEmbedder):
@@ -30,7 +32,14 @@ class ClapEmbedder(AudioEmbedder):
     def from_pretrained(cls, ref: str, *, device: str | torch.device = "cpu") -> ClapEmbedder:
         encoder = ClapEncoder.from_pretrained(ref, device=device, dtype=torch.float32)
         src = encoder.loaded_from
-        return cls(encoder, id=f"clap:{src.ref}@{src.revision}" if src else f"clap:{ref}")
+        return cls(encoder, id=pretrained_id("clap", src.ref, src.revision, src.path))
+
+    @classmethod
+    def tiny(
+        cls, *, model_set: str | os.PathLike | None = None, device: str | torch.device = "cpu"
+    ) -> ClapEmbedder:
+        """The ``tiny`` model set's random CLAP (same classes and input geometry as the real one)."""
+        return cls.from_pretrained(resolve_model_set(model_set or "tiny").clap, device=device)
 
     def embed(self, wave: np.ndarray) -> dict[str, np.ndarray]:
         emb = self.encoder.embed_audio([wave], self.sample_rate)

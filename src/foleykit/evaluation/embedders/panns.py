@@ -139,7 +139,7 @@ class PannsEmbedder(TorchAudioEmbedder):
         device: torch.device | str = "cpu",
         class_names: list[str] | None = None,
     ) -> PannsEmbedder:
-        """Load a released CNN14 checkpoint; ``preset`` (or ``config``) must be the one it was trained with."""
+        """Load a released CNN14 checkpoint; ``preset`` (or ``config``) must be the one it was made with."""
         config = config or Cnn14Config.preset(preset)
         model = Cnn14(config)
         state = {k: v for k, v in read_state_dict(path).items() if not k.startswith("spectrogram_extractor.")}

@@ -1,0 +1,237 @@
+"""Run files (YAML or JSON) for the accelerate trainer, the data they point at, and a launcher.
+
+A run file::
+
+    task: mapper                 # mapper | manifold | remixer | temporal | grounding
+    model: {kind: diffusion_transformer}        # the module's config fields (dims read from the data)
+    options: {val_sample_steps: 25}             # loss / task settings
+    data:
+      train: runs/vggsound-emb                  # an extraction folder, or a .safetensors/.pt/.npz file
+      val: null                                 # optional; else trainer.val_fraction is held out
+      keys: {clip: clip, clap: clap}            # batch key -> feature / tensor name
+      in_memory: true                           # load whole features (false: memory-mapped per item)
+    trainer: {epochs: 100, batch_size: 448, optimizer: {lr: 1.1e-4}, ...}   # TrainerConfig fields
+    models: null                                # model set (grounding: whose AudioLDM UNet)
+
+``configs/`` holds the papers' settings. Launch on one machine with ``foleykit train run FILE`` or on
+many GPUs / nodes with ``accelerate launch -m foleykit.training.accelerate_config FILE``.
+Overrides: ``--set trainer.epochs=3 --set data.train=DIR`` (values parsed as YAML).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import InputError
+from .trainer import TensorDictDataset, Trainer, TrainerConfig, TrainResult
+
+CONFIG_DIR_ENV = "FOLEYKIT_CONFIGS"
+
+
+def _yaml():
+    try:
+        import yaml
+    except ImportError:  # pragma: no cover - PyYAML comes with huggingface_hub
+        return None
+    return yaml
+
+
+def read_config_file(path: str | os.PathLike) -> dict[str, Any]:
+    """A YAML or JSON mapping from a file."""
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"config file not found: {p}")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            yaml = _yaml()
+            if yaml is None:
+                raise InputError(f"{p}: reading YAML needs PyYAML (pip install pyyaml), or use JSON")
+            data = yaml.safe_load(text)
+    except (json.JSONDecodeError, Exception) as exc:  # yaml.YAMLError without importing yaml here
+        if isinstance(exc, InputError):
+            raise
+        raise InputError(f"{p}: not valid {'JSON' if p.suffix.lower() == '.json' else 'YAML'} ({str(exc).splitlines()[0]})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: expected a mapping at the top level")
+    return data
+
+
+def find_config(name_or_path: str) -> Path:
+    """A run file by path, or by name in ``configs/`` (``mapper_v2a`` → ``configs/mapper_v2a.yaml``)."""
+    p = Path(name_or_path).expanduser()
+    if p.is_file():
+        return p
+    roots = [Path(os.environ[CONFIG_DIR_ENV])] if os.environ.get(CONFIG_DIR_ENV) else []
+    roots += [Path.cwd() / "configs", Path(__file__).resolve().parents[3] / "configs"]
+    for root in roots:
+        for suffix in ("", ".yaml", ".yml", ".json"):
+            cand = root / f"{name_or_path}{suffix}"
+            if cand.is_file():
+                return cand
+    raise InputError(f"config {name_or_path!r} not found (looked in {', '.join(str(r) for r in roots)})")
+
+
+def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``a.b.c=value`` assignments (values parsed as YAML: numbers, lists, null)."""
+    out = copy.deepcopy(config)
+    yaml = _yaml()
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"override {item!r} is not key.path=value")
+        key, raw = item.split("=", 1)
+        value = yaml.safe_load(raw) if yaml is not None else json.loads(raw)
+        node = out
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise InputError(f"override {item!r}: {part} is not a mapping")
+        node[parts[-1]] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------
+# data
+# ------------------------------------------------------------------------------------------------
+
+
+def _load_tensor_file(p: Path) -> dict[str, torch.Tensor]:
+    import numpy as np
+
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(p))
+        if suffix in (".pt", ".pth"):
+            data = torch.load(p, map_location="cpu", weights_only=True)
+        elif suffix == ".npz":
+            with np.load(p, allow_pickle=False) as npz:
+                data = {k: torch.from_numpy(npz[k]) for k in npz.files}
+        else:
+            raise InputError(f"{p}: unsupported data format {suffix!r}; use an extraction folder, .safetensors, .pt or .npz")
+    except InputError:
+        raise
+    except Exception as exc:
+        raise InputError(f"{p}: cannot read training tensors ({type(exc).__name__}: {exc})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: expected a mapping of named tensors")
+    return {k: torch.as_tensor(v) for k, v in data.items()}
+
+
+def load_training_data(path: str | os.PathLike, keys: Mapping[str, str], *, in_memory: bool = True,
+                       optional: Sequence[str] = ()) -> tuple[torch.utils.data.Dataset, str, dict[str, tuple[int, ...]]]:
+    """(dataset, fingerprint, per-item shapes) for an extraction folder or a tensors file.
+
+    ``keys`` maps batch keys to stored names; keys in ``optional`` may be absent from the data.
+    """
+    from .extraction import INDEX_FILE, EmbeddingStore, StoreDataset
+
+    p = Path(path).expanduser()
+    if p.is_dir():
+        if not (p / INDEX_FILE).is_file():
+            raise InputError(f"{p} is not an extraction folder (no {INDEX_FILE})")
+        store = EmbeddingStore(p)
+        present = {k: v for k, v in keys.items() if v in store.features or k not in optional}
+        missing = [v for v in present.values() if v not in store.features]
+        if missing:
+            raise InputError(f"{p} has no feature(s) {', '.join(missing)} (has {', '.join(store.features)})")
+        fp = f"{store.index['run_key']}:{len(store)}"
+        shapes = {k: tuple(store.features[v]["shape"]) for k, v in present.items()}
+        if in_memory:
+            loaded = store.load(list(present.values()))
+            return TensorDictDataset({k: loaded[v].float() for k, v in present.items()}), fp, shapes
+        return StoreDataset(store, dict(present)), fp, shapes
+    if not p.is_file():
+        raise InputError(f"training data not found: {p}")
+    data = _load_tensor_file(p)
+    present = {k: v for k, v in keys.items() if v in data or k not in optional}
+    missing = [v for v in present.values() if v not in data]
+    if missing:
+        raise InputError(f"{p} has no tensor(s) {', '.join(missing)} (has {', '.join(sorted(data))})")
+    tensors = {}
+    for k, v in present.items():
+        t = data[v]
+        if t.dtype == torch.bool or k == "padding_mask":
+            tensors[k] = t.bool()
+        else:
+            if not torch.isfinite(t.float()).all():
+                raise InputError(f"{p}: tensor {v!r} contains NaN or infinite values")
+            tensors[k] = t.float()
+    ds = TensorDictDataset(tensors)
+    return ds, ds.fingerprint(), {k: tuple(t.shape[1:]) for k, t in tensors.items()}
+
+
+DEFAULT_KEYS: dict[str, dict[str, str]] = {
+    "mapper": {"clip": "clip", "clap": "clap"},
+    "manifold": {"clip": "clip", "clap": "clap"},
+    "remixer": {"codes": "codes", "clips": "clips", "target_clap": "target_clap", "padding_mask": "padding_mask"},
+    "temporal": {"frame_claps": "frame_claps", "target_clap": "target_clap", "padding_mask": "padding_mask"},
+    "grounding": {"latents": "latents", "text_emb": "text_emb", "patch_emb": "patch_emb"},
+}
+OPTIONAL_KEYS = ("padding_mask",)
+
+
+def run_training(config: Mapping[str, Any], *, progress: bool = True, resume: str | None = "auto") -> TrainResult:
+    """Train from a run-file mapping (see the module docstring)."""
+    from .accelerate_tasks import TASK_NAMES, build_task
+
+    known = {"task", "model", "options", "data", "trainer", "models", "description"}
+    unknown = sorted(set(config) - known)
+    if unknown:
+        raise InputError(f"unknown run-file section(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})")
+    task = config.get("task")
+    if task not in TASK_NAMES:
+        raise InputError(f"run file: task must be one of {', '.join(TASK_NAMES)}, got {task!r}")
+    data = dict(config.get("data") or {})
+    if not data.get("train"):
+        raise InputError("run file: data.train (an extraction folder or a tensors file) is required")
+    keys = {**DEFAULT_KEYS[task], **(data.get("keys") or {})}
+    in_memory = bool(data.get("in_memory", True))
+    train_ds, fp, shapes = load_training_data(data["train"], keys, in_memory=in_memory, optional=OPTIONAL_KEYS)
+    val_ds = None
+    if data.get("val"):
+        val_ds, vfp, _ = load_training_data(data["val"], keys, in_memory=in_memory, optional=OPTIONAL_KEYS)
+        fp = f"{fp}+{vfp}"
+    trainer_cfg = TrainerConfig.from_dict(config.get("trainer") or {})
+    factory = build_task(task, config.get("model") or {}, config.get("options") or {}, data_shapes=shapes,
+                         models=config.get("models"))
+    trainer = Trainer(factory, train_ds, trainer_cfg, val_data=val_ds, resume=resume, data_fingerprint=fp,
+                      task_name=task, run_config=json.loads(json.dumps(config, default=str)), progress=progress)
+    return trainer.fit()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``accelerate launch -m foleykit.training.accelerate_config RUN_FILE [--set k=v ...]``."""
+    from ..errors import FoleykitError
+
+    ap = argparse.ArgumentParser(prog="foleykit.training.accelerate_config", description=main.__doc__)
+    ap.add_argument("config", help="run file (YAML/JSON) or the name of one in configs/")
+    ap.add_argument("--set", dest="overrides", action="append", default=[], help="key.path=value (repeatable)")
+    ap.add_argument("--no-resume", action="store_true", help="refuse to continue from existing checkpoints")
+    ap.add_argument("--quiet", action="store_true")
+    args = ap.parse_args(argv)
+    try:
+        cfg = apply_overrides(read_config_file(find_config(args.config)), args.overrides)
+        res = run_training(cfg, progress=not args.quiet, resume=None if args.no_resume else "auto")
+    except FoleykitError as exc:
+        raise SystemExit(f"foleykit: error: {exc}") from None
+    if res.final_dir is not None:
+        print(f"wrote {res.final_dir}")
+    print(f"steps: {res.global_step}, epochs: {res.epochs_done}, seed: {res.seed}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,348 @@
+"""The learnable modules of the three papers as :class:`~foleykit.training.trainer.TrainModule` s.
+
+Each wraps the network and computes its paper loss inside ``forward(batch, generator)`` (so DDP and
+autocast apply), reusing the loss functions of the per-module trainers:
+
+==========  ===========================================  ======================================
+task        batch keys                                   loss
+==========  ===========================================  ======================================
+mapper      clip [B, Dv], clap [B, 512]                  V2A-Mapper Eq. 1/2 (``training_loss``)
+manifold    clip [B, 768], clap [B, 512]                 SS2A L_fold (Eq. 5, CCMR) + mean teacher
+remixer     codes [B, M, S], clips [B, M, C],            SS2A L_mix (Eq. 9)
+            target_clap [B, 512], (padding_mask [B, M])
+temporal    frame_claps [B, T, 512], target_clap,        SS2A L_ta (Eq. 10)
+            (padding_mask [B, T])
+grounding   latents [B, 8, T', F'], text_emb [B, 512],   Sounding-that-Object Eq. 1 through the
+            patch_emb [B, P, 768]                        AudioLDM UNet (fine-tuned by default)
+==========  ===========================================  ======================================
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..errors import InputError
+from .trainer import TrainModule, batch_len
+
+# ------------------------------------------------------------------------------------------------
+# V2A-Mapper
+# ------------------------------------------------------------------------------------------------
+
+
+class MapperTask(TrainModule):
+    """V2A-Mapper (any variant). Validation: loss, and the cosine of mapped CLIP to true CLAP
+    (regression always; diffusion with ``val_sample_steps`` DDIM steps when set)."""
+
+    batch_keys = ("clip", "clap")
+
+    def __init__(self, config: Any, *, val_sample_steps: int | None = None) -> None:
+        super().__init__()
+        from ..modules.mapper import MapperConfig, V2AMapper
+
+        if isinstance(config, Mapping):
+            config = MapperConfig(**config)
+        self.model = V2AMapper(config)
+        self.val_sample_steps = val_sample_steps
+
+    def forward(self, batch, generator=None):
+        return {"loss": self.model.training_loss(batch["clip"], batch["clap"], generator), "metrics": {}}
+
+    @torch.no_grad()
+    def validation_step(self, batch, generator=None):
+        sums = super().validation_step(batch, generator)
+        if not self.model.config.is_diffusion or self.val_sample_steps:
+            pred = self.model.map(batch["clip"], steps=self.val_sample_steps, generator=generator)
+            target = F.normalize(batch["clap"].to(pred).float(), dim=-1)
+            sums["cosine"] = (pred.float() * target).sum()
+        return sums
+
+
+# ------------------------------------------------------------------------------------------------
+# SS2A CMSS manifold with a mean teacher
+# ------------------------------------------------------------------------------------------------
+
+
+class ManifoldTask(TrainModule):
+    """Student manifold trained with L_fold + mean-teacher consistency; the teacher (an EMA of the
+    student, part of the checkpoints) is what is exported.
+
+    One backward per step reproduces the alternating optimisation of ``train_manifold``: L_fold
+    reaches the projectors and τ through a *parameter-detached* copy of χ, and χ is trained only by
+    its reconstruction + KL terms on detached codes (AdamW per parameter, so one optimizer over the
+    two disjoint gradient sets equals the two optimizers).
+    """
+
+    batch_keys = ("clip", "clap")
+
+    def __init__(self, config: Any, *, init_from: str | None = None, ccmr_alpha: float | None = None,
+                 kl_weight: float = 5e-4, ema_decay: float = 0.999, consistency_weight: float = 1.0,
+                 consistency_rampup: float = 0.3, input_noise: float = 0.0) -> None:
+        super().__init__()
+        from ..modules.ccmr import DEFAULT_CCMR_ALPHA
+        from ..modules.manifold import CMSSManifold, ManifoldConfig
+
+        if isinstance(config, Mapping):
+            config = ManifoldConfig(**config)
+        if not 0.0 <= ema_decay < 1.0:
+            raise InputError(f"ema_decay must be in [0, 1), got {ema_decay}")
+        self.student = CMSSManifold(config)
+        if init_from:
+            self.student.load_state_dict(CMSSManifold.from_pretrained(init_from).state_dict())
+        self.teacher = copy.deepcopy(self.student)
+        self.teacher.requires_grad_(False)
+        self.ccmr_alpha = DEFAULT_CCMR_ALPHA if ccmr_alpha is None else ccmr_alpha
+        self.kl_weight = kl_weight
+        self.ema_decay = ema_decay
+        self.consistency_weight = consistency_weight
+        self.consistency_rampup = consistency_rampup
+        self.input_noise = input_noise
+        self.register_buffer("step", torch.zeros((), dtype=torch.long))
+        self.register_buffer("total_steps", torch.ones((), dtype=torch.long))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.teacher.eval()
+        return self
+
+    def export(self) -> nn.Module:
+        return self.teacher
+
+    def extra_exports(self) -> dict[str, nn.Module]:
+        return {"student": self.student}
+
+    def on_train_start(self, total_steps: int) -> None:
+        self.total_steps.fill_(total_steps)
+
+    def _noisy(self, x: Tensor, generator) -> Tensor:
+        if self.input_noise <= 0:
+            return x
+        return x + self.input_noise * torch.randn(x.shape, generator=generator).to(x)
+
+    def forward(self, batch, generator=None):
+        from torch.func import functional_call
+
+        from ..modules.manifold import ManifoldForward
+        from .ss2a_common import sigmoid_rampup
+        from .ss2a_losses import cosine_distance_loss, manifold_loss, variational_kl
+        from .ss2a_manifold import consistency_loss
+
+        clip, clap = batch["clip"].float(), batch["clap"].float()
+        s = self.student
+        clip_s, clap_s = self._noisy(clip, generator), self._noisy(clap, generator)
+        clip_t, clap_t = self._noisy(clip, generator), self._noisy(clap, generator)
+        clip_code, clap_code = s.encode_clips(clip_s), s.encode_claps(clap_s)
+        clip_sample, clap_sample = clip_code.sample(generator), clap_code.sample(generator)
+        frozen = {n: p.detach() for n, p in s.reconstructor.named_parameters()}
+        from_clip = functional_call(s.reconstructor, frozen, (clip_sample,))
+        from_clap = functional_call(s.reconstructor, frozen, (clap_sample,))
+        out = ManifoldForward(clip_code, clap_code, from_clip, from_clap, clip_sample, clap_sample,
+                              from_clip.sample(generator), from_clap.sample(generator))
+        terms = manifold_loss(out, clip, clap, s.temperature_scale(), self.ccmr_alpha, self.kl_weight)
+        consistency = consistency_loss(self.teacher, clip_t, clap_t, clip_code.mu, clap_code.mu)
+        rampup = round(self.consistency_rampup * int(self.total_steps))
+        weight = self.consistency_weight * sigmoid_rampup(int(self.step), rampup)
+        rc, rp = s.reconstructor(clip_sample.detach()), s.reconstructor(clap_sample.detach())
+        recon = 0.5 * (cosine_distance_loss(clap, rc.sample(generator)) + cosine_distance_loss(clap, rp.sample(generator)))
+        recon_kl = 0.5 * (variational_kl(rc) + variational_kl(rp))
+        loss = terms.total + weight * consistency + recon + self.kl_weight * recon_kl
+        return {"loss": loss, "metrics": {
+            "fold": terms.total.detach(), "contrastive": terms.contrastive.detach(),
+            "reconstruction": terms.reconstruction.detach(), "kl": terms.kl.detach(),
+            "consistency": consistency.detach(), "chi_reconstruction": recon.detach(),
+        }}
+
+    @torch.no_grad()
+    def after_optimizer_step(self, step: int, total_steps: int) -> None:
+        from .ss2a_common import ema_update
+
+        ema_update(self.teacher, self.student, min(self.ema_decay, 1.0 - 1.0 / (step + 1)))
+        self.step.fill_(step + 1)
+
+    @torch.no_grad()
+    def validation_step(self, batch, generator=None):
+        """Loss terms of the student, and the teacher's in-batch CLIP→CLAP retrieval top-1."""
+        sums = super().validation_step(batch, generator)
+        q = F.normalize(self.teacher.fold_clips(batch["clip"].float()), dim=-1)
+        g = F.normalize(self.teacher.fold_claps(batch["clap"].float()), dim=-1)
+        hits = (q @ g.T).argmax(dim=1) == torch.arange(q.shape[0], device=q.device)
+        sums["top1_in_batch"] = hits.float().sum()
+        return sums
+
+
+# ------------------------------------------------------------------------------------------------
+# SS2A remixer and temporal aggregation
+# ------------------------------------------------------------------------------------------------
+
+
+def _mask(batch: Mapping[str, Tensor]) -> Tensor | None:
+    m = batch.get("padding_mask")
+    return None if m is None else m.bool()
+
+
+class RemixerTask(TrainModule):
+    batch_keys = ("codes", "clips", "target_clap")
+    optional_keys = ("padding_mask",)
+
+    def __init__(self, config: Any, *, kl_weight: float = 1e-3, init_from: str | None = None) -> None:
+        super().__init__()
+        from ..modules.remixer import RemixerConfig, SoundSourceRemixer
+
+        if isinstance(config, Mapping):
+            config = RemixerConfig(**config)
+        self.model = SoundSourceRemixer(config)
+        if init_from:
+            self.model.load_state_dict(SoundSourceRemixer.from_pretrained(init_from).state_dict())
+        self.kl_weight = kl_weight
+
+    def forward(self, batch, generator=None):
+        from .ss2a_losses import variational_cosine_loss
+
+        out = self.model(batch["codes"], batch["clips"], _mask(batch), generator)
+        loss, cosine, kl = variational_cosine_loss(batch["target_clap"], out, self.kl_weight, generator)
+        return {"loss": loss, "metrics": {"cosine_distance": cosine.detach(), "kl": kl.detach()}}
+
+    @torch.no_grad()
+    def validation_step(self, batch, generator=None):
+        sums = super().validation_step(batch, generator)
+        pred = self.model.sample(batch["codes"], batch["clips"], _mask(batch), num_samples=0)
+        sums["cosine"] = F.cosine_similarity(pred, batch["target_clap"].to(pred).float(), dim=-1).sum()
+        return sums
+
+
+class TemporalTask(TrainModule):
+    batch_keys = ("frame_claps", "target_clap")
+    optional_keys = ("padding_mask",)
+
+    def __init__(self, config: Any, *, kl_weight: float = 0.0) -> None:
+        super().__init__()
+        from ..modules.temporal import TemporalAggregator, TemporalConfig
+
+        if isinstance(config, Mapping):
+            config = TemporalConfig(**config)
+        self.model = TemporalAggregator(config)
+        self.kl_weight = kl_weight
+
+    def forward(self, batch, generator=None):
+        from .ss2a_losses import variational_cosine_loss
+
+        out = self.model(batch["frame_claps"], padding_mask=_mask(batch))
+        loss, cosine, kl = variational_cosine_loss(batch["target_clap"], out, self.kl_weight, generator)
+        return {"loss": loss, "metrics": {"cosine_distance": cosine.detach(), "kl": kl.detach()}}
+
+    @torch.no_grad()
+    def validation_step(self, batch, generator=None):
+        sums = super().validation_step(batch, generator)
+        pred = self.model.aggregate(batch["frame_claps"], padding_mask=_mask(batch))
+        sums["cosine"] = F.cosine_similarity(pred, batch["target_clap"].to(pred).float(), dim=-1).sum()
+        return sums
+
+
+# ------------------------------------------------------------------------------------------------
+# Sounding-that-Object grounding (diffusion objective through the AudioLDM UNet)
+# ------------------------------------------------------------------------------------------------
+
+
+class GroundingTask(TrainModule):
+    """Grounding module + AudioLDM UNet trained with the latent-diffusion loss (paper Eq. 1).
+
+    ``unet``/``scheduler``: the generator's (e.g. ``AudioLDMGenerator``'s ``pipe.unet`` and
+    ``pipe.scheduler``), or loaded from a model set's ``audioldm`` folder by :func:`build_task`.
+    ``finetune_unet=False`` freezes the UNet (the paper's ablation (i)). ``null_cond`` is the
+    unconditional vector for the 10 % condition dropout (CLAP of the empty string).
+    """
+
+    batch_keys = ("latents", "text_emb", "patch_emb")
+
+    def __init__(self, config: Any, unet: nn.Module, scheduler: Any, *, cond_dropout: float = 0.1,
+                 finetune_unet: bool = True, null_cond: Tensor | None = None) -> None:
+        super().__init__()
+        from ..modules.grounding import GroundingConfig, GroundingModule
+
+        if isinstance(config, Mapping):
+            config = GroundingConfig(**config)
+        self.model = GroundingModule(config)
+        if null_cond is not None:
+            self.model.set_null_condition(null_cond)
+        self.unet = unet
+        self.unet.requires_grad_(finetune_unet)
+        self.finetune_unet = finetune_unet
+        self.noise_scheduler = scheduler
+        self.cond_dropout = cond_dropout
+
+    def forward(self, batch, generator=None):
+        from .grounding import diffusion_loss
+
+        loss = diffusion_loss(self.model, self.unet, self.noise_scheduler,
+                              (batch["latents"], batch["text_emb"], batch["patch_emb"]),
+                              cond_dropout=self.cond_dropout if self.training else 0.0, generator=generator)
+        return {"loss": loss, "metrics": {}}
+
+    def extra_exports(self) -> dict[str, nn.Module]:
+        return {"unet": self.unet} if self.finetune_unet else {}
+
+
+# ------------------------------------------------------------------------------------------------
+# registry
+# ------------------------------------------------------------------------------------------------
+
+TASK_NAMES = ("mapper", "manifold", "remixer", "temporal", "grounding")
+
+
+def _infer_dims(task: str, model: dict[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
+    model = dict(model)
+    if task in ("mapper", "manifold"):
+        if "clip" in shapes:
+            model.setdefault("clip_dim", int(shapes["clip"][-1]))
+        if "clap" in shapes:
+            model.setdefault("clap_dim", int(shapes["clap"][-1]))
+    elif task == "temporal" and "frame_claps" in shapes:
+        model.setdefault("clap_dim", int(shapes["frame_claps"][-1]))
+    elif task == "remixer" and "clips" in shapes:
+        model.setdefault("clip_dim", int(shapes["clips"][-1]))
+    return model
+
+
+def build_task(task: str, model: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None, *,
+               data_shapes: Mapping[str, tuple[int, ...]] | None = None,
+               models: str | None = None) -> Callable[[], TrainModule]:
+    """A factory for the task's TrainModule (the Trainer calls it after seeding). ``model`` holds
+    the network's config fields (dimensions missing are read from ``data_shapes``), ``options`` the
+    loss settings; ``models`` (grounding) names the model set whose AudioLDM UNet is fine-tuned."""
+    if task not in TASK_NAMES:
+        raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASK_NAMES)}")
+    model_cfg = _infer_dims(task, dict(model or {}), data_shapes or {})
+    opts = dict(options or {})
+    if task == "mapper":
+        return lambda: MapperTask(model_cfg, **opts)
+    if task == "manifold":
+        return lambda: ManifoldTask(model_cfg, **opts)
+    if task == "remixer":
+        return lambda: RemixerTask(model_cfg, **opts)
+    if task == "temporal":
+        return lambda: TemporalTask(model_cfg, **opts)
+
+    def grounding() -> TrainModule:
+        from diffusers import DDPMScheduler, UNet2DConditionModel
+
+        from ..hub import resolve_pretrained
+        from ..model_sets import resolve_model_set
+
+        ref = resolve_model_set(models).audioldm
+        local, _ = resolve_pretrained(ref)
+        unet = UNet2DConditionModel.from_pretrained(local, subfolder="unet")
+        scheduler = DDPMScheduler.from_pretrained(local, subfolder="scheduler")
+        null = opts.pop("null_cond", None)
+        return GroundingTask(model_cfg, unet, scheduler, null_cond=None if null is None else torch.as_tensor(null),
+                             **opts)
+
+    return grounding
+
+
+__all__ = ["MapperTask", "ManifoldTask", "RemixerTask", "TemporalTask", "GroundingTask", "TASK_NAMES",
+           "build_task", "batch_len"]
