@@ -27,7 +27,7 @@ from pathlib import Path
 from .errors import InputError
 
 #: Bump when the tiny stand-ins change, so stale caches are rebuilt.
-TINY_VERSION = "6"
+TINY_VERSION = "7"
 
 DEFAULT_MODELS: dict[str, str] = {
     # SS2A and Sounding-that-Object use ViT-L/14 (768-d joint space).
@@ -58,6 +58,7 @@ ROLE_DIRS: dict[str, str] = {
     "sam": "sam-vit-base",
     "detector": "owlv2-base-patch16",
     "prior": "karlo-prior",
+    "ss2a": "ss2a",
 }
 
 #: role -> "module:function" writing that role's tiny stand-in into a folder: ``fn(path, seed=...)``.
@@ -66,6 +67,8 @@ EXTRA_TINY_BUILDERS: dict[str, str] = {
     "sam": "foleykit.encoders.segmenter:write_tiny_sam",
     "detector": "foleykit.encoders.detector:write_tiny_detector",
     "prior": "foleykit.encoders.prior:write_tiny_prior",
+    # SS2A bundle (manifold/, remixer/, temporal/); no published weights, so no hub id in the default set.
+    "ss2a": "foleykit.pipelines.ss2a_bundle:write_tiny_ss2a",
 }
 
 

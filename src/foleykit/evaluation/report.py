@@ -79,7 +79,7 @@ def render_markdown(report: dict[str, Any]) -> str:
                 ),
                 None,
             )
-            cells.append(_fmt(hit.value) if hit else "–")
+            cells.append("–" if hit is None else _fmt(hit.value) + (f" ({hit.note})" if hit.note else ""))
         lines.append("| " + " | ".join(cells) + " |")
     if sources:
         lines += ["", "Published settings (numbers are comparable only under the same setting):", ""]

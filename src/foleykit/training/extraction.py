@@ -22,6 +22,8 @@ Features (``ExtractionConfig.features``):
 
 * ``clip``: CLIP global embedding of the image, or of the video frame at the window's centre.
 * ``clip_frames``: CLIP of ``num_frames`` frames evenly spaced over the window (an image is tiled).
+* ``clip_mean``: the mean of those frame embeddings (V2A-Mapper's best aggregation σ; an image's
+  own embedding).
 * ``clip_patches``: CLIP patch tokens in the joint space (the grounding module's keys/values).
 * ``clap``: CLAP of the audio file, or of the video's audio track, over the item's window
   (``audio_seconds`` from its start; CLAP's 10-s windows are averaged beyond that).
@@ -54,7 +56,8 @@ from ..io._checks import one_line
 
 FORMAT = "foleykit-embeddings"
 FORMAT_VERSION = 1
-FEATURES = ("clip", "clip_frames", "clip_patches", "clap")
+FEATURES = ("clip", "clip_frames", "clip_mean", "clip_patches", "clap")
+_FRAME_FEATURES = ("clip_frames", "clip_mean")
 CLAP_SAMPLE_RATE = 48_000
 CLAP_WINDOW_S = 10.0
 SHARD_DIR = "shards"
@@ -74,7 +77,7 @@ class ExtractionConfig:
 
     features: tuple[str, ...] = ("clip", "clap")  # (run)
     clip_role: str = "clip"  # (run) model-set role: "clip" (ViT-L/14, SS2A) or "clip_mapper" (ViT-B/32)
-    num_frames: int = 64  # (run) frames per window for clip_frames (SS2A: 64)
+    num_frames: int = 64  # (run) frames per window for clip_frames / clip_mean (SS2A: 64)
     shard_size: int = 1024  # (run) items per shard
     normalize: bool = True  # (run) L2-normalise CLIP vectors (CLAP vectors are always unit)
     storage_dtype: str = "float32"  # (run) float32 | float16
@@ -116,13 +119,17 @@ class ExtractionConfig:
         d = asdict(self)
         out = {k: d[k] for k in self.RUN_FIELDS}
         out["features"] = list(self.features)
-        if "clip_frames" not in self.features:
+        if not self.needs_frames:
             out.pop("num_frames")  # irrelevant, so changing it is harmless
         return out
 
     @property
     def needs_clip(self) -> bool:
         return any(f.startswith("clip") for f in self.features)
+
+    @property
+    def needs_frames(self) -> bool:
+        return any(f in self.features for f in _FRAME_FEATURES)
 
     @property
     def needs_clap(self) -> bool:
@@ -270,7 +277,7 @@ class MediaLoader(torch.utils.data.Dataset):
                     img.thumbnail((cfg.frame_max_side, cfg.frame_max_side))
                 px = self._pixels([img])
                 out.single = px if single_needed else None
-                out.frames = px if "clip_frames" in cfg.features else None
+                out.frames = px if cfg.needs_frames else None
             elif item.video:
                 from ..io.video import probe_video, read_frames
 
@@ -284,7 +291,7 @@ class MediaLoader(torch.utils.data.Dataset):
                 if single_needed:
                     out.single = self._pixels(read_frames(item.video, 1, start_s=start, end_s=end,
                                                           max_side=cfg.frame_max_side))
-                if "clip_frames" in cfg.features:
+                if cfg.needs_frames:
                     available = (end - start) * info.fps if info.fps > 0 else info.n_frames
                     if cfg.require_frames and available + 1e-6 < cfg.num_frames:
                         raise InputError(
@@ -475,6 +482,8 @@ class ShardExtractor:
                 shapes[f] = [self.clip.dim]
             elif f == "clip_frames":
                 shapes[f] = [self.config.num_frames, self.clip.dim]
+            elif f == "clip_mean":
+                shapes[f] = [self.clip.dim]
             elif f == "clip_patches":
                 shapes[f] = [self.clip.patch_grid ** 2, self.clip.dim]
             elif f == "clap":
@@ -555,8 +564,8 @@ class ShardExtractor:
             s["clip"] = _Stream(self._clip_global, cfg.batch_size)
         if "clip_patches" in cfg.features:
             s["clip_patches"] = _Stream(self._clip_patches, cfg.batch_size)
-        if "clip_frames" in cfg.features:
-            s["clip_frames"] = _Stream(self._clip_global, cfg.batch_size)
+        if cfg.needs_frames:
+            s["frames"] = _Stream(self._clip_global, cfg.batch_size)
         if "clap" in cfg.features:
             s["clap"] = _Stream(self._clap, cfg.audio_batch_size)
         return s
@@ -567,30 +576,33 @@ class ShardExtractor:
             streams["clip"].add({"pixel_values": x.single})
         if "clip_patches" in streams:
             streams["clip_patches"].add({"pixel_values": x.single})
-        if "clip_frames" in streams:
-            streams["clip_frames"].add({"pixel_values": x.frames})
+        if "frames" in streams:
+            streams["frames"].add({"pixel_values": x.frames})
         if "clap" in streams:
             streams["clap"].add(dict(x.audio))
 
     def _collect(self, streams: dict[str, _Stream], ok: list[LoadedItem]) -> dict[str, torch.Tensor]:
         shapes = self.feature_shapes()
         dtype = self.config.torch_storage_dtype
-        out: dict[str, torch.Tensor] = {}
+        cfg = self.config
+        res: dict[str, torch.Tensor] = {}
         for name, stream in streams.items():
             flat = stream.finish()
             if not ok:
-                out[name] = torch.zeros(0, *shapes[name], dtype=dtype)
                 continue
             if name in ("clip", "clip_patches"):
-                res = flat
-            elif name == "clip_frames":
-                per = [x.frames.shape[0] for x in ok]
-                parts = flat.split(per)
-                res = torch.stack([p.expand(self.config.num_frames, -1) if p.shape[0] == 1 else p for p in parts])
+                res[name] = flat
+            elif name == "frames":
+                parts = flat.split([x.frames.shape[0] for x in ok])
+                if "clip_frames" in cfg.features:
+                    res["clip_frames"] = torch.stack(
+                        [p.expand(cfg.num_frames, -1) if p.shape[0] == 1 else p for p in parts])
+                if "clip_mean" in cfg.features:
+                    res["clip_mean"] = torch.stack([p.mean(0) for p in parts])
             else:  # clap: average each item's unit window vectors, renormalise
                 per = [x.audio["input_features"].shape[0] for x in ok]
-                res = F.normalize(torch.stack([p.mean(0) for p in flat.split(per)]), dim=-1)
-            out[name] = res.to(dtype).contiguous()
+                res[name] = F.normalize(torch.stack([p.mean(0) for p in flat.split(per)]), dim=-1)
+        out = {f: (res[f] if ok else torch.zeros(0, *shapes[f])).to(dtype).contiguous() for f in cfg.features}
         out["index"] = torch.tensor([x.index for x in ok], dtype=torch.int64)
         return out
 

@@ -1,0 +1,983 @@
+"""Sound-source-aware generation (SS2A, "Gotta Hear Them All"): hear every source in a scene.
+
+Perception → CMSS manifold → Remixer + Cycle Mix → AudioLDM, for any composition of sources:
+
+* **images** (optionally several): the whole image is the *global* source; OWLv2 detects sounding
+  objects (vocabulary :data:`~foleykit.pipelines.sound_vocabulary.SOUNDING_OBJECTS`), and user
+  **boxes** / **masks** add regions. Every region is cropped (masks: the region's bounding box with
+  the pixels outside the mask blacked out) and letterboxed to a square, then the global image and all
+  crops of that image go through CLIP ViT-L/14 in **one** batch. Detection and CLIP run once per
+  image (and are cached per image content), never once per Cycle Mix round.
+* **texts**: through the text→CLIP-image prior (:mod:`foleykit.encoders.prior`, ``text_mode="prior"``)
+  or, as a documented fallback, plain CLIP text embeddings (``text_mode="clip"``).
+* **audios**: CLAP audio embeddings (their Remixer token has v = 0, paper §Remixer).
+
+Slots (:func:`~foleykit.modules.cycle_mix.pack_sources`): with one image, slot 0 holds its global
+CLIP (the released image-to-audio layout, and the Cycle Mix feedback slot); with several images or
+none, slot 0 is the empty feedback slot and every image's global source gets a slot of its own
+(the released multimodal layout). Then come the regions, the texts and the audios; at most
+M − 1 = 63 sources.
+
+Weights: every source has a weight (default 1). The Remixer has no weight input (it was trained on
+unweighted scenes), so weights act where a mixing decision is made: (1) Cycle Mix scores candidate
+mixtures against the per-source tracks with a *weighted* spread/relevance, so heavier sources pull
+the selection towards themselves; (2) in the stereo mix, a stem's level is proportional to its weight.
+
+Outputs (:class:`SourcesResult`): the **mix** (AudioLDM conditioned on the Cycle Mix CLAP), and with
+``stems`` or ``stereo`` one **stem per source**: AudioLDM conditioned on that source's track
+semantics χ(e) (the manifold reconstruction of its code). Every generation uses the same seed (the
+same initial noise), so stems differ only by their conditioning.
+
+**Stereo** (``stereo=True``): the stereo mix is built from the stems. Each stem is scaled to unit RMS,
+multiplied by its weight and panned with an equal-power law, gain_L = cos θ, gain_R = sin θ with
+θ = (π/2)·p, where p ∈ [0, 1] is the horizontal centre of the source's region divided by the image
+width (0 = left edge, 0.5 = centre, 1 = right edge). Global image sources, texts and audios are
+centred (p = 0.5, −3 dB in each channel). L and R are the sums over sources; the file writer then
+peak-normalises. The mono SS2A mixture stays available as ``SourcesResult.mono_mix``.
+
+**Video** (temporal aggregation, paper Eq. 10): per generation window (≤ 10 s), ``frames`` (64)
+evenly spaced frames each go through the image pipeline above (detection + CLIP per frame, texts and
+audios embedded once for all frames) and Cycle Mix (all frames of all windows in one batch); the
+temporal aggregator ω turns the 64 per-frame CLAPs of a window into that window's CLAP. Without a
+trained aggregator the frame CLAPs are averaged (and the record says so). Stems and stereo are for
+images: a video's sources change from frame to frame.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+import re
+import shutil
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from ..devices import resolve_device, resolve_dtype
+from ..encoders.clap import ClapEncoder
+from ..encoders.clip import ClipEncoder
+from ..encoders.detector import (
+    DEFAULT_MAX_DETECTIONS,
+    DEFAULT_MIN_AREA,
+    DEFAULT_NMS_IOU,
+    DEFAULT_THRESHOLD,
+    Detection,
+    SoundSourceDetector,
+    check_box,
+)
+from ..encoders.prior import DEFAULT_PRIOR_GUIDANCE, DEFAULT_PRIOR_STEPS, TextToImagePrior
+from ..errors import InputError, OutputError
+from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
+from ..generator.pipeline import AudioLDMGenerator
+from ..generator.presets import get_preset
+from ..io.audio import SILENCE_PEAK, load_audio
+from ..io.image import load_image
+from ..model_sets import ModelSet, resolve_model_set
+from ..modules.cycle_mix import CRITERIA, cycle_mix, manifold_codes, pack_sources, stack_slots
+from ..seeding import make_generator, resolve_seed
+from .mapper import DEFAULT_IMAGE_DURATION_S, SoundResult, is_video_path
+from .ss2a_bundle import SS2ABundle, load_ss2a
+
+__all__ = [
+    "AudioClip",
+    "SoundSource",
+    "SourcesResult",
+    "SourcesPipeline",
+    "DEFAULT_CYCLE_ROUNDS",
+    "DEFAULT_CYCLE_SAMPLES",
+    "DEFAULT_VAR_SAMPLES",
+    "DEFAULT_VIDEO_FRAMES",
+    "MIN_AUDIO_S",
+    "TEXT_MODES",
+    "parse_weighted",
+    "pan_gains",
+    "stereo_from_stems",
+    "write_sources_outputs",
+]
+
+#: Released ``image_to_audio`` defaults: its = 3 (→ 4 rounds), 16 samples.
+DEFAULT_CYCLE_ROUNDS = 4
+DEFAULT_CYCLE_SAMPLES = 16
+#: Variational draws averaged per code and candidate (released CLI: 64; 1 keeps candidates diverse and cheap).
+DEFAULT_VAR_SAMPLES = 1
+#: Frames per generation window for video (paper).
+DEFAULT_VIDEO_FRAMES = 64
+#: Shortest audio source: CLAP repeat-pads short clips, so a blip would be looped into a drone.
+MIN_AUDIO_S = 0.5
+TEXT_MODES = ("prior", "clip")
+#: Video frames are decoded at most this large (detection/CLIP resize far below it anyway).
+VIDEO_MAX_SIDE = 1024
+
+ProgressFn = Callable[[float, str], None]
+
+
+# ---------------------------------------------------------------------- inputs
+
+
+@dataclass
+class AudioClip:
+    """An in-memory audio source: ``wave`` (frames,) or (channels, frames) float at ``sample_rate``."""
+
+    wave: np.ndarray
+    sample_rate: int
+    name: str = "clip"
+
+
+def _slug(text: str, limit: int = 32) -> str:
+    s = re.sub(r"[^a-z0-9]+", "-", str(text).lower()).strip("-")
+    return (s[:limit].rstrip("-")) or "source"
+
+
+def _fmt(v: float) -> str:
+    return str(int(v)) if float(v).is_integer() else f"{v:.1f}"
+
+
+def parse_weighted(text: str) -> tuple[str, float]:
+    """``"rain@0.5"`` → ("rain", 0.5); a value without a numeric ``@weight`` suffix has weight 1."""
+    m = re.fullmatch(r"(.*)@\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*", str(text), flags=re.S)
+    if m is None:
+        return str(text), 1.0
+    return m.group(1), float(m.group(2))
+
+
+def _split_weight(item) -> tuple[object, float]:
+    """An API source item: ``value`` or ``(value, weight)``."""
+    if isinstance(item, tuple) and len(item) == 2 and isinstance(item[1], (int, float)) and not isinstance(item[1], bool):
+        return item[0], float(item[1])
+    return item, 1.0
+
+
+def _check_weight(weight: float, what: str) -> float:
+    if not (isinstance(weight, (int, float)) and math.isfinite(weight) and weight > 0):
+        raise InputError(f"{what}: weight must be a positive number, got {weight!r}")
+    return float(weight)
+
+
+# ---------------------------------------------------------------------- sources
+
+
+@dataclass
+class SoundSource:
+    """One sound source of a composition, in slot order."""
+
+    index: int
+    kind: str  # "image" (a whole image) | "detected" | "box" | "mask" | "text" | "audio"
+    name: str
+    slug: str
+    weight: float = 1.0
+    clip: torch.Tensor | None = None  # [clip_dim] unit CLIP (image/region/text sources)
+    clap: torch.Tensor | None = None  # [512] unit CLAP (audio sources)
+    image_index: int | None = None
+    box: tuple[float, float, float, float] | None = None
+    position: float = 0.5  # horizontal centre in [0, 1] (0.5 = centred)
+    score: float | None = None
+    label: str | None = None
+    info: dict = field(default_factory=dict)
+
+    @property
+    def stem_name(self) -> str:
+        return f"{self.index:02d}-{self.slug}"
+
+    def to_record(self) -> dict:
+        rec = {"index": self.index, "kind": self.kind, "name": self.name, "weight": self.weight,
+               "pan_position": round(self.position, 4)}
+        if self.image_index is not None:
+            rec["image"] = self.image_index
+        if self.box is not None:
+            rec["box"] = [round(v, 2) for v in self.box]
+        if self.score is not None:
+            rec["score"] = round(self.score, 4)
+        if self.label is not None:
+            rec["label"] = self.label
+        rec.update(self.info)
+        return rec
+
+
+@dataclass
+class SourcesResult:
+    """The mix (mono, or stereo ``(2, frames)`` with ``stereo=True``), stems and the record."""
+
+    mix: SoundResult
+    stems: list[tuple[str, SoundResult]]
+    record: dict
+    sources: list[SoundSource] = field(default_factory=list)
+    mono_mix: SoundResult | None = None
+
+    @property
+    def seed(self) -> int:
+        return self.mix.seed
+
+
+@dataclass
+class _Perceived:
+    """The visual sources of one image (global first), as cached per image content."""
+
+    sources: list[SoundSource]
+    detections: list[Detection]
+    size: tuple[int, int]
+
+
+def _image_key(image: Image.Image) -> str:
+    h = hashlib.sha1()
+    h.update(f"{image.size}|{image.mode}|".encode())
+    h.update(image.tobytes())
+    return h.hexdigest()
+
+
+def _letterbox(img: Image.Image) -> Image.Image:
+    """Pad to a square with the image's mean colour, so CLIP's centre crop keeps the whole region."""
+    w, h = img.size
+    if w == h:
+        return img
+    side = max(w, h)
+    mean = tuple(int(v) for v in np.asarray(img, dtype=np.float32).reshape(-1, 3).mean(0).round())
+    canvas = Image.new("RGB", (side, side), mean)
+    canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+def _crop_box(img: Image.Image, box) -> Image.Image:
+    x0, y0, x1, y1 = box
+    left, top = int(math.floor(x0)), int(math.floor(y0))
+    right, bottom = max(left + 1, int(math.ceil(x1))), max(top + 1, int(math.ceil(y1)))
+    return _letterbox(img.crop((left, top, right, bottom)))
+
+
+def _mask_region(img: Image.Image, mask: np.ndarray) -> tuple[Image.Image, tuple[float, float, float, float]]:
+    ys, xs = np.nonzero(mask)
+    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
+    arr = np.asarray(img).copy()
+    arr[~mask] = 0  # released SS2A: the image multiplied by the mask
+    return _letterbox(Image.fromarray(arr[y0:y1, x0:x1])), (float(x0), float(y0), float(x1), float(y1))
+
+
+def _load_mask(mask, size: tuple[int, int], what: str) -> np.ndarray:
+    w, h = size
+    if isinstance(mask, (str, os.PathLike)):
+        try:
+            with Image.open(Path(mask).expanduser()) as m:
+                arr = np.asarray(m.convert("L")) > 127
+        except (OSError, ValueError) as exc:
+            raise InputError(f"{what} {mask}: not a readable image ({exc})") from None
+    else:
+        arr = np.asarray(mask)
+        if arr.ndim == 3:
+            arr = arr[..., 0]
+        arr = arr > (127 if arr.dtype == np.uint8 else 0.5 if np.issubdtype(arr.dtype, np.floating) else 0)
+    if arr.shape != (h, w):
+        raise InputError(f"{what} is {arr.shape[1]}x{arr.shape[0]}, the image is {w}x{h}")
+    if arr.sum() < 4:
+        raise InputError(f"{what} selects no pixels (or fewer than 4)")
+    return arr
+
+
+def _prepare_audio(item, what: str) -> tuple[np.ndarray, int, str, dict, list[str]]:
+    """Validate one audio source; returns (mono wave, sample rate, display name, info, notes)."""
+    notes: list[str] = []
+    if isinstance(item, AudioClip):
+        wave = np.asarray(item.wave, dtype=np.float32)
+        sr, name = int(item.sample_rate), item.name
+        if wave.ndim == 2 and wave.shape[0] > wave.shape[1]:
+            raise InputError(f"{what}: audio arrays are (channels, frames); got shape {wave.shape}")
+        if not np.isfinite(wave).all():
+            raise InputError(f"{what} contains NaN or infinite samples")
+    else:
+        path = Path(item).expanduser()
+        wave, sr = load_audio(path, mono=False)
+        name = path.name
+    if sr <= 0:
+        raise InputError(f"{what}: sample rate must be positive, got {sr}")
+    channels = 1 if wave.ndim == 1 else int(wave.shape[0])
+    if wave.ndim == 2:
+        if channels > 1:
+            notes.append(f"audio source {name} has {channels} channels; it was downmixed to mono (channel mean)")
+        wave = wave.mean(axis=0)
+    seconds = wave.size / sr
+    if wave.size == 0 or seconds < MIN_AUDIO_S:
+        raise InputError(f"audio source {name} is {seconds:.2f} s long; it must be at least {MIN_AUDIO_S:g} s")
+    if float(np.abs(wave).max()) < SILENCE_PEAK:
+        raise InputError(f"audio source {name} is silent (peak below -80 dBFS)")
+    info = {"file": str(item) if not isinstance(item, AudioClip) else name, "sample_rate": sr, "channels": channels,
+            "duration_s": round(seconds, 3)}
+    return wave.astype(np.float32, copy=False), sr, name, info, notes
+
+
+# ---------------------------------------------------------------------- stereo
+
+
+def pan_gains(position: float) -> tuple[float, float]:
+    """Equal-power pan: position 0 = left, 0.5 = centre, 1 = right → (gain_L, gain_R), gL² + gR² = 1."""
+    p = min(max(float(position), 0.0), 1.0)
+    theta = p * math.pi / 2
+    return math.cos(theta), math.sin(theta)
+
+
+def stereo_from_stems(stems: Sequence[np.ndarray], positions: Sequence[float], weights: Sequence[float]) -> np.ndarray:
+    """(2, frames): Σ weight · pan(position) · stem / RMS(stem) (see the module docstring)."""
+    if not stems:
+        raise InputError("a stereo mix needs at least one stem")
+    n = min(s.shape[-1] for s in stems)
+    out = np.zeros((2, n), dtype=np.float64)
+    for wave, pos, w in zip(stems, positions, weights):
+        x = np.asarray(wave[:n], dtype=np.float64)
+        rms = float(np.sqrt(np.mean(x**2)))
+        if rms < SILENCE_PEAK:
+            continue
+        gl, gr = pan_gains(pos)
+        out[0] += w * gl * x / rms
+        out[1] += w * gr * x / rms
+    return out.astype(np.float32)
+
+
+# ---------------------------------------------------------------------- pipeline
+
+
+class SourcesPipeline:
+    """SS2A: images (+ boxes/masks), texts and audios → one mixture CLAP → sound (+ stems, stereo)."""
+
+    def __init__(
+        self,
+        clip: ClipEncoder,
+        clap: ClapEncoder,
+        generator: AudioLDMGenerator,
+        ss2a: SS2ABundle,
+        *,
+        detector: SoundSourceDetector | None = None,
+        prior: TextToImagePrior | None = None,
+        detector_ref: str | None = None,
+        prior_ref: str | None = None,
+        model_set: ModelSet | None = None,
+        cache_size: int = 8,
+    ) -> None:
+        self.clip = clip
+        self.clap = clap
+        self.generator = generator
+        self.ss2a = ss2a
+        self._detector = detector
+        self._prior = prior
+        self.detector_ref = detector_ref
+        self.prior_ref = prior_ref
+        self.model_set = model_set
+        self._dtype: torch.dtype | None = None
+        self._lock = threading.RLock()
+        self._cache: OrderedDict[tuple, _Perceived] = OrderedDict()
+        self._cache_size = max(1, int(cache_size))
+        ss2a.check(clip.dim, clap.dim)
+        self.ss2a.to(clip.device)
+
+    @classmethod
+    def from_models(
+        cls,
+        models: str | None = None,
+        *,
+        ss2a: str | os.PathLike | None = None,
+        device: str | torch.device = "auto",
+        dtype: str | torch.dtype | None = None,
+    ) -> SourcesPipeline:
+        """Load CLIP ViT-L/14, CLAP and AudioLDM of a model set, the SS2A bundle, and (lazily, when
+        first needed) the OWLv2 detector and the text prior.
+
+        ``ss2a``: a bundle folder (``manifold/``, ``remixer/``, optional ``temporal/``), the released
+        ``ssv2a.pth`` (``ssv2a.json`` and optional ``agg.pth`` beside it); else the model set's ``ss2a``
+        role; else untrained modules (the record says so).
+        """
+        ms = resolve_model_set(models)
+        dev = resolve_device(device)
+        dt = resolve_dtype(dtype, dev)
+        clip = ClipEncoder.from_pretrained(ms.clip, device=dev, dtype=dt)
+        clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dt)
+        gen = AudioLDMGenerator.from_pretrained(ms.audioldm, device=dev, dtype=dt)
+        bundle = load_ss2a(ss2a if ss2a is not None else ms.extra.get("ss2a"))
+        pipe = cls(clip, clap, gen, bundle, detector_ref=ms.extra.get("detector"), prior_ref=ms.extra.get("prior"),
+                   model_set=ms)
+        pipe._dtype = dt
+        return pipe
+
+    # -- lazily loaded perception models ---------------------------------------------------------
+    @property
+    def detector(self) -> SoundSourceDetector:
+        with self._lock:
+            if self._detector is None:
+                if not self.detector_ref:
+                    raise InputError("this model set has no 'detector' role; pass detect=False (--no-detect) or boxes")
+                self._detector = SoundSourceDetector.from_pretrained(
+                    self.detector_ref, device=self.clip.device, dtype=self._dtype
+                )
+            return self._detector
+
+    @property
+    def prior(self) -> TextToImagePrior | None:
+        """The text prior, or None when the model set has none (texts then use CLIP text)."""
+        with self._lock:
+            if self._prior is None and self.prior_ref:
+                self._prior = TextToImagePrior.from_pretrained(
+                    self.prior_ref, device=self.clip.device, dtype=self._dtype
+                )
+            return self._prior
+
+    @property
+    def max_slots(self) -> int:
+        return int(self.ss2a.remixer.config.max_sources)
+
+    # -- perception ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def perceive_image(
+        self,
+        image: Image.Image,
+        *,
+        image_index: int = 0,
+        weight: float = 1.0,
+        boxes: Sequence[tuple] = (),
+        masks: Sequence[np.ndarray] = (),
+        detect: bool = True,
+        threshold: float = DEFAULT_THRESHOLD,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
+        nms_iou: float = DEFAULT_NMS_IOU,
+        min_area: float = DEFAULT_MIN_AREA,
+    ) -> _Perceived:
+        """The visual sources of one image: its global source, detections, boxes and masks, each with a
+        unit CLIP embedding. Detection runs once and CLIP once (one batch) per image; cached by content."""
+        mask_keys = tuple(hashlib.sha1(np.packbits(m).tobytes()).hexdigest() for m in masks)
+        key = (_image_key(image), tuple(tuple(b) for b in boxes), mask_keys, bool(detect), float(threshold),
+               int(max_detections), float(nms_iou), float(min_area))
+        with self._lock:
+            hit = self._cache.get(key)
+            if hit is not None:
+                self._cache.move_to_end(key)
+                return self._retag(hit, image_index, weight)
+        w, h = image.size
+        dets = self.detector.detect(image, threshold=threshold, nms_iou=nms_iou, max_detections=max_detections,
+                                    min_area=min_area) if detect and max_detections > 0 else []
+        crops = [image]
+        sources = [SoundSource(0, "image", "image", "image", weight, image_index=image_index)]
+        for d in dets:
+            crops.append(_crop_box(image, d.box))
+            sources.append(SoundSource(0, "detected", d.label, _slug(d.label), weight, image_index=image_index,
+                                       box=d.box, position=0.5 * (d.box[0] + d.box[2]) / w, score=d.score,
+                                       label=d.label))
+        for b in boxes:
+            crops.append(_crop_box(image, b))
+            sources.append(SoundSource(0, "box", "box " + ",".join(_fmt(v) for v in b),
+                                       "box-" + "-".join(_fmt(v) for v in b), weight, image_index=image_index,
+                                       box=tuple(b), position=0.5 * (b[0] + b[2]) / w))
+        for k, m in enumerate(masks):
+            crop, bbox = _mask_region(image, m)
+            crops.append(crop)
+            sources.append(SoundSource(0, "mask", f"mask {k + 1}", f"mask-{k + 1}", weight, image_index=image_index,
+                                       box=bbox, position=0.5 * (bbox[0] + bbox[2]) / w,
+                                       info={"mask_area": round(float(m.mean()), 6)}))
+        clips = self.clip.embed_images(crops, normalize=True).cpu()
+        for s, c in zip(sources, clips):
+            s.clip = c
+        perceived = _Perceived(sources, dets, (w, h))
+        with self._lock:
+            self._cache[key] = perceived
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+        return self._retag(perceived, image_index, weight)
+
+    @staticmethod
+    def _retag(p: _Perceived, image_index: int, weight: float) -> _Perceived:
+        import copy
+
+        sources = [copy.copy(s) for s in p.sources]
+        for s in sources:
+            s.image_index, s.weight, s.info = image_index, weight, dict(s.info)
+        return _Perceived(sources, p.detections, p.size)
+
+    @torch.no_grad()
+    def embed_texts(self, texts: Sequence[str], *, mode: str, seed: int, prior_steps: int, prior_guidance: float
+                    ) -> tuple[torch.Tensor, str, list[str]]:
+        """[N, clip_dim] unit CLIP-image-space embeddings of text sources, the mode used and notes."""
+        notes: list[str] = []
+        if not texts:
+            return torch.empty(0, self.clip.dim), mode, notes
+        if mode == "prior":
+            prior = self.prior
+            if prior is None:
+                notes.append("this model set has no text prior; text sources use plain CLIP text embeddings")
+                mode = "clip"
+            else:
+                if prior.dim != self.clip.dim:
+                    raise InputError(f"the text prior gives {prior.dim}-d embeddings, the image encoder {self.clip.dim}-d")
+                emb = prior.embed_texts(texts, seed=seed, num_inference_steps=prior_steps,
+                                        guidance_scale=prior_guidance)
+                return emb.cpu(), mode, notes
+        return self.clip.embed_texts(list(texts), normalize=True).cpu(), mode, notes
+
+    # -- validation ------------------------------------------------------------------------------
+    def _validate(self, *, texts, audios, text_mode, criterion, cycle_rounds, cycle_samples, var_samples, max_sources,
+                  duration_s, frames) -> None:
+        if text_mode not in TEXT_MODES:
+            raise InputError(f"text mode must be one of {', '.join(TEXT_MODES)}, got {text_mode!r}")
+        if criterion not in CRITERIA:
+            raise InputError(f"cycle mix criterion must be one of {', '.join(CRITERIA)}, got {criterion!r}")
+        if not (1 <= cycle_rounds <= 1000) or not (1 <= cycle_samples <= 1024) or not (0 <= var_samples <= 1024):
+            raise InputError("cycle mix needs 1..1000 rounds, 1..1024 samples and 0..1024 variational samples")
+        if not (2 <= max_sources <= self.max_slots):
+            raise InputError(f"max sources must be between 2 and the Remixer's {self.max_slots} slots, got {max_sources}")
+        if duration_s is not None and not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
+            raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+        if not (1 <= frames <= 1000):
+            raise InputError(f"frames per window must be between 1 and 1000, got {frames}")
+        for t, _ in texts:
+            if not isinstance(t, str) or not t.strip():
+                raise InputError("a text source is empty; give some words, e.g. --text 'rain on a tin roof'")
+
+    # -- generation ------------------------------------------------------------------------------
+    @torch.no_grad()
+    def __call__(
+        self,
+        image=None,
+        video: str | os.PathLike | None = None,
+        *,
+        texts: Sequence = (),
+        audios: Sequence = (),
+        boxes: Sequence = (),
+        masks: Sequence = (),
+        images: Sequence = (),
+        image_weight: float = 1.0,
+        detect: bool | None = None,
+        threshold: float = DEFAULT_THRESHOLD,
+        max_detections: int = DEFAULT_MAX_DETECTIONS,
+        max_sources: int = 64,
+        text_mode: str = "prior",
+        prior_steps: int = DEFAULT_PRIOR_STEPS,
+        prior_guidance: float = DEFAULT_PRIOR_GUIDANCE,
+        duration_s: float | None = None,
+        preset: str = "fast",
+        num_inference_steps: int | None = None,
+        guidance_scale: float | None = None,
+        num_candidates: int = 1,
+        seed: int | None = None,
+        cycle_rounds: int = DEFAULT_CYCLE_ROUNDS,
+        cycle_samples: int = DEFAULT_CYCLE_SAMPLES,
+        var_samples: int = DEFAULT_VAR_SAMPLES,
+        criterion: str = "spread",
+        frames: int = DEFAULT_VIDEO_FRAMES,
+        stems: bool = False,
+        stereo: bool = False,
+        progress: bool | ProgressFn = True,
+    ) -> SourcesResult:
+        """Generate the sound of a composition of sources (see the module docstring).
+
+        ``image``: the main image (path, PIL or array) — or a video path, like ``video``; ``images``:
+        more images. ``boxes`` / ``masks`` are regions of the main image (pixels, x0,y0,x1,y1 / bool HxW).
+        ``texts``, ``audios`` (paths or :class:`AudioClip`), ``boxes``, ``images``: each item may be
+        ``(value, weight)``. ``detect``: run OWLv2 on the images (default: unless boxes or masks are
+        given). ``max_detections`` per image, ``max_sources`` slots in all (M, at most 64).
+        ``stems``/``stereo``: also generate one stem per source / a stereo mix from the stems.
+        ``progress``: True/False for terminal bars, or ``fn(fraction, message)``.
+        """
+        seed = resolve_seed(seed)
+        report = progress if callable(progress) else None
+        bars = bool(progress) and report is None
+        texts = [(v.strip() if isinstance(v, str) else v, w) for v, w in (_split_weight(t) for t in texts)]
+        audios = [_split_weight(a) for a in audios]
+        boxes = [_split_weight(b) for b in boxes]
+        extra_images = [_split_weight(i) for i in images]
+        self._validate(texts=texts, audios=audios, text_mode=text_mode, criterion=criterion, cycle_rounds=cycle_rounds,
+                       cycle_samples=cycle_samples, var_samples=var_samples, max_sources=max_sources,
+                       duration_s=duration_s, frames=frames)
+        for i, (_, w) in enumerate(texts):
+            _check_weight(w, f"text {i + 1}")
+        for i, (_, w) in enumerate(audios):
+            _check_weight(w, f"audio {i + 1}")
+        for i, (_, w) in enumerate(boxes):
+            _check_weight(w, f"box {i + 1}")
+        _check_weight(image_weight, "image")
+
+        if video is None and image is not None and not isinstance(image, (Image.Image, np.ndarray)) \
+                and is_video_path(image):
+            video, image = image, None
+        if video is not None and image is not None:
+            raise InputError("give an image or a video, not both")
+        if video is not None and (stems or stereo):
+            raise InputError("stems and stereo are for image inputs: a video's sources change from frame to frame")
+        if video is not None and (boxes or masks or extra_images):
+            raise InputError("boxes, masks and extra images are for image inputs, not a video")
+        if image is None and video is None and (boxes or masks):
+            raise InputError("boxes and masks select regions of an image; give an image")
+        if image is None and video is None and not extra_images and not texts and not audios:
+            raise InputError("no sound source: give an image, a video, a text or an audio clip")
+        if detect is None:
+            detect = not boxes and not masks
+        user_count = len(boxes) + len(masks) + len(texts) + len(audios) + len(extra_images) \
+            + (1 if (image is not None or video is not None) and extra_images else 0)
+        room = max_sources - 1
+        if user_count > room:
+            raise InputError(f"at most {room} sound sources fit in one scene (M = {max_sources} slots, one kept for "
+                             f"Cycle Mix feedback); got {user_count}")
+
+        notes: list[str] = []
+        # Cheap checks first, so a bad file fails before any model runs.
+        audio_data = []
+        for i, (a, w) in enumerate(audios):
+            wave, sr, name, info, n = _prepare_audio(a, f"audio {i + 1}")
+            audio_data.append((wave, sr, name, info, w))
+            notes += n
+        main_img = None
+        img_list: list[tuple[Image.Image, float]] = []
+        if image is not None:
+            main_img = load_image(image)
+            img_list.append((main_img, image_weight))
+        for i, (img, w) in enumerate(extra_images):
+            img_list.append((load_image(img), _check_weight(w, f"image {i + 2}")))
+        checked_boxes, checked_masks = [], []
+        if main_img is not None:
+            W, H = main_img.size
+            checked_boxes = [(check_box(b, W, H, f"box {i + 1}"), w) for i, (b, w) in enumerate(boxes)]
+            checked_masks = [_load_mask(m, (W, H), f"mask {i + 1}") for i, m in enumerate(masks)]
+
+        if report:
+            report(0.0, "perceiving sources")
+        # Texts and audios: embedded once (for a video: once for all frames).
+        text_emb, text_mode_used, tnotes = self.embed_texts([t for t, _ in texts], mode=text_mode, seed=seed,
+                                                            prior_steps=prior_steps, prior_guidance=prior_guidance)
+        notes += tnotes
+        audio_emb = torch.empty(0, self.clap.dim)
+        if audio_data:
+            audio_emb = torch.cat([self.clap.embed_audio([wv], sr).cpu() for wv, sr, *_ in audio_data])
+        text_sources = [SoundSource(0, "text", f"text '{t}'", f"text-{_slug(t)}", w, clip=text_emb[i],
+                                    info={"text_mode": text_mode_used})
+                        for i, (t, w) in enumerate(texts)]
+        audio_sources = [SoundSource(0, "audio", f"audio {name}", f"audio-{_slug(Path(name).stem)}", w,
+                                     clap=audio_emb[i], info=info)
+                         for i, (_, _, name, info, w) in enumerate(audio_data)]
+
+        det_kwargs = dict(detect=detect, threshold=threshold)
+        if video is not None:
+            return self._video(video, text_sources, audio_sources, notes=notes, seed=seed, det_kwargs=det_kwargs,
+                               max_detections=max_detections, max_sources=max_sources, duration_s=duration_s,
+                               preset=preset, steps=num_inference_steps, guidance=guidance_scale,
+                               candidates=num_candidates, cycle=(cycle_rounds, cycle_samples, var_samples, criterion),
+                               frames=frames, report=report, bars=bars, text_mode=text_mode_used)
+
+        # Images: detection + CLIP once per image.
+        room_left = room - user_count
+        visual: list[SoundSource] = []
+        detections_rec = []
+        for k, (img, w) in enumerate(img_list):
+            bx = [b for b, _ in checked_boxes] if k == 0 else []
+            mk = checked_masks if k == 0 else []
+            budget = min(max_detections, room_left)
+            p = self.perceive_image(img, image_index=k, weight=w, boxes=bx, masks=mk, max_detections=budget,
+                                    **det_kwargs)
+            room_left -= len(p.detections)
+            if k == 0:  # per-box weights
+                for s, (_, bw) in zip([s for s in p.sources if s.kind == "box"], checked_boxes):
+                    s.weight = bw
+            if len(img_list) > 1:
+                p.sources[0].name, p.sources[0].slug = f"image {k + 1}", f"image-{k + 1}"
+            visual += p.sources
+            detections_rec.append({"image": k, "size": list(p.size), "detections": [d.to_record() for d in p.detections]})
+            if detect and budget > 0 and not p.detections:
+                note = (f"no sound source detected in image {k + 1}" if len(img_list) > 1 else "no sound source detected")
+                note += "; the whole image is used as the only visual source" if not (bx or mk) else \
+                    "; using the whole image and the given regions"
+                notes.append(note)
+        if report:
+            report(0.15, "mixing sources")
+        sources = visual + text_sources + audio_sources
+        single_image = len(img_list) == 1
+        mix_clap, tracks, cm = self._mix(sources, single_image=single_image, seed=seed,
+                                         cycle=(cycle_rounds, cycle_samples, var_samples, criterion))
+        for i, s in enumerate(sources):
+            s.index = i
+            s.info["track_similarity"] = None if not math.isfinite(cm["similarity"][i]) else round(cm["similarity"][i], 4)
+
+        # Generation: the mix, then (for stems/stereo) one stem per source, all with the same seed.
+        duration = DEFAULT_IMAGE_DURATION_S if duration_s is None else float(duration_s)
+        jobs = [("mix", mix_clap)] + ([(s.stem_name, tracks[i]) for i, s in enumerate(sources)] if (stems or stereo) else [])
+        waves, settings = self._generate(jobs, duration, seed=seed, preset=preset, steps=num_inference_steps,
+                                         guidance=guidance_scale, candidates=num_candidates, report=report, bars=bars,
+                                         start=0.2)
+        sr = self.generator.sample_rate
+        record = self._record(sources, cm, settings, notes, kind="image", text_mode=text_mode_used, detect=detect,
+                              threshold=threshold, max_detections=max_detections, max_sources=max_sources,
+                              single_image=single_image, stems=stems, stereo=stereo)
+        record["detections"] = detections_rec
+        mono = SoundResult(waves[0], sr, seed, record)
+        stem_results = [(name, SoundResult(waves[j + 1], sr, seed, {"source": sources[j].to_record()}))
+                        for j, (name, _) in enumerate(jobs[1:])]
+        mix = mono
+        if stereo:
+            st = stereo_from_stems([r.waveform for _, r in stem_results], [s.position for s in sources],
+                                   [s.weight for s in sources])
+            mix = SoundResult(st, sr, seed, record)
+        if report:
+            report(1.0, "done")
+        return SourcesResult(mix=mix, stems=stem_results, record=record, sources=sources,
+                             mono_mix=mono if stereo else None)
+
+    # -- mixing ------------------------------------------------------------------------------------
+    def _slots(self, sources: Sequence[SoundSource], single_image: bool):
+        clip_dim, clap_dim = self.clip.dim, self.clap.dim
+        glob = sources[0].clip if single_image and sources and sources[0].kind == "image" else None
+        rest = sources[1:] if glob is not None else list(sources)
+        clip_src = [s.clip for s in rest if s.clip is not None]
+        audio_src = [s.clap for s in rest if s.clap is not None]
+        slots = pack_sources(
+            torch.stack(clip_src) if clip_src else None, torch.stack(audio_src) if audio_src else None, glob,
+            max_sources=self.max_slots, clip_dim=clip_dim, clap_dim=clap_dim,
+        )
+        # Slot order: [global or empty], clip sources, audio sources == the sources list (+1 if no global).
+        offset = 0 if glob is not None else 1
+        weights = torch.zeros(1, slots.num_slots)
+        for i, s in enumerate(sources):
+            weights[0, i + offset] = s.weight
+        return slots, weights, offset
+
+    def _mix(self, sources: Sequence[SoundSource], *, single_image: bool, seed: int, cycle
+             ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        rounds, samples, var_samples, criterion = cycle
+        slots, weights, offset = self._slots(sources, single_image)
+        gen = make_generator(seed)
+        m, r = self.ss2a.manifold, self.ss2a.remixer
+        res = cycle_mix(m, r, slots, rounds=rounds, samples=samples, var_samples=var_samples, criterion=criterion,
+                        generator=gen, slot_weights=weights)
+        codes = manifold_codes(m, slots)  # means: each source's deterministic code
+        tracks = m.to_clap(codes)[0].cpu()  # [M, clap] unit track semantics χ(e)
+        n = len(sources)
+        sim = res.track_similarity[0].cpu().tolist()
+        return res.clap[0].cpu(), tracks[offset : offset + n], {
+            "score": float(res.score[0]), "similarity": sim[offset : offset + n], "slots": slots.num_slots,
+            "rounds": rounds, "samples": samples, "var_samples": var_samples, "criterion": criterion,
+        }
+
+    def _generate(self, jobs, duration, *, seed, preset, steps, guidance, candidates, report, bars, start=0.0):
+        n_steps = steps if steps is not None else get_preset(preset).num_inference_steps
+        per_job = math.ceil(len(plan_windows(duration)) / 4) * int(n_steps)
+        total = max(1, len(jobs) * per_job)
+        done = [0]
+        waves, settings = [], {}
+        for k, (label, cond) in enumerate(jobs):
+            def step_cb(i: int, n: int, _label=label, _k=k) -> None:
+                done[0] += 1
+                if report:
+                    report(start + (1 - start) * min(done[0] / total, 1.0), f"generating {_label} ({_k + 1}/{len(jobs)})")
+
+            out = generate_long(
+                self.generator, cond.reshape(1, -1), duration, seed=seed,
+                preset=preset, num_inference_steps=steps, guidance_scale=guidance, num_candidates=candidates,
+                ranker=self.clap if candidates > 1 else None, progress=bars, step_callback=step_cb,
+            )
+            waves.append(out.waveforms[0])
+            settings = out.settings
+        return waves, settings
+
+    # -- video -------------------------------------------------------------------------------------
+    def _video(self, path, text_sources, audio_sources, *, notes, seed, det_kwargs, max_detections, max_sources,
+               duration_s, preset, steps, guidance, candidates, cycle, frames, report, bars, text_mode) -> SourcesResult:
+        from ..io.video import probe_video, read_frames
+
+        info = probe_video(path)
+        duration = info.duration_s if duration_s is None else float(duration_s)
+        windows = plan_windows(duration)
+        room = max_sources - 1 - len(text_sources) - len(audio_sources)
+        scenes, frame_sources = [], []  # per frame: its slots and its sources (slot order)
+        empty_frames = 0
+        for wi, (start, end) in enumerate(windows):
+            end = min(end, info.duration_s)
+            start = min(start, max(0.0, end - 1e-3))
+            imgs = read_frames(path, frames, start_s=start, end_s=end, max_side=VIDEO_MAX_SIDE)
+            seen: dict[int, _Perceived] = {}
+            for fi, img in enumerate(imgs):
+                p = seen.get(id(img))
+                if p is None:  # read_frames repeats one object for a frame shown at several sample times
+                    p = self.perceive_image(img, max_detections=min(max_detections, room), **det_kwargs)
+                    seen[id(img)] = p
+                if det_kwargs["detect"] and not p.detections:
+                    empty_frames += 1
+                srcs = p.sources + text_sources + audio_sources
+                slots, _, _ = self._slots(srcs, single_image=True)
+                scenes.append(slots)
+                frame_sources.append(srcs)
+            if report:
+                report(0.3 * (wi + 1) / len(windows), "perceiving video frames")
+        if det_kwargs["detect"] and empty_frames:
+            notes.append(f"no sound source detected in {empty_frames} of {len(scenes)} frames; those frames use the "
+                         "whole frame as their only visual source")
+        batch = stack_slots(scenes)
+        weights = torch.zeros(batch.padding_mask.shape)
+        for b, srcs in enumerate(frame_sources):  # slot order == source order (the frame's global in slot 0)
+            weights[b, : len(srcs)] = torch.tensor([s.weight for s in srcs])
+        rounds, samples, var_samples, criterion = cycle
+        res = cycle_mix(self.ss2a.manifold, self.ss2a.remixer, batch, rounds=rounds, samples=samples,
+                        var_samples=var_samples, criterion=criterion, generator=make_generator(seed),
+                        slot_weights=weights)
+        frame_claps = res.clap.view(len(windows), frames, -1)
+        agg = self.ss2a.temporal
+        if agg is not None:
+            window_claps = agg.aggregate(frame_claps.to(next(agg.parameters()).device)).cpu()
+            how = "temporal aggregator over per-frame SS2A CLAPs"
+        else:
+            window_claps = F.normalize(frame_claps.mean(1), dim=-1).cpu()
+            how = "mean of per-frame SS2A CLAPs (no temporal aggregator in the SS2A bundle)"
+            notes.append("the SS2A bundle has no temporal aggregator; per-frame CLAPs were averaged")
+        if report:
+            report(0.35, "generating")
+        out = generate_long(self.generator, window_claps, duration, seed=seed, preset=preset, num_inference_steps=steps,
+                            guidance_scale=guidance, num_candidates=candidates,
+                            ranker=self.clap if candidates > 1 else None, progress=bars)
+        sources = text_sources + audio_sources
+        for i, s in enumerate(sources):
+            s.index = i + 1
+        record = self._record(sources, {"score": float(res.score.mean()), "rounds": rounds, "samples": samples,
+                                        "var_samples": var_samples, "criterion": criterion, "slots": batch.num_slots},
+                              out.settings, notes, kind="video", text_mode=text_mode, detect=det_kwargs["detect"],
+                              threshold=det_kwargs["threshold"], max_detections=max_detections,
+                              max_sources=max_sources, single_image=True, stems=False, stereo=False)
+        record["video"] = {"frames_per_window": frames, "windows": [list(w) for w in windows], "aggregation": how,
+                           "frames_without_detections": empty_frames if det_kwargs["detect"] else None}
+        if report:
+            report(1.0, "done")
+        mix = SoundResult(out.waveforms[0], out.sample_rate, seed, record)
+        return SourcesResult(mix=mix, stems=[], record=record, sources=sources)
+
+    # -- record ------------------------------------------------------------------------------------
+    def _record(self, sources, cm, settings, notes, *, kind, text_mode, detect, threshold, max_detections, max_sources,
+                single_image, stems, stereo) -> dict:
+        all_notes = list(self.ss2a.notes) + list(notes)
+        rec = {
+            "method": "sources",
+            "input_kind": kind,
+            "sources": [s.to_record() for s in sources],
+            "slot_layout": "slot 0 = the image's global source (feedback slot)" if single_image
+            else "slot 0 = empty feedback slot; every image's global source has its own slot",
+            "perception": {"detect": bool(detect), "threshold": threshold, "max_detections": max_detections,
+                           "max_sources": max_sources, "text_mode": text_mode,
+                           "detector": self.detector_ref, "prior": self.prior_ref if text_mode == "prior" else None},
+            "cycle_mix": {k: v for k, v in cm.items() if k != "similarity"},
+            "ss2a": self.ss2a.record(),
+            "generator": settings,
+            "models": self.models_record(),
+            "seed_policy": "the mix and every stem use the same seed (same initial noise)",
+        }
+        if stems or stereo:
+            rec["stems"] = "one per source: AudioLDM conditioned on the source's track semantics chi(e)"
+        if stereo:
+            rec["stereo"] = ("sum over stems of weight * equal-power pan(position) * stem / RMS(stem); images, texts and "
+                             "audios centred, regions panned by the horizontal centre of their box")
+        if all_notes:
+            rec["notes"] = all_notes
+        return rec
+
+    def models_record(self) -> dict:
+        rec = {}
+        for role, enc in (("clip", self.clip), ("clap", self.clap), ("audioldm", self.generator),
+                          ("detector", self._detector), ("prior", self._prior)):
+            src = getattr(enc, "loaded_from", None)
+            if src is not None:
+                rec[role] = {"ref": src.ref, "revision": src.revision}
+        if self.model_set is not None:
+            rec["model_set"] = self.model_set.name
+        return rec
+
+
+# ---------------------------------------------------------------------- writing outputs
+
+
+def write_sources_outputs(
+    result: SourcesResult,
+    out_path: Path,
+    *,
+    record: dict,
+    stems_dir: str | os.PathLike | None = None,
+    overwrite: bool = False,
+    video_source: Path | None = None,
+) -> tuple[list[Path], list[Path], list[str]]:
+    """Write the mix to ``out_path`` and (with ``stems_dir``) one stem per source, each with a sidecar.
+
+    All files are written to staging folders beside their targets first and only then renamed into
+    place; a clash with an existing stem (without ``overwrite``) or any error leaves nothing behind.
+    Returns (outputs, sidecars, notes).
+    """
+    from ..io.audio import write_audio
+    from ..io.sidecar import write_sidecar
+
+    notes: list[str] = []
+    staged: list[tuple[Path, Path]] = []
+    stage_dirs: list[Path] = []
+    committed: list[Path] = []
+    try:
+        if stems_dir is not None:
+            d = Path(stems_dir).expanduser()
+            names = [f"{n}.wav" for n, _ in result.stems]
+            if not names:
+                raise OutputError("no stems were generated (pass stems=True)")
+            if not overwrite:
+                clash = [n for n in names if (d / n).exists() or (d / (n + ".json")).exists()]
+                if clash:
+                    raise OutputError(f"stems folder {d} already holds {clash[0]}; pass --overwrite to replace it")
+        out_stage = Path(tempfile.mkdtemp(prefix=".foleykit-", dir=out_path.resolve().parent))
+        stage_dirs.append(out_stage)
+        main_tmp = out_stage / out_path.name
+        mix = result.mix
+        if out_path.suffix.lower() == ".mp4":
+            from ..io.video import mux_audio
+
+            if video_source is None:
+                raise OutputError("an .mp4 output needs a video input")
+            muxed = mux_audio(video_source, mix.waveform, mix.sample_rate, main_tmp)
+            if muxed.note:
+                notes.append(muxed.note)
+        else:
+            write_audio(main_tmp, mix.waveform, mix.sample_rate)
+        main_record = dict(record)
+        main_record["output"] = {
+            "path": str(out_path.resolve()), "what": "stereo mix from stems" if mix.waveform.ndim == 2 else "mix",
+            "sample_rate": mix.sample_rate, "duration_s": round(mix.duration_s, 6),
+            "channels": 1 if mix.waveform.ndim == 1 else int(mix.waveform.shape[0]),
+        }
+        if notes:
+            main_record["notes"] = list(main_record.get("notes", [])) + notes
+        side = write_sidecar(main_tmp, main_record)
+        staged += [(main_tmp, out_path), (side, out_path.with_name(out_path.name + ".json"))]
+        if stems_dir is not None:
+            d = Path(stems_dir).expanduser()
+            created = not d.exists()
+            d.mkdir(parents=False, exist_ok=True)
+            if created:
+                committed.append(d)
+            stem_stage = Path(tempfile.mkdtemp(prefix=".foleykit-", dir=d))
+            stage_dirs.append(stem_stage)
+            for name, sound in result.stems:
+                fname = f"{name}.wav"
+                tmp = stem_stage / fname
+                write_audio(tmp, sound.waveform, sound.sample_rate)
+                rec = dict(record)
+                rec.pop("notes", None)
+                rec["source"] = sound.record.get("source")
+                rec["output"] = {"path": str((d / fname).resolve()), "what": f"stem: {name}",
+                                 "sample_rate": sound.sample_rate, "duration_s": round(sound.duration_s, 6), "channels": 1}
+                side = write_sidecar(tmp, rec)
+                staged += [(tmp, d / fname), (side, d / (fname + ".json"))]
+        for tmp, final in staged:  # commit: renames only
+            os.replace(tmp, final)
+            committed.append(final)
+    except BaseException:
+        for p in reversed(committed):
+            try:
+                if p.is_dir():
+                    p.rmdir()
+                else:
+                    p.unlink()
+            except OSError:
+                pass
+        raise
+    finally:
+        for d in stage_dirs:
+            shutil.rmtree(d, ignore_errors=True)
+    outputs = [final for _, final in staged if not final.name.endswith(".json")]
+    sidecars = [final for _, final in staged if final.name.endswith(".json")]
+    return outputs, sidecars, notes
