@@ -59,3 +59,14 @@ def tiny_models_dir(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny-models")
     return build_tiny_model_set(root)
+
+
+@pytest.fixture()
+def tiny_cache_env(tiny_models_dir, tmp_path_factory, monkeypatch):
+    """FOLEYKIT_CACHE pointing at a cache that already holds the session's tiny set (``--models tiny``)."""
+    from foleykit.model_sets import TINY_VERSION
+
+    cache = tmp_path_factory.mktemp("fk-cache")
+    (cache / f"tiny-v{TINY_VERSION}").symlink_to(tiny_models_dir, target_is_directory=True)
+    monkeypatch.setenv("FOLEYKIT_CACHE", str(cache))
+    return cache

@@ -17,7 +17,7 @@ from .io.atomic import check_output_path
 from .io.sidecar import write_sidecar
 from .pipelines.mapper import MapperPipeline, SoundResult, is_video_path
 
-METHODS = ("mapper", "objects")
+METHODS = ("mapper", "objects", "sources")
 AUDIO_SUFFIXES = (".wav", ".flac")
 
 
@@ -33,10 +33,12 @@ class GenerateResult:
 
 @functools.lru_cache(maxsize=2)
 def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str | None = None,
-                  device: str = "auto", dtype: str | None = None, grounding: str | None = None):
+                  device: str = "auto", dtype: str | None = None, grounding: str | None = None,
+                  ss2a: str | None = None):
     """Load (once per process) the pipeline of ``method`` on a model set.
 
     ``grounding``: the trained grounding module folder for ``objects`` (else an untrained one).
+    ``ss2a``: the SS2A bundle folder or released ``ssv2a.pth`` for ``sources`` (else the model set's).
     """
     if method == "mapper":
         return MapperPipeline.from_models(models, mapper=mapper, device=device, dtype=dtype)
@@ -44,6 +46,10 @@ def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str
         from .pipelines.objects import ObjectsPipeline
 
         return ObjectsPipeline.from_models(models, grounding=grounding, device=device, dtype=dtype)
+    if method == "sources":
+        from .pipelines.sources import SourcesPipeline
+
+        return SourcesPipeline.from_models(models, ss2a=ss2a, device=device, dtype=dtype)
     raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
@@ -92,7 +98,7 @@ def generate(
     preset: str = "fast",
     guidance: float | None = None,
     candidates: int = 1,
-    frames: int = 16,
+    frames: int | None = None,
     device: str = "auto",
     dtype: str | None = None,
     overwrite: bool = False,
@@ -105,6 +111,18 @@ def generate(
     grounding: str | None = None,
     maps: str | Path | None = None,
     frame: float | None = None,
+    audios: list | None = None,
+    images: list | None = None,
+    masks: list | None = None,
+    stereo: bool = False,
+    text_mode: str = "prior",
+    ss2a: str | None = None,
+    detect: bool | None = None,
+    threshold: float | None = None,
+    max_sources: int = 64,
+    cycle_rounds: int | None = None,
+    cycle_samples: int | None = None,
+    criterion: str = "spread",
 ) -> GenerateResult:
     """Generate the sound of ``source`` (an image or a video); write it to ``output`` if given.
 
@@ -116,9 +134,28 @@ def generate(
     and ``texts`` select the objects; ``output`` gets their blend, ``stems`` (a folder) one file per
     object; ``context`` (0..1) mixes the whole scene into the blend; ``maps`` (a folder) receives the
     mask and attention maps as PNG; ``frame`` picks the frame (seconds) of a video input.
+
+    ``method="sources"`` (SS2A): the image's detected objects, ``boxes``, ``masks`` (image files or
+    bool arrays), ``texts``, ``audios`` (files) and more ``images`` are the sound sources; each item may
+    carry a weight (``"rain@0.5"`` or ``("rain", 0.5)``). ``stems`` (a folder) gets one file per source,
+    ``stereo`` pans each region by its position; a video goes through temporal aggregation over
+    ``frames`` (default 64) frames per window. See :mod:`foleykit.pipelines.sources`.
     """
-    if method != "objects" and (clicks or boxes or texts or stems or maps):
-        raise InputError("clicks, boxes, texts, stems and maps need method 'objects'")
+    if frames is None:
+        frames = 64 if method == "sources" else 16
+    if method == "mapper" and (clicks or boxes or texts or stems or maps):
+        raise InputError("clicks, boxes, texts, stems and maps need method 'objects' (or 'sources' for boxes, texts, stems)")
+    if method != "sources" and (audios or images or masks or stereo or ss2a):
+        raise InputError("audio sources, extra images, masks, stereo and ss2a weights need method 'sources'")
+    if method == "sources":
+        return _generate_sources(
+            source, output, models=models, seed=seed, duration=duration, steps=steps, preset=preset,
+            guidance=guidance, candidates=candidates, frames=frames, device=device, dtype=dtype, overwrite=overwrite,
+            progress=progress, clicks=clicks, maps=maps, boxes=boxes or [], texts=texts or [], audios=audios or [],
+            images=images or [], masks=masks or [], stems=stems, stereo=stereo, text_mode=text_mode, ss2a=ss2a,
+            detect=detect, threshold=threshold, max_sources=max_sources, cycle_rounds=cycle_rounds,
+            cycle_samples=cycle_samples, criterion=criterion,
+        )
     if method == "objects":
         return _generate_objects(
             source, output, models=models, seed=seed, duration=duration, steps=steps, preset=preset,
@@ -224,3 +261,66 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
         )
         sidecar = sidecars[0]
     return GenerateResult(sound=result, seed=result.seed, outputs=outputs, sidecar=sidecar)
+
+
+def _generate_sources(source, output, *, models, seed, duration, steps, preset, guidance, candidates, frames, device,
+                      dtype, overwrite, progress, clicks, maps, boxes, texts, audios, images, masks, stems, stereo,
+                      text_mode, ss2a, detect, threshold, max_sources, cycle_rounds, cycle_samples, criterion,
+                      ) -> GenerateResult:
+    """``generate`` for method ``sources``: the mix (or stereo mix) to ``output``, per-source stems to ``stems``."""
+    from .pipelines.objects import check_stems_dir
+    from .pipelines.sources import (DEFAULT_CYCLE_ROUNDS, DEFAULT_CYCLE_SAMPLES, DEFAULT_THRESHOLD, parse_source_box,
+                                    parse_weighted_items, write_sources_outputs)
+
+    if clicks or maps:
+        raise InputError("clicks and maps need method 'objects'; method 'sources' takes --box, --mask, --text, --audio")
+    _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
+                      frames=frames)
+    texts = parse_weighted_items(texts)
+    audios = [(Path(a).expanduser(), w) for a, w in parse_weighted_items(audios)]
+    images = [(Path(i).expanduser(), w) for i, w in parse_weighted_items(images)]
+    boxes = [parse_source_box(b) for b in boxes]
+    video = not isinstance(source, Image.Image) and is_video_path(source)
+    out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
+    stems_dir = None
+    if stems is not None:
+        if out_path is None:
+            raise OutputError("stems need an output file for the mix")
+        stems_dir = check_stems_dir(stems, [], overwrite=overwrite)
+    if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
+        raise InputError(f"input {source} does not exist or is not a file")
+    src = source if isinstance(source, Image.Image) else Path(source).expanduser()
+    pipe = load_pipeline("sources", models, None, device, dtype, None, ss2a)
+    result = pipe(
+        src, texts=texts, audios=audios, boxes=boxes, masks=list(masks), images=images, detect=detect,
+        threshold=DEFAULT_THRESHOLD if threshold is None else threshold, max_sources=max_sources, text_mode=text_mode,
+        duration_s=duration, preset=preset, num_inference_steps=steps, guidance_scale=guidance,
+        num_candidates=candidates, seed=seed, frames=frames, criterion=criterion,
+        cycle_rounds=DEFAULT_CYCLE_ROUNDS if cycle_rounds is None else cycle_rounds,
+        cycle_samples=DEFAULT_CYCLE_SAMPLES if cycle_samples is None else cycle_samples,
+        stems=stems_dir is not None, stereo=stereo, progress=progress,
+    )
+    outputs: list[Path] = []
+    sidecar = None
+    if out_path is not None:
+        record = {
+            "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
+            "parameters": {"method": "sources", "models": models, "ss2a": ss2a, "texts": [list(t) for t in texts],
+                           "audios": [[str(a), w] for a, w in audios], "boxes": [[list(b), w] for b, w in boxes],
+                           "images": [[str(i), w] for i, w in images], "masks": [str(m) for m in masks],
+                           "stereo": stereo, "text_mode": text_mode, "detect": detect, "threshold": threshold,
+                           "max_sources": max_sources, "cycle_rounds": cycle_rounds, "cycle_samples": cycle_samples,
+                           "criterion": criterion, "duration": duration, "steps": steps, "preset": preset,
+                           "guidance": guidance, "candidates": candidates, "frames": frames, "device": device,
+                           "dtype": dtype},
+            "seed": result.seed,
+            **result.record,
+        }
+        outputs, sidecars, notes = write_sources_outputs(
+            result, out_path, record=record, stems_dir=stems_dir, overwrite=overwrite,
+            video_source=src if video else None,
+        )
+        sidecar = sidecars[0]
+        if notes:
+            result.mix.record.setdefault("notes", []).extend(notes)
+    return GenerateResult(sound=result.mix, seed=result.seed, outputs=outputs, sidecar=sidecar)

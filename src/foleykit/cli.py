@@ -31,7 +31,7 @@ def _err(msg: str) -> None:
 def generate(
     input: Annotated[Path, typer.Argument(help="Image (jpg/png/...) or video (mp4/mov/...).")],
     output: Annotated[Path, typer.Option("-o", "--output", help="Output .wav/.flac, or .mp4 for a video input.")],
-    method: Annotated[Optional[str], typer.Option(help="mapper | objects (default: objects when --click/--box/--text is given, else mapper).")] = None,
+    method: Annotated[Optional[str], typer.Option(help="mapper | objects | sources (default: sources when --audio/--stereo/--image/--mask/--ss2a is given, objects when --click/--box/--text is, else mapper).")] = None,
     models: Annotated[Optional[str], typer.Option(help="Model set: default | tiny | DIR (env FOLEYKIT_MODELS).")] = None,
     mapper: Annotated[Optional[str], typer.Option(help="Trained V2A-Mapper folder (foleykit train mapper).")] = None,
     seed: Annotated[Optional[int], typer.Option(help="Random seed; omitted or -1 = random (the seed used is printed).")] = None,
@@ -40,30 +40,48 @@ def generate(
     preset: Annotated[str, typer.Option(help="paper (DDIM 200, eta 1, guidance 2.5) | fast (DPM-Solver++ 12).")] = "fast",
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (default: preset).")] = None,
     candidates: Annotated[int, typer.Option(help="Clips drawn; the one closest in CLAP to the condition is kept.")] = 1,
-    frames: Annotated[int, typer.Option(help="Video frames averaged per 10 s window.")] = 16,
+    frames: Annotated[Optional[int], typer.Option(help="Video frames per 10 s window: mapper averages them (default 16), sources aggregates them (default 64).")] = None,
     device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
     dtype: Annotated[Optional[str], typer.Option(help="float32 | float16 | bfloat16 (default: fp16 on CUDA, else fp32).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")] = False,
     click: Annotated[Optional[list[str]], typer.Option("--click", help="objects: an object at pixel X,Y (repeatable).")] = None,
-    box: Annotated[Optional[list[str]], typer.Option("--box", help="objects: an object in box X0,Y0,X1,Y1 (repeatable).")] = None,
-    text: Annotated[Optional[list[str]], typer.Option("--text", help="objects: an object named by text (repeatable).")] = None,
-    stems: Annotated[Optional[Path], typer.Option("--stems", help="objects: folder for one stem per object.")] = None,
+    box: Annotated[Optional[list[str]], typer.Option("--box", help="objects/sources: an object in box X0,Y0,X1,Y1 pixels (repeatable; sources: X0,Y0,X1,Y1@WEIGHT).")] = None,
+    text: Annotated[Optional[list[str]], typer.Option("--text", help="objects/sources: an object or sound source named by text (repeatable; sources: TEXT@WEIGHT).")] = None,
+    stems: Annotated[Optional[Path], typer.Option("--stems", help="objects/sources: folder for one stem per object/source.")] = None,
     context: Annotated[float, typer.Option(help="objects: 0..1 share of the whole scene mixed into the blend.")] = 0.0,
     grounding: Annotated[Optional[str], typer.Option(help="objects: trained grounding module folder.")] = None,
     maps: Annotated[Optional[Path], typer.Option("--maps", help="objects: folder for mask/attention PNG maps.")] = None,
     frame: Annotated[Optional[float], typer.Option(help="objects on a video: the frame (seconds) to select in.")] = None,
+    audio: Annotated[Optional[list[Path]], typer.Option("--audio", help="sources: an audio clip as a sound source (repeatable; FILE@WEIGHT).")] = None,
+    image: Annotated[Optional[list[Path]], typer.Option("--image", help="sources: another image whose sources join the scene (repeatable).")] = None,
+    mask: Annotated[Optional[list[Path]], typer.Option("--mask", help="sources: a region of the image as a mask PNG of its size (repeatable).")] = None,
+    stereo: Annotated[bool, typer.Option("--stereo", help="sources: a stereo mix of the stems, each region panned by its position.")] = False,
+    text_mode: Annotated[str, typer.Option("--text-mode", help="sources: prior (text -> CLIP image space, paper) | clip (plain CLIP text).")] = "prior",
+    ss2a: Annotated[Optional[str], typer.Option(help="sources: SS2A bundle folder (manifold/, remixer/, temporal/) or the released ssv2a.pth.")] = None,
+    detect: Annotated[Optional[bool], typer.Option("--detect/--no-detect", help="sources: detect sounding objects (default: unless --box/--mask is given).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="sources: detection score threshold 0..1 (default 0.2).")] = None,
+    max_sources: Annotated[int, typer.Option(help="sources: Remixer slots M (<= 64; one is the feedback slot).")] = 64,
+    cycle_rounds: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix rounds (default 4).")] = None,
+    cycle_samples: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix candidates per round (default 16).")] = None,
+    criterion: Annotated[str, typer.Option(help="sources: Cycle Mix selection, spread (released) | relevance.")] = "spread",
 ) -> None:
     """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds)."""
     from .api import generate as api_generate
 
     if method is None:
-        method = "objects" if (click or box or text) else "mapper"
+        if audio or image or mask or stereo or ss2a:
+            method = "sources"
+        else:
+            method = "objects" if (click or box or text) else "mapper"
     res = api_generate(
         input, output, method=method, models=models, mapper=mapper, seed=seed, duration=duration, steps=steps,
         preset=preset, guidance=guidance, candidates=candidates, frames=frames, device=device, dtype=dtype,
         overwrite=overwrite, progress=not quiet, clicks=click, boxes=box, texts=text, stems=stems,
         context=context, grounding=grounding, maps=maps, frame=frame,
+        audios=[str(a) for a in audio or []], images=[str(i) for i in image or []], masks=list(mask or []),
+        stereo=stereo, text_mode=text_mode, ss2a=ss2a, detect=detect, threshold=threshold, max_sources=max_sources,
+        cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion,
     )
     for path in res.outputs:
         typer.echo(f"wrote {path} ({res.sound.duration_s:.2f} s, {res.sound.sample_rate} Hz)")
@@ -141,6 +159,50 @@ def app_cmd(
     from .app import launch_app
 
     launch_app(models=models, host=host, port=port, grounding=grounding, mapper=mapper, workdir=workdir, device=device)
+
+
+@app.command()
+def evaluate(
+    generated: Annotated[Path, typer.Option("--generated", help="Folder of generated audio.")],
+    out: Annotated[Path, typer.Option("--out", help="Report folder (report.json, report.md, plots/).")],
+    reference: Annotated[Optional[Path], typer.Option("--reference", help="Folder of reference audio, paired by file name.")] = None,
+    images: Annotated[Optional[Path], typer.Option(help="Images named like the clips (CLIP-score).")] = None,
+    captions: Annotated[Optional[Path], typer.Option(help="CSV of file,caption (CLAP score).")] = None,
+    labels: Annotated[Optional[Path], typer.Option(help="CSV of file,labels (ACC).")] = None,
+    metrics: Annotated[Optional[str], typer.Option(help="Comma list: fd,fad,c_fad,kl_softmax,kl_sigmoid,is,ssms,acc,clap_score,clip_score.")] = None,
+    models: Annotated[Optional[str], typer.Option(help="default | tiny | DIR: where CLAP/CLIP/AST come from; tiny = random embedders.")] = None,
+    embedders: Annotated[Optional[Path], typer.Option(help="JSON {role: checkpoint path or hub id} for panns/vggish/wav2clip/tagger/clap/clip_image.")] = None,
+    protocol: Annotated[str, typer.Option(help="Audio front end: v2a-mapper (10 s) | ssv2a (10.24 s) | mmaudio (8 s).")] = "v2a-mapper",
+    seed: Annotated[int, typer.Option(help="IS split shuffle seed (2020 = audioldm_eval / av-benchmark).")] = 2020,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing report in OUT.")] = False,
+) -> None:
+    """Evaluate generated audio with the papers' metrics; writes JSON, Markdown and plots."""
+    import json
+
+    from .evaluation.runner import evaluate as run_evaluate
+
+    if (out / "report.json").exists() and not overwrite:
+        raise FoleykitError(f"{out} already holds a report; pass --overwrite to replace it")
+    spec: object
+    if embedders is not None:
+        try:
+            spec = json.loads(embedders.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise FoleykitError(f"--embedders {embedders}: not a readable JSON file ({exc})") from None
+    else:
+        spec = "tiny" if (models or os.environ.get("FOLEYKIT_MODELS")) in ("tiny", "debug") else "default"
+    report = run_evaluate(
+        generated, reference, out_dir=out, images_dir=images, captions_csv=captions, labels_csv=labels,
+        metrics=[m.strip() for m in metrics.split(",") if m.strip()] if metrics else None,
+        embedders=spec, protocol=protocol, seed=seed, device=device, model_set=models, progress=True,
+    )
+    for name, res in report.get("metrics", {}).items():
+        value = res.get("value") if isinstance(res, dict) else res
+        typer.echo(f"{name}: {value}")
+    for name, why in report.get("skipped", {}).items():
+        typer.echo(f"{name}: skipped ({why})")
+    typer.echo(f"wrote {out / 'report.json'} and {out / 'report.md'}")
 
 
 @models_app.command("show")

@@ -81,9 +81,6 @@ class ManifestItem:
         """The visual media path: the image if any, else the video."""
         return self.image or self.video
 
-    def where(self) -> str:
-        return f"line {self.row}" if self.row is not None else f"item {self.id!r}"
-
     def to_dict(self, *, with_row: bool = False) -> dict[str, Any]:
         """JSON-able dict with only the fields that are set (stable key order)."""
         out: dict[str, Any] = {"id": self.id}
@@ -130,19 +127,24 @@ class Manifest:
     source: str | None = None
     format: str = "foleykit"
     notes: list[str] = field(default_factory=list)
+    row_name: str = "line"  # what ``ManifestItem.row`` counts: csv/jsonl lines, or json "entry"
 
     def __post_init__(self) -> None:
         seen: dict[str, ManifestItem] = {}
         problems: list[tuple[str, str]] = []
         for item in self.items:
             if item.id in seen:
-                problems.append((item.where(), f"duplicate id {item.id!r} (first at {seen[item.id].where()})"))
+                problems.append((self.where(item), f"duplicate id {item.id!r} (first at {self.where(seen[item.id])})"))
             else:
                 seen[item.id] = item
         if problems:
             _raise_rows(self.source or "manifest", problems)
         self._index = {item.id: i for i, item in enumerate(self.items)}
         self._fingerprint: str | None = None
+
+    def where(self, item: ManifestItem) -> str:
+        """Where an item came from, for messages: ``line 7`` / ``entry 3`` / ``item 'id'``."""
+        return f"{self.row_name} {item.row}" if item.row is not None else f"item {item.id!r}"
 
     def __len__(self) -> int:
         return len(self.items)
@@ -193,7 +195,8 @@ class Manifest:
             if missing:
                 raise InputError(f"{self.source or 'manifest'} has no items with ids {', '.join(missing[:5])}")
             keep = [it for it in keep if it.id in wanted]
-        return Manifest(list(keep), source=self.source, format=self.format, notes=list(self.notes))
+        return Manifest(list(keep), source=self.source, format=self.format, notes=list(self.notes),
+                        row_name=self.row_name)
 
     def missing_files(self) -> list[tuple[ManifestItem, str]]:
         """(item, reason) for every item whose media files do not exist or are empty."""
@@ -217,7 +220,8 @@ class Manifest:
         """Raise one InputError naming the rows whose media are missing or empty."""
         bad = self.missing_files()
         if bad:
-            _raise_rows(self.source or "manifest", [(it.where(), reason) for it, reason in bad], what="items with missing media")
+            _raise_rows(self.source or "manifest", [(self.where(it), reason) for it, reason in bad],
+                        what="items with missing media")
 
     def to_jsonl(self) -> str:
         return "".join(json.dumps(it.to_dict(), sort_keys=True, ensure_ascii=False) + "\n" for it in self.items)
@@ -427,13 +431,14 @@ def read_vggss_json(
         try:
             if not isinstance(entry, dict):
                 raise ValueError(f"is a {type(entry).__name__}, not an object")
+            if isinstance(entry.get("file"), str) and entry["file"].strip():
+                where = f"entry {n} ({entry['file'].strip()})"
             missing = [k for k in ("file", "class", "bbox") if k not in entry]
             if missing:
                 raise ValueError(f"missing {', '.join(missing)}")
             file, label, boxes = entry["file"], entry["class"], entry["bbox"]
             if not isinstance(file, str) or not file.strip():
                 raise ValueError("'file' is not a non-empty string")
-            where = f"entry {n} ({file})"
             if not isinstance(label, str) or not label.strip():
                 raise ValueError("'class' is not a non-empty string")
             if not isinstance(boxes, list):
@@ -480,8 +485,7 @@ def read_vggss_json(
     notes = []
     if clamped or dropped:
         notes.append(f"{clamped} boxes clamped to [0, 1], {dropped} inverted or empty boxes dropped")
-    manifest = Manifest(items, source=str(p), format="vggss", notes=notes)
-    return manifest
+    return Manifest(items, source=str(p), format="vggss", notes=notes, row_name="entry")
 
 
 # ------------------------------------------------------------------------------------------------

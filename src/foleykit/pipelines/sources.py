@@ -99,6 +99,8 @@ __all__ = [
     "MIN_AUDIO_S",
     "TEXT_MODES",
     "parse_weighted",
+    "parse_weighted_items",
+    "parse_source_box",
     "pan_gains",
     "stereo_from_stems",
     "write_sources_outputs",
@@ -147,6 +149,29 @@ def parse_weighted(text: str) -> tuple[str, float]:
     if m is None:
         return str(text), 1.0
     return m.group(1), float(m.group(2))
+
+
+def parse_weighted_items(items: Sequence) -> list[tuple[object, float]]:
+    """CLI/API items → (value, weight): ``"rain@0.5"``, ``("rain", 0.5)`` or a plain value (weight 1)."""
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            out.append(parse_weighted(item))
+        else:
+            out.append(_split_weight(item))
+    return out
+
+
+def parse_source_box(item) -> tuple[tuple[float, float, float, float], float]:
+    """``"x0,y0,x1,y1@w"``, ``(x0, y0, x1, y1)`` or ``((x0, y0, x1, y1), w)`` → (box, weight)."""
+    from .objects import parse_box
+
+    if isinstance(item, str):
+        text, w = parse_weighted(item)
+        return parse_box(text), w
+    if isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], (str, tuple, list)):
+        return parse_box(item[0]), float(item[1])
+    return parse_box(item), 1.0
 
 
 def _split_weight(item) -> tuple[object, float]:

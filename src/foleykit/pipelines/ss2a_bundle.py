@@ -15,6 +15,8 @@ The model set's ``ss2a`` role (the ``tiny`` set has one) is used when no bundle 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -85,7 +87,8 @@ def _load_module(cls, folder: Path, what: str):
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise InputError(f"SS2A {what} folder {folder} needs config.json and model.safetensors")
     try:
-        return cls.from_pretrained(str(folder)).eval()
+        with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints "Loading weights from local directory"
+            return cls.from_pretrained(str(folder)).eval()
     except InputError:
         raise
     except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
