@@ -891,10 +891,13 @@ def extract_embeddings(
     """
     from tqdm.auto import tqdm
 
-    config = config or ExtractionConfig()
     t_start = time.perf_counter()
     if extractor is None:
+        config = config or ExtractionConfig()
         extractor = ShardExtractor.from_models(config, models, device=device, dtype=dtype)
+    elif config is not None and config != extractor.config:
+        raise InputError("extract_embeddings: config differs from the given extractor's; pass one of them")
+    config = extractor.config
     run = ExtractionRun(manifest, out_dir, config, extractor.model_identity(), extractor.feature_shapes(),
                         restart=restart)
     pending = run.pending()
