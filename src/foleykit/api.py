@@ -217,7 +217,7 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
     if not clicks and not boxes and not texts:
         raise InputError("method 'objects' needs at least one --click X,Y, --box X0,Y0,X1,Y1 or --text")
     _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
-                      frames=frames)
+                      frames=16)  # objects reads one frame; frames per window do not apply
     video = not isinstance(source, Image.Image) and is_video_path(source)
     out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
     stems_dir = None

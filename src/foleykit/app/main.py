@@ -347,7 +347,7 @@ class _App:
             raise _error(exc) from None
 
     def _generate_sources(self, state, job, texts, audio_files, duration, steps, seed, guidance):
-        """The ``sources`` method (SS2A) through the public API, with text and audio sources."""
+        """The ``sources`` method (SS2A) through the public API: clicked regions, text and audio sources."""
         from .. import api
 
         audios = []
@@ -357,9 +357,12 @@ class _App:
                                            what="audio source")))
         out = job / "sound.wav"
         try:
+            # The clicked objects' masks are region sources too (SS2A takes masks of the picture).
+            masks = [o["mask"] for o in state.get("objects") or []]
             res = api.generate(state["image"], out, method="sources", models=self.config.models, seed=seed,
                                duration=duration, steps=steps, guidance=guidance, device=self.config.device,
-                               dtype=self.config.dtype, progress=False, texts=texts, audios=audios)
+                               dtype=self.config.dtype, progress=False, texts=texts, audios=audios, masks=masks,
+                               overwrite=True)
         except TypeError as exc:
             raise InputError(f"the sources method does not accept these inputs: {exc}") from None
         return res.sound, out

@@ -294,17 +294,27 @@ class GroundingTask(TrainModule):
 TASK_NAMES = ("mapper", "manifold", "remixer", "temporal", "grounding")
 
 
+_DIM_SOURCES: dict[str, list[tuple[str, str]]] = {
+    # task -> (config field, batch key whose last dimension it must equal)
+    "mapper": [("clip_dim", "clip"), ("clap_dim", "clap")],
+    "manifold": [("clip_dim", "clip"), ("clap_dim", "clap")],
+    "temporal": [("clap_dim", "frame_claps"), ("clap_dim", "target_clap")],
+    "remixer": [("clip_dim", "clips"), ("clap_dim", "target_clap")],
+    "grounding": [("text_dim", "text_emb"), ("patch_dim", "patch_emb")],
+}
+
+
 def _infer_dims(task: str, model: dict[str, Any], shapes: Mapping[str, tuple[int, ...]]) -> dict[str, Any]:
+    """Fill the model's input sizes from the data; refuse a run file whose sizes contradict it."""
     model = dict(model)
-    if task in ("mapper", "manifold"):
-        if "clip" in shapes:
-            model.setdefault("clip_dim", int(shapes["clip"][-1]))
-        if "clap" in shapes:
-            model.setdefault("clap_dim", int(shapes["clap"][-1]))
-    elif task == "temporal" and "frame_claps" in shapes:
-        model.setdefault("clap_dim", int(shapes["frame_claps"][-1]))
-    elif task == "remixer" and "clips" in shapes:
-        model.setdefault("clip_dim", int(shapes["clips"][-1]))
+    for name, key in _DIM_SOURCES.get(task, []):
+        if key not in shapes or not shapes[key]:
+            continue
+        have = int(shapes[key][-1])
+        if name in model and model[name] is not None and int(model[name]) != have:
+            raise InputError(f"{task}: model.{name} is {model[name]} but the data's {key} has {have} features; "
+                             f"fix the run file (or drop {name} to take it from the data)")
+        model[name] = have
     return model
 
 

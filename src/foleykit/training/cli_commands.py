@@ -10,8 +10,8 @@ Every command is thin: it reads the manifest / run file, calls the library and p
 User errors raise :class:`~foleykit.errors.FoleykitError` (one line, non-zero exit via ``main``).
 """
 
-from __future__ import annotations
-
+# No ``from __future__ import annotations``: typer reads the option annotations at runtime, and the
+# per-task train commands are built in a factory whose help texts use its local variables.
 import inspect
 import json
 from pathlib import Path

@@ -244,8 +244,8 @@ def curate(
     if state_path.exists():
         old = json.loads(state_path.read_text())
         if old != json.loads(json.dumps(identity)):
-            what = "manifest" if old.get("manifest") != manifest.fingerprint else "settings"
-            raise InputError(f"{out} holds a curation of another {what}; use a new folder or --restart")
+            what = "of another manifest" if old.get("manifest") != manifest.fingerprint else "made with other settings"
+            raise InputError(f"{out} holds a curation {what}; use a new folder or --restart")
     else:
         write_durable(state_path, (json.dumps(identity, indent=1, sort_keys=True) + "\n").encode())
 

@@ -62,6 +62,7 @@ CLAP_SAMPLE_RATE = 48_000
 CLAP_WINDOW_S = 10.0
 SHARD_DIR = "shards"
 INDEX_FILE = "extraction.json"
+RUNS_FILE = "runs.jsonl"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -745,11 +746,13 @@ class ExtractionRun:
             except (OSError, json.JSONDecodeError) as exc:
                 raise OutputError(f"{index} is unreadable ({one_line(exc)}); use a new folder or --restart") from None
             self._check_same_run(old)
-        elif out.exists() and any(p for p in out.iterdir() if not p.name.startswith(".")):
-            if self.shard_dir.exists() and any(self.shard_dir.glob("shard-*.safetensors")):
-                pass  # killed before the first index write: the shard metadata is checked below
-            else:
-                raise OutputError(f"{out} is not empty and holds no extraction; choose an empty or new folder")
+        elif out.exists():
+            # Without an index only our own leftovers may be there (shards are checked one by one).
+            foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")
+                       and p.name not in (SHARD_DIR, RUNS_FILE)]
+            if foreign:
+                raise OutputError(f"{out} is not empty and holds no extraction ({', '.join(sorted(foreign)[:3])}); "
+                                  "choose an empty or new folder")
         try:
             self.shard_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -851,7 +854,7 @@ class ExtractionRun:
         return index
 
     def log_run(self, record: dict[str, Any]) -> None:
-        with contextlib.suppress(OSError), open(self.out_dir / "runs.jsonl", "a") as f:
+        with contextlib.suppress(OSError), open(self.out_dir / RUNS_FILE, "a") as f:
             f.write(json.dumps(record, sort_keys=True) + "\n")
 
 

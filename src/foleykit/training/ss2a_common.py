@@ -87,3 +87,77 @@ def write_history(log_path: str | os.PathLike | None, history: list[Any]) -> Non
         return
     with atomic_path(log_path) as tmp:
         tmp.write_text("".join(json.dumps(asdict(h) if is_dataclass(h) else h) + "\n" for h in history))
+
+
+def load_named_tensors(
+    path: str | os.PathLike,
+    required: tuple[str, ...],
+    optional: tuple[str, ...] = (),
+    *,
+    what: str = "embeddings",
+) -> dict[str, Tensor]:
+    """Read named tensors (``.safetensors``, ``.pt``/``.pth`` weights-only, or ``.npz``) for a trainer.
+
+    Every problem a trainer would otherwise hit deep inside (unreadable file, missing or unknown-type
+    tensor, NaN/inf, item counts that differ between tensors) is one :class:`InputError` line naming
+    the file. Float tensors come back as float32, bool/integer masks as bool; shapes are the caller's
+    to check (:func:`check_shape`).
+    """
+    from pathlib import Path
+
+    import numpy as np
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise InputError(f"{what} file {p} does not exist")
+    suffix = p.suffix.lower()
+    try:
+        if suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            data = load_file(str(p))
+        elif suffix in (".pt", ".pth"):
+            data = torch.load(p, map_location="cpu", weights_only=True)
+        elif suffix == ".npz":
+            with np.load(p, allow_pickle=False) as npz:
+                data = {k: torch.from_numpy(npz[k]) for k in npz.files}
+        else:
+            raise InputError(f"{p}: unsupported {what} format {suffix!r}; use .safetensors, .pt or .npz")
+    except InputError:
+        raise
+    except Exception as exc:  # corrupt or foreign files fail in format-specific ways
+        raise InputError(f"{p}: cannot read {what} ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''})") from None
+    if not isinstance(data, dict):
+        raise InputError(f"{p}: expected named tensors, found a {type(data).__name__}")
+    missing = [k for k in required if k not in data]
+    if missing:
+        raise InputError(f"{p}: missing tensor {', '.join(repr(k) for k in missing)}; found {sorted(data)}")
+    out: dict[str, Tensor] = {}
+    n = None
+    for key in (*required, *(k for k in optional if k in data)):
+        t = data[key]
+        if not isinstance(t, Tensor) or t.is_complex():
+            raise InputError(f"{p}: {key!r} is not a real-valued tensor")
+        if t.ndim == 0:
+            raise InputError(f"{p}: {key!r} is a scalar; expected one row per example")
+        if t.dtype == torch.bool or key.endswith("mask") or key.startswith("is_"):  # masks: nonzero = True
+            t = t.bool()
+        else:
+            t = t.float()
+            if not torch.isfinite(t).all():
+                raise InputError(f"{p}: {key!r} contains NaN or infinite values")
+        if n is None:
+            n = t.shape[0]
+        elif t.shape[0] != n:
+            raise InputError(f"{p}: {key!r} has {t.shape[0]} rows but {required[0]!r} has {n}; they must pair up")
+        out[key] = t
+    if not n:
+        raise InputError(f"{p}: the {what} are empty")
+    return out
+
+
+def check_shape(path: str | os.PathLike, name: str, t: Tensor, shape: tuple[int | None, ...]) -> None:
+    """``t`` must have ``len(shape)`` dims, matching every non-None entry; else one InputError line."""
+    if t.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
+        want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise InputError(f"{path}: {name!r} must have shape {want}, got {list(t.shape)}")
