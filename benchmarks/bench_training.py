@@ -72,7 +72,7 @@ def matmul_peak(device: torch.device, quick: bool) -> dict:
         a = torch.randn(n, n, device=device)
         b = torch.randn(n, n, device=device)
         iters = 3 if quick else (50 if device.type == "cuda" else 5)
-        dt = min(timed(lambda: a @ b, device, iters) for _ in range(2 if quick else 3))
+        dt = min(timed(lambda a=a, b=b: a @ b, device, iters) for _ in range(2 if quick else 3))
         per[n] = 2 * n**3 / dt
         best = max(best, per[n])
     return {"peak_flops": best, "by_size": {str(k): v for k, v in per.items()}}
@@ -185,7 +185,8 @@ def bench_trainer(task: str, model_cfg: dict, dims: tuple[int, int], batch: int,
 
     step_flops = flops_of(step)
     params = sum(p.numel() for p in module.parameters() if p.requires_grad)
-    del module
+    module.zero_grad(set_to_none=True)
+    module.cpu()  # free the accelerator for the trainer's own copy
 
     out = tmp / f"train-{task}"
     shutil.rmtree(out, ignore_errors=True)

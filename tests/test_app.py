@@ -152,5 +152,10 @@ def test_server_serves_nothing_outside_its_work_folder(tiny_models_dir, tmp_path
         for p in (outside, repo, "/etc/passwd", Path.cwd() / "pyproject.toml"):
             assert status(p) in (403, 404), p
         assert demo.analytics_enabled is False
+        # One queue; generation one job at a time (a second user waits), interactive events in their own pool.
+        fns = {f.name: f for f in demo.fns.values()}
+        assert fns["on_generate"].concurrency_limit == 1 and fns["on_generate"].queue
+        assert fns["on_select"].concurrency_id != fns["on_generate"].concurrency_id
+        assert demo._queue.default_concurrency_limit == 1
     finally:
         demo.close()

@@ -24,6 +24,22 @@ def app() -> typer.Typer:
     return root
 
 
+def test_register_leaves_existing_train_commands_alone():
+    train = typer.Typer()
+
+    @train.command("manifold")
+    def existing() -> None:
+        """cli.py's own trainer."""
+
+    assert register(train) == ["remixer", "temporal", "grounding", "run"]
+    names = [c.name for c in train.registered_commands]
+    assert names.count("manifold") == 1 and train.registered_commands[0].callback is existing
+    other = typer.Typer()
+    other.command("manifold")(existing)
+    assert register(other, replace=True)[0] == "manifold"
+    assert [c.name for c in other.registered_commands].count("manifold") == 1
+
+
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     return make_synthetic_dataset(tmp_path_factory.mktemp("cli"), n_images=3, n_videos=1, broken=True)

@@ -169,6 +169,7 @@ class _App:
     def on_upload(self, file_path: str | None, state: dict | None):
         if not file_path:
             return None, gr.update(visible=False), gr.update(), self._objects_md(None), None, "", gr.update()
+        state = None
         try:
             from ..pipelines.mapper import is_video_path
 
@@ -206,6 +207,8 @@ class _App:
         except Exception as exc:  # noqa: BLE001 - every error becomes a message in the page
             # Refuse the upload: say why, and empty the upload box so another file can be dropped.
             msg = _message(exc)
+            if state is not None:
+                shutil.rmtree(state["dir"], ignore_errors=True)
             gr.Warning(msg)
             return (None, gr.update(visible=False), gr.update(), self._objects_md(None), None,
                     f"**Upload refused:** {msg}", gr.update(value=None))
@@ -387,8 +390,11 @@ def _prepare_env(workdir: Path) -> None:
 def build_app(config: AppConfig | None = None, **overrides: Any):
     """Build the app's ``gr.Blocks`` (queued; not launched). ``overrides`` replace fields of ``config``."""
     config = replace(config or AppConfig(), **overrides)
-    if config.workdir is None:
+    if config.workdir is None:  # a fresh temporary folder, removed when the process ends
+        import atexit
+
         config.workdir = Path(tempfile.mkdtemp(prefix="foleykit-app-"))
+        atexit.register(shutil.rmtree, config.workdir, True)
     config.workdir = Path(config.workdir).expanduser().resolve()
     config.workdir.mkdir(parents=True, exist_ok=True)
     _prepare_env(config.workdir)
@@ -499,7 +505,13 @@ def launch_app(
                               workdir=Path(workdir) if workdir else None)
     if host not in ("127.0.0.1", "localhost", "::1"):
         log.warning("serving on %s: anyone who can reach this address can use the app", host)
+    if not port:  # 0: any free port
+        import socket
+
+        with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as s:
+            s.bind((host, 0))
+            port = s.getsockname()[1]
     demo = build_app(cfg)
-    demo.launch(server_name=host, server_port=port or None, prevent_thread_lock=not block, quiet=quiet,
+    demo.launch(server_name=host, server_port=port, prevent_thread_lock=not block, quiet=quiet,
                 **launch_options(demo))
     return demo

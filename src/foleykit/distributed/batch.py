@@ -16,7 +16,6 @@ import time
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
 
 from ..data.manifests import Manifest, ManifestItem
 from ..errors import FoleykitError, InputError

@@ -47,6 +47,7 @@ __all__ = [
     "DEFAULT_NMS_IOU",
     "DEFAULT_MAX_DETECTIONS",
     "DEFAULT_MIN_AREA",
+    "DEFAULT_IMAGE_SIZE",
     "PROMPT_TEMPLATE",
     "check_box",
     "box_iou",
@@ -63,6 +64,8 @@ DEFAULT_THRESHOLD = 0.2
 DEFAULT_NMS_IOU = 0.5
 #: Detected sources kept per image. Each costs one CLIP ViT-L/14 pass; the slot limit is 63.
 DEFAULT_MAX_DETECTIONS = 8
+#: OWLv2 input side; None = the checkpoint's native size (960 for OWLv2 base).
+DEFAULT_IMAGE_SIZE: int | None = None
 #: Boxes smaller than this fraction of the image are too small to crop meaningfully for CLIP.
 DEFAULT_MIN_AREA = 0.002
 #: OWL-ViT/OWLv2 were trained with this prompt form for object names.
@@ -130,8 +133,16 @@ class SoundSourceDetector:
     """Frozen OWLv2 with a cached vocabulary: image → sound-source boxes. Thread-safe (one lock)."""
 
     def __init__(self, model, processor, *, vocabulary: Sequence[str] | None = None,
-                 prompt_template: str = PROMPT_TEMPLATE, loaded_from: LoadedFrom | None = None) -> None:
+                 prompt_template: str = PROMPT_TEMPLATE, loaded_from: LoadedFrom | None = None,
+                 image_size: int | None = None) -> None:
         self.model = model
+        native = int(model.config.vision_config.image_size)
+        patch = int(model.config.vision_config.patch_size)
+        if image_size is not None and (image_size < patch or image_size % patch):
+            raise InputError(f"detector image size must be a positive multiple of the {patch}-px patch, got {image_size}")
+        #: Input side in pixels; below the native size the position embeddings are interpolated
+        #: (cheaper, coarser: small objects are missed first).
+        self.image_size = int(image_size or native)
         self.processor = processor
         self.loaded_from = loaded_from
         self.prompt_template = prompt_template
@@ -149,6 +160,7 @@ class SoundSourceDetector:
         device: str | torch.device = "cpu",
         dtype: str | torch.dtype | None = None,
         vocabulary: Sequence[str] | None = None,
+        image_size: int | None = DEFAULT_IMAGE_SIZE,
     ) -> SoundSourceDetector:
         from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
@@ -156,7 +168,7 @@ class SoundSourceDetector:
         dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
         model, src = load_pretrained(Owlv2ForObjectDetection, ref, dtype=dt)
         processor, _ = load_pretrained(Owlv2Processor, ref)
-        return cls(to_device(model, dev, dt), processor, vocabulary=vocabulary, loaded_from=src)
+        return cls(to_device(model, dev, dt), processor, vocabulary=vocabulary, loaded_from=src, image_size=image_size)
 
     # ------------------------------------------------------------------ properties
 
@@ -170,8 +182,8 @@ class SoundSourceDetector:
 
     @property
     def input_size(self) -> int:
-        """Side of the square the image is resized to (960 for OWLv2 base)."""
-        return int(self.model.config.vision_config.image_size)
+        """Side of the square the image is resized to (OWLv2 base: 960 native)."""
+        return self.image_size
 
     @property
     def vocabulary(self) -> tuple[str, ...]:
@@ -238,12 +250,13 @@ class SoundSourceDetector:
         with self._lock:
             queries = self.query_embeddings()
             pixels = self._pixels(image)
-            feature_map, _ = self.model.image_embedder(pixel_values=pixels)
+            interpolate = self.image_size != int(self.model.config.vision_config.image_size)
+            feature_map, _ = self.model.image_embedder(pixel_values=pixels, interpolate_pos_encoding=interpolate)
             self.calls += 1
             b, gh, gw, d = feature_map.shape
             feats = feature_map.reshape(b, gh * gw, d)
             logits, _ = self.model.class_predictor(feats, queries[None].to(feats.dtype), None)
-            boxes = self.model.box_predictor(feats, feature_map)
+            boxes = self.model.box_predictor(feats, feature_map, interpolate_pos_encoding=interpolate)
         logits, boxes = logits[0].float().cpu(), boxes[0].float().cpu()
         best = logits.max(dim=-1)
         scores, labels = torch.sigmoid(best.values), best.indices

@@ -472,7 +472,7 @@ class ObjectsPipeline:
         seed = resolve_seed(seed)
         source_kind = "image"
         if not isinstance(image, (Image.Image, np.ndarray)) and is_video_path(image):
-            image, video_len = self._video_frame(image, frame_s)
+            image, video_len, frame_s = self._video_frame(image, frame_s)
             source_kind = "video"
             duration_s = video_len if duration_s is None else duration_s
         duration_s = DEFAULT_IMAGE_DURATION_S if duration_s is None else duration_s
@@ -483,8 +483,6 @@ class ObjectsPipeline:
         if report:
             report(0.0, "selecting objects")
         plan = self.plan(image, clicks=clicks, boxes=boxes, texts=texts, context=context)
-        if save_maps_dir is not None:
-            self.save_maps(plan, save_maps_dir)
 
         jobs = [(o.label, o.cond) for o in plan.objects]
         separate_blend = len(plan.objects) > 1 or plan.context > 0
@@ -512,6 +510,8 @@ class ObjectsPipeline:
             )
             waves.append(out.waveforms[0])
             settings = out.settings
+        if save_maps_dir is not None:  # after generation: an error leaves no maps behind
+            self.save_maps(plan, save_maps_dir)
         sr = self.generator.sample_rate
         sounds = [ObjectSound(o, waves[i], sr) for i, o in enumerate(plan.objects)]
         blend = waves[-1] if separate_blend else waves[0]
@@ -535,14 +535,15 @@ class ObjectsPipeline:
             "models": self.models_record(),
         }
         if source_kind == "video":
-            record["frame_s"] = self._last_frame_s
+            record["frame_s"] = frame_s
         if plan.notes:
             record["notes"] = list(plan.notes)
         if report:
             report(1.0, "done")
         return ObjectsResult(waveform=blend, sample_rate=sr, seed=seed, objects=sounds, plan=plan, record=record)
 
-    def _video_frame(self, path, frame_s: float | None) -> tuple[Image.Image, float]:
+    def _video_frame(self, path, frame_s: float | None) -> tuple[Image.Image, float, float]:
+        """(the frame at ``frame_s`` (default: the middle), the video's length, the time used)."""
         from ..io.video import probe_video, read_frames
 
         info = probe_video(path)
@@ -551,8 +552,7 @@ class ObjectsPipeline:
             raise InputError(f"frame time {t:g} s is outside the video, which is {info.duration_s:.2f} s long")
         eps = min(1e-3, (info.duration_s - t) / 2)
         frame = read_frames(path, 1, start_s=t, end_s=t + 2 * eps)[0]
-        self._last_frame_s = t
-        return frame, info.duration_s
+        return frame, info.duration_s, t
 
     # -- maps -------------------------------------------------------------------------------
     def crop_image(self, image: Image.Image) -> Image.Image:

@@ -50,8 +50,8 @@ def read_manifest_for_cli(path: Path, fmt: str = "auto", *, video_dir: Path | No
     unsupported = sorted(k for k in opts if k not in accepted)
     if unsupported:
         raise InputError(f"--{unsupported[0].replace('_', '-')} does not apply to {fmt} manifests")
-    if split is not None and "split" in accepted and fmt != "audiocaps":
-        opts["split"] = split
+    if split is not None and "split" in accepted:
+        opts["split"] = split  # VGGSound filters by it; AudioCaps (one split per file) records it
     manifest = read_manifest(path, fmt, **opts)
     if split is not None and "split" not in opts:
         manifest = manifest.select(split=split)
@@ -324,10 +324,31 @@ def _make_train_command(task: str):
     return command
 
 
-def register(train_app: typer.Typer) -> None:
-    """Add ``train manifold | remixer | temporal | grounding | run`` to foleykit's ``train`` group."""
+def _command_name(info) -> str:
+    return info.name or info.callback.__name__.replace("_", "-")
+
+
+def register(train_app: typer.Typer, *, replace: bool = False) -> list[str]:
+    """Add ``train run`` and the accelerate-based ``train manifold | remixer | temporal | grounding``
+    to foleykit's ``train`` group; returns the names added.
+
+    A task whose command already exists in ``train_app`` (cli.py's single-device trainers) is left
+    alone unless ``replace``; ``train run <run file>`` trains every task on accelerate regardless.
+    """
+    existing = {_command_name(c): c for c in train_app.registered_commands}
+    added = []
     for task in ("manifold", "remixer", "temporal", "grounding"):
+        if task in existing:
+            if not replace:
+                continue
+            train_app.registered_commands.remove(existing[task])
         train_app.command(task)(_make_train_command(task))
+        added.append(task)
+    if "run" in existing:
+        if not replace:
+            return added
+        train_app.registered_commands.remove(existing["run"])
+    added.append("run")
 
     @train_app.command("run")
     def run_cmd(
@@ -340,6 +361,8 @@ def register(train_app: typer.Typer) -> None:
         from .accelerate_config import find_config, read_config_file
 
         _run(read_config_file(find_config(config)), list(set_ or []), resume, quiet)
+
+    return added
 
 
 def register_scale(app: typer.Typer) -> None:

@@ -724,6 +724,9 @@ class ExtractionRun:
         identity = {"manifest": manifest.fingerprint, "config": config.run_fields(), "models": model_identity}
         self.identity = identity
         self.run_key = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+        self._done: dict[int, dict[str, Any]] | None = None
+        self._sha: dict[int, tuple[int, str]] = {}
+        self._known_sha: dict[int, tuple[int | None, str]] = {}
         self._prepare(restart)
 
     @property
@@ -746,6 +749,8 @@ class ExtractionRun:
             except (OSError, json.JSONDecodeError) as exc:
                 raise OutputError(f"{index} is unreadable ({one_line(exc)}); use a new folder or --restart") from None
             self._check_same_run(old)
+            # Checksums recorded for shards still of the same size are reused, not recomputed.
+            self._known_sha = {s["shard"]: (s.get("bytes"), s["sha256"]) for s in old.get("shards", [])}
         elif out.exists():
             # Without an index only our own leftovers may be there (shards are checked one by one).
             foreign = [p.name for p in out.iterdir() if not p.name.startswith(".")
@@ -780,7 +785,13 @@ class ExtractionRun:
         raise InputError(f"{self.out_dir} was extracted with different models ({old.get('models')}); {hint}")
 
     def done_shards(self) -> dict[int, dict[str, Any]]:
-        """Shards already on disk (verified to belong to this run) → their metadata."""
+        """Shards on disk (verified to belong to this run) → their metadata; read once, then kept
+        up to date by :meth:`write_shard` (so an index update costs no rereading)."""
+        if self._done is None:
+            self._done = self._scan()
+        return self._done
+
+    def _scan(self) -> dict[int, dict[str, Any]]:
         done: dict[int, dict[str, Any]] = {}
         for spec in self.specs:
             path = self.shard_dir / shard_name(spec.shard)
@@ -809,7 +820,19 @@ class ExtractionRun:
         return [s for s in self.specs if s.shard not in done]
 
     def write_shard(self, result: ShardResult) -> None:
-        write_durable(self.shard_dir / shard_name(result.shard), shard_bytes(result, self.run_key))
+        data = shard_bytes(result, self.run_key)
+        write_durable(self.shard_dir / shard_name(result.shard), data)
+        done = self.done_shards()
+        done[result.shard] = {"ids": result.ids, "skipped": result.skipped, "run": self.run_key}
+        self._sha[result.shard] = (len(data), hashlib.sha256(data).hexdigest())
+
+    def _shard_sha(self, k: int) -> tuple[int, str]:
+        if k not in self._sha:
+            path = self.shard_dir / shard_name(k)
+            size = path.stat().st_size
+            known = self._known_sha.get(k)
+            self._sha[k] = (size, known[1]) if known and known[0] == size else (size, _sha256_file(path))
+        return self._sha[k]
 
     def write_index(self) -> dict[str, Any]:
         done = self.done_shards()
@@ -820,14 +843,15 @@ class ExtractionRun:
             meta = done.get(spec.shard)
             if meta is None:
                 continue
-            path = self.shard_dir / shard_name(spec.shard)
+            size, sha = self._shard_sha(spec.shard)
             shards.append({
                 "file": f"{SHARD_DIR}/{shard_name(spec.shard)}",
                 "shard": spec.shard,
                 "range": [spec.start, spec.stop],
                 "items": len(meta["ids"]),
                 "skipped": len(meta["skipped"]),
-                "sha256": _sha256_file(path),
+                "bytes": size,
+                "sha256": sha,
             })
             n_ok += len(meta["ids"])
             skipped.extend(meta["skipped"])

@@ -38,7 +38,7 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -300,7 +300,7 @@ class TrainModule(nn.Module):
 
     def export(self) -> nn.Module:
         """What ``final/`` holds (``save_pretrained``)."""
-        return getattr(self, "model")
+        return self.model
 
     def check_batch_keys(self, keys: set[str]) -> None:
         missing = [k for k in self.batch_keys if k not in keys]
