@@ -68,6 +68,10 @@ class MapperTask(TrainModule):
 # ------------------------------------------------------------------------------------------------
 
 
+def _forget_steps_cache(module: nn.Module, incompatible_keys: Any) -> None:
+    module._steps_cache = None  # the buffers were just (re)loaded
+
+
 class ManifoldTask(TrainModule):
     """Student manifold trained with L_fold + mean-teacher consistency; the teacher (an EMA of the
     student, part of the checkpoints) is what is exported.
@@ -104,6 +108,8 @@ class ManifoldTask(TrainModule):
         self.input_noise = input_noise
         self.register_buffer("step", torch.zeros((), dtype=torch.long))
         self.register_buffer("total_steps", torch.ones((), dtype=torch.long))
+        self._steps_cache: tuple[int, int] | None = None  # host copies of the buffers (no sync per step)
+        self.register_load_state_dict_post_hook(_forget_steps_cache)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -118,6 +124,7 @@ class ManifoldTask(TrainModule):
 
     def on_train_start(self, total_steps: int) -> None:
         self.total_steps.fill_(total_steps)
+        self._steps_cache = None
 
     def _noisy(self, x: Tensor, generator) -> Tensor:
         if self.input_noise <= 0:
@@ -145,8 +152,10 @@ class ManifoldTask(TrainModule):
                               from_clip.sample(generator), from_clap.sample(generator))
         terms = manifold_loss(out, clip, clap, s.temperature_scale(), self.ccmr_alpha, self.kl_weight)
         consistency = consistency_loss(self.teacher, clip_t, clap_t, clip_code.mu, clap_code.mu)
-        rampup = round(self.consistency_rampup * int(self.total_steps))
-        weight = self.consistency_weight * sigmoid_rampup(int(self.step), rampup)
+        if self._steps_cache is None:  # first step, or just restored from a checkpoint
+            self._steps_cache = (int(self.step), int(self.total_steps))
+        step, total = self._steps_cache
+        weight = self.consistency_weight * sigmoid_rampup(step, round(self.consistency_rampup * total))
         rc, rp = s.reconstructor(clip_sample.detach()), s.reconstructor(clap_sample.detach())
         recon = 0.5 * (cosine_distance_loss(clap, rc.sample(generator)) + cosine_distance_loss(clap, rp.sample(generator)))
         recon_kl = 0.5 * (variational_kl(rc) + variational_kl(rp))
@@ -163,6 +172,7 @@ class ManifoldTask(TrainModule):
 
         ema_update(self.teacher, self.student, min(self.ema_decay, 1.0 - 1.0 / (step + 1)))
         self.step.fill_(step + 1)
+        self._steps_cache = (step + 1, total_steps)
 
     @torch.no_grad()
     def validation_step(self, batch, generator=None):

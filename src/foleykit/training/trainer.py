@@ -381,6 +381,10 @@ def _float(x: Any) -> float:
     return float(x.detach().float().item()) if isinstance(x, Tensor) else float(x)
 
 
+def _floats(d: Mapping[str, Any]) -> dict[str, float]:
+    return {k: _float(v) for k, v in d.items()}
+
+
 @dataclass
 class _LoopState:
     epoch: int = 0
@@ -521,8 +525,8 @@ class Trainer:
                     "epoch": state.epoch,
                     "global_step": state.global_step,
                     "samples": state.samples,
-                    "window": state.window,
-                    "epoch_sums": state.epoch_sums,
+                    "window": _floats(state.window),
+                    "epoch_sums": _floats(state.epoch_sums),
                     "history": state.history,
                 })
                 if final.exists():
@@ -753,9 +757,10 @@ class Trainer:
                 # end of epoch: validation, history, checkpoint
                 val = self._validate(acc, module, micro)
                 epoch_rec = {"kind": "epoch", "epoch": state.epoch + 1, "step": state.global_step}
-                if state.epoch_sums.get("count"):
-                    c = state.epoch_sums["count"]
-                    epoch_rec.update({f"train_{k}": v / c for k, v in state.epoch_sums.items() if k != "count"})
+                sums = _floats(state.epoch_sums)
+                if sums.get("count"):
+                    c = sums["count"]
+                    epoch_rec.update({f"train_{k}": v / c for k, v in sums.items() if k != "count"})
                 epoch_rec.update(val)
                 state.history.append(epoch_rec)
                 self._log(acc, metrics_path, writer, epoch_rec)
@@ -786,8 +791,9 @@ class Trainer:
 
     @staticmethod
     def _accumulate(state: _LoopState, out: Mapping[str, Any], b: int) -> None:
-        vals = {"loss": _float(out["loss"])}
-        vals.update({k: _float(v) for k, v in out.get("metrics", {}).items()})
+        """Running sums stay tensors on the device: no host sync per step (floats at log time)."""
+        vals = {"loss": out["loss"].detach().float()}
+        vals.update({k: torch.as_tensor(v).detach().float() for k, v in out.get("metrics", {}).items()})
         for sums in (state.window, state.epoch_sums):
             for k, v in vals.items():
                 sums[k] = sums.get(k, 0.0) + v * b
@@ -795,10 +801,11 @@ class Trainer:
 
     @staticmethod
     def _flush_window(state: _LoopState, scheduler) -> dict[str, Any]:
-        c = state.window.get("count", 0.0) or 1.0
+        window = _floats(state.window)
+        c = window.get("count", 0.0) or 1.0
         rec = {"kind": "train", "epoch": state.epoch + 1, "step": state.global_step,
                "lr": scheduler.get_last_lr()[0]}
-        rec.update({k: v / c for k, v in state.window.items() if k != "count"})
+        rec.update({k: v / c for k, v in window.items() if k != "count"})
         state.window = {}
         return rec
 
