@@ -14,7 +14,7 @@ $(BIN)/python:
 # Torch first, pinned: an unpinned torch pulled in by another package would be a multi-GB CUDA build.
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/pip install -q "$(TORCH_SPEC)"
-	$(BIN)/pip install -q -e ".[video,app,train,eval,test]"
+	$(BIN)/pip install -q -e ".[video,app,train,eval,distributed,test]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -47,8 +47,16 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
 
 
 def build_perception(device: str):
-    from transformers import (CLIPConfig, CLIPImageProcessorPil, CLIPModel, CLIPTokenizer, Owlv2Config,
-                              Owlv2ForObjectDetection, Owlv2ImageProcessorPil, Owlv2Processor)
+    from transformers import (
+        CLIPConfig,
+        CLIPImageProcessorPil,
+        CLIPModel,
+        CLIPTokenizer,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessorPil,
+        Owlv2Processor,
+    )
 
     from foleykit.encoders.clip import ClipEncoder
     from foleykit.encoders.detector import SoundSourceDetector
@@ -109,8 +117,12 @@ def main() -> None:
     from foleykit.modules.cycle_mix import cycle_mix, pack_sources
     from foleykit.modules.manifold import CMSSManifold, ManifoldConfig
     from foleykit.modules.remixer import RemixerConfig, SoundSourceRemixer
-    from foleykit.pipelines.sources import (DEFAULT_CYCLE_ROUNDS, DEFAULT_CYCLE_SAMPLES, DEFAULT_VAR_SAMPLES,
-                                            _crop_box)
+    from foleykit.pipelines.sources import (
+        DEFAULT_CYCLE_ROUNDS,
+        DEFAULT_CYCLE_SAMPLES,
+        DEFAULT_VAR_SAMPLES,
+        _crop_box,
+    )
 
     out: dict = {
         "device": dev, "torch": torch.__version__, "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
@@ -186,7 +198,7 @@ def main() -> None:
     out["perception"]["clip_global_plus_crops"] = timed(clip_batch, args.repeats)
     out["perception"]["manifold_codes"] = timed(lambda: manifold.to_clap(manifold.fold_clips(slots.clips.to(dev))),
                                                 args.repeats)
-    del detector, clip
+    detector = clip = None  # free ~2.3 GB before building the generator
 
     # ---------------------------------------------------------------- fast generation (real sizes)
     unet, vae, vocoder, ngen = build_generator(dev)

@@ -132,3 +132,17 @@ def test_train_manifold_command(app, tmp_path):
     assert "is for task 'manifold', not 'remixer'" in str(res.exception)
     res = invoke(app, ["train", "manifold", "--data", tmp_path / "pairs.safetensors", "-o", tmp_path / "run2", "-q"])
     assert "model.clip_dim is 768 but the data's clip has 16 features" in str(res.exception)
+
+
+def test_curate_with_the_owlv2_detector(app, data, tmp_path, tiny_models_dir):
+    from foleykit.data import read_manifest
+
+    few = read_manifest(data).select(ids=["img0000", "vid0000", "corrupt"])
+    few.write_jsonl(tmp_path / "few.jsonl")
+    res = invoke(app, ["curate", tmp_path / "few.jsonl", "-o", tmp_path / "cur", "--detector", "owlv2", "--models",
+                       tiny_models_dir, "--device", "cpu", "--num-frames", 2, "--min-score", 0.0, "-q"])
+    assert res.exit_code == 0, res.output + repr(res.exception)
+    report = json.loads((tmp_path / "cur" / "report.json").read_text())
+    assert report["total"] == 3 and report["dropped"]["unreadable"] == 1  # the corrupt image
+    decisions = [json.loads(x) for x in (tmp_path / "cur" / "decisions.jsonl").read_text().splitlines()]
+    assert {d["id"]: d["frames"] for d in decisions}["vid0000"] == 2

@@ -12,6 +12,16 @@ from foleykit.encoders.prior import TextToImagePrior
 from foleykit.errors import InputError
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_torch_thread():
+    """Tiny models on a loaded 2-core machine: OpenMP threads contending with other processes make
+    small ops 10-40x slower than one thread (measured), so this module runs single-threaded."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def detector(tiny_models_dir) -> SoundSourceDetector:
     return SoundSourceDetector.from_pretrained(str(tiny_models_dir / "owlv2-base-patch16"))
@@ -83,6 +93,10 @@ def test_detect_respects_threshold_limits_and_counts_passes(detector):
     assert [d.score for d in many] == sorted((d.score for d in many), reverse=True)
     assert len(detector.detect(img, threshold=0.0, max_detections=1, min_area=0.0)) == 1
     assert detector.detect(img, threshold=1.0) == []  # sigmoid scores never exceed 1
+    coarse = detector.detect(img, threshold=0.0, max_detections=64, min_area=0.0, nms_iou=1.0, image_size=32)
+    assert 1 <= len(coarse) <= 4  # a 32-px input: 2 x 2 patches (interpolated position embeddings)
+    with pytest.raises(InputError, match="multiple of the 16-px patch"):
+        detector.detect(img, image_size=40)
     queries = detector.query_embeddings()
     assert detector.query_embeddings() is queries  # the vocabulary is embedded once
     with pytest.raises(InputError, match="threshold"):

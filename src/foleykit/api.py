@@ -119,6 +119,8 @@ def generate(
     ss2a: str | None = None,
     detect: bool | None = None,
     threshold: float | None = None,
+    max_detections: int | None = None,
+    detector_size: int | None = None,
     max_sources: int = 64,
     cycle_rounds: int | None = None,
     cycle_samples: int | None = None,
@@ -153,7 +155,8 @@ def generate(
             guidance=guidance, candidates=candidates, frames=frames, device=device, dtype=dtype, overwrite=overwrite,
             progress=progress, clicks=clicks, maps=maps, boxes=boxes or [], texts=texts or [], audios=audios or [],
             images=images or [], masks=masks or [], stems=stems, stereo=stereo, text_mode=text_mode, ss2a=ss2a,
-            detect=detect, threshold=threshold, max_sources=max_sources, cycle_rounds=cycle_rounds,
+            detect=detect, threshold=threshold, max_detections=max_detections, detector_size=detector_size,
+            max_sources=max_sources, cycle_rounds=cycle_rounds,
             cycle_samples=cycle_samples, criterion=criterion,
         )
     if method == "objects":
@@ -265,12 +268,12 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
 
 def _generate_sources(source, output, *, models, seed, duration, steps, preset, guidance, candidates, frames, device,
                       dtype, overwrite, progress, clicks, maps, boxes, texts, audios, images, masks, stems, stereo,
-                      text_mode, ss2a, detect, threshold, max_sources, cycle_rounds, cycle_samples, criterion,
-                      ) -> GenerateResult:
+                      text_mode, ss2a, detect, threshold, max_detections, detector_size, max_sources, cycle_rounds,
+                      cycle_samples, criterion) -> GenerateResult:
     """``generate`` for method ``sources``: the mix (or stereo mix) to ``output``, per-source stems to ``stems``."""
     from .pipelines.objects import check_stems_dir
-    from .pipelines.sources import (DEFAULT_CYCLE_ROUNDS, DEFAULT_CYCLE_SAMPLES, DEFAULT_THRESHOLD, parse_source_box,
-                                    parse_weighted_items, write_sources_outputs)
+    from .pipelines.sources import (DEFAULT_CYCLE_ROUNDS, DEFAULT_CYCLE_SAMPLES, DEFAULT_MAX_DETECTIONS,
+                                    DEFAULT_THRESHOLD, parse_source_box, parse_weighted_items, write_sources_outputs)
 
     if clicks or maps:
         raise InputError("clicks and maps need method 'objects'; method 'sources' takes --box, --mask, --text, --audio")
@@ -294,6 +297,8 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
     result = pipe(
         src, texts=texts, audios=audios, boxes=boxes, masks=list(masks), images=images, detect=detect,
         threshold=DEFAULT_THRESHOLD if threshold is None else threshold, max_sources=max_sources, text_mode=text_mode,
+        max_detections=DEFAULT_MAX_DETECTIONS if max_detections is None else max_detections,
+        detector_size=detector_size,
         duration_s=duration, preset=preset, num_inference_steps=steps, guidance_scale=guidance,
         num_candidates=candidates, seed=seed, frames=frames, criterion=criterion,
         cycle_rounds=DEFAULT_CYCLE_ROUNDS if cycle_rounds is None else cycle_rounds,
@@ -309,6 +314,7 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
                            "audios": [[str(a), w] for a, w in audios], "boxes": [[list(b), w] for b, w in boxes],
                            "images": [[str(i), w] for i, w in images], "masks": [str(m) for m in masks],
                            "stereo": stereo, "text_mode": text_mode, "detect": detect, "threshold": threshold,
+                           "max_detections": max_detections, "detector_size": detector_size,
                            "max_sources": max_sources, "cycle_rounds": cycle_rounds, "cycle_samples": cycle_samples,
                            "criterion": criterion, "duration": duration, "steps": steps, "preset": preset,
                            "guidance": guidance, "candidates": candidates, "frames": frames, "device": device,

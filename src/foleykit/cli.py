@@ -61,6 +61,8 @@ def generate(
     ss2a: Annotated[Optional[str], typer.Option(help="sources: SS2A bundle folder (manifold/, remixer/, temporal/) or the released ssv2a.pth.")] = None,
     detect: Annotated[Optional[bool], typer.Option("--detect/--no-detect", help="sources: detect sounding objects (default: unless --box/--mask is given).")] = None,
     threshold: Annotated[Optional[float], typer.Option(help="sources: detection score threshold 0..1 (default 0.2).")] = None,
+    max_detections: Annotated[Optional[int], typer.Option(help="sources: detected objects kept per image (default 8; each costs a CLIP pass).")] = None,
+    detector_size: Annotated[Optional[int], typer.Option(help="sources: OWLv2 input side in px (default: native 960; 640 is ~2.7x cheaper, coarser).")] = None,
     max_sources: Annotated[int, typer.Option(help="sources: Remixer slots M (<= 64; one is the feedback slot).")] = 64,
     cycle_rounds: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix rounds (default 4).")] = None,
     cycle_samples: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix candidates per round (default 16).")] = None,
@@ -80,7 +82,8 @@ def generate(
         overwrite=overwrite, progress=not quiet, clicks=click, boxes=box, texts=text, stems=stems,
         context=context, grounding=grounding, maps=maps, frame=frame,
         audios=[str(a) for a in audio or []], images=[str(i) for i in image or []], masks=list(mask or []),
-        stereo=stereo, text_mode=text_mode, ss2a=ss2a, detect=detect, threshold=threshold, max_sources=max_sources,
+        stereo=stereo, text_mode=text_mode, ss2a=ss2a, detect=detect, threshold=threshold,
+        max_detections=max_detections, detector_size=detector_size, max_sources=max_sources,
         cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion,
     )
     for path in res.outputs:
@@ -313,6 +316,14 @@ def models_show(models: Annotated[Optional[str], typer.Argument(help="default | 
     from .model_sets import resolve_model_set
 
     typer.echo(json.dumps(resolve_model_set(models).to_dict(), indent=2))
+
+
+# Dataset-scale work (extraction, curation, batch generation, accelerate run files).
+from .training.cli_commands import register as _register_scale_training  # noqa: E402
+from .training.cli_commands import scale_app as _scale_app  # noqa: E402
+
+app.add_typer(_scale_app)
+_register_scale_training(train_app)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -41,16 +41,16 @@ from ..io.image import ImageInput, load_image
 from .loading import LoadedFrom, load_pretrained, pooled, to_device
 
 __all__ = [
-    "Detection",
-    "SoundSourceDetector",
-    "DEFAULT_THRESHOLD",
-    "DEFAULT_NMS_IOU",
+    "DEFAULT_IMAGE_SIZE",
     "DEFAULT_MAX_DETECTIONS",
     "DEFAULT_MIN_AREA",
-    "DEFAULT_IMAGE_SIZE",
+    "DEFAULT_NMS_IOU",
+    "DEFAULT_THRESHOLD",
     "PROMPT_TEMPLATE",
-    "check_box",
+    "Detection",
+    "SoundSourceDetector",
     "box_iou",
+    "check_box",
     "nms",
     "write_tiny_detector",
 ]
@@ -226,7 +226,7 @@ class SoundSourceDetector:
 
     # ------------------------------------------------------------------ images
 
-    def _pixels(self, image: Image.Image) -> torch.Tensor:
+    def _pixels(self, image: Image.Image, size: int | None = None) -> torch.Tensor:
         """Pad to a square (bottom/right, black) and resize to the model's input, normalised as OWLv2 expects.
 
         Equivalent to ``Owlv2ImageProcessor`` (pad, then an anti-aliased bilinear resize) but done
@@ -236,7 +236,7 @@ class SoundSourceDetector:
         side = max(w, h)
         canvas = Image.new("RGB", (side, side), (0, 0, 0))
         canvas.paste(image, (0, 0))
-        size = self.input_size
+        size = self.input_size if size is None else size
         resized = canvas.resize((size, size), Image.Resampling.BILINEAR, reducing_gap=None)
         ip = self.processor.image_processor
         arr = np.asarray(resized, dtype=np.float32) / 255.0
@@ -244,13 +244,20 @@ class SoundSourceDetector:
         return torch.from_numpy(arr.transpose(2, 0, 1).copy())[None].to(device=self.device, dtype=self.dtype)
 
     @torch.no_grad()
-    def raw_predictions(self, image: Image.Image) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One vision pass: per patch token its box (pixels, clipped to the image), best score and label index."""
+    def raw_predictions(self, image: Image.Image, image_size: int | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One vision pass: per patch token its box (pixels, clipped to the image), best score and label index.
+
+        ``image_size`` overrides the input side for this call (a multiple of the patch size)."""
         w, h = image.size
+        size = self.image_size if image_size is None else int(image_size)
+        patch = int(self.model.config.vision_config.patch_size)
+        if size < patch or size % patch:
+            raise InputError(f"detector image size must be a positive multiple of the {patch}-px patch, got {size}")
         with self._lock:
             queries = self.query_embeddings()
-            pixels = self._pixels(image)
-            interpolate = self.image_size != int(self.model.config.vision_config.image_size)
+            pixels = self._pixels(image, size)
+            interpolate = size != int(self.model.config.vision_config.image_size)
             feature_map, _ = self.model.image_embedder(pixel_values=pixels, interpolate_pos_encoding=interpolate)
             self.calls += 1
             b, gh, gw, d = feature_map.shape
@@ -276,6 +283,7 @@ class SoundSourceDetector:
         nms_iou: float = DEFAULT_NMS_IOU,
         max_detections: int = DEFAULT_MAX_DETECTIONS,
         min_area: float = DEFAULT_MIN_AREA,
+        image_size: int | None = None,
     ) -> list[Detection]:
         """Sound-source boxes of ``image``, best first (see the module docstring)."""
         if not 0.0 <= threshold <= 1.0:
@@ -286,7 +294,7 @@ class SoundSourceDetector:
             raise InputError(f"max detections must be >= 0, got {max_detections}")
         img = load_image(image)
         w, h = img.size
-        xyxy, scores, labels = self.raw_predictions(img)
+        xyxy, scores, labels = self.raw_predictions(img, image_size)
         area = (xyxy[:, 2] - xyxy[:, 0]) * (xyxy[:, 3] - xyxy[:, 1]) / float(w * h)
         keep = (scores > threshold) & (area >= max(min_area, 1e-9))
         if max_detections == 0 or not keep.any():
@@ -308,7 +316,13 @@ def write_tiny_detector(path: str | Path, *, seed: int = 0) -> Path:
     Real topology (CLIP-style text and vision towers, class/box/objectness heads) at toy widths and a
     64-px input (4x4 patches), with a CLIP BPE tokenizer built in memory.
     """
-    from transformers import CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessorPil, Owlv2Processor
+    from transformers import (
+        CLIPTokenizer,
+        Owlv2Config,
+        Owlv2ForObjectDetection,
+        Owlv2ImageProcessorPil,
+        Owlv2Processor,
+    )
 
     from ..model_sets import clip_vocab
 

@@ -39,7 +39,7 @@ from ..errors import InputError
 from ..seeding import make_generator
 from .loading import LoadedFrom, load_pretrained, to_device
 
-__all__ = ["TextToImagePrior", "DEFAULT_PRIOR_STEPS", "DEFAULT_PRIOR_GUIDANCE", "write_tiny_prior"]
+__all__ = ["DEFAULT_PRIOR_GUIDANCE", "DEFAULT_PRIOR_STEPS", "TextToImagePrior", "write_tiny_prior"]
 
 #: Karlo's UnCLIPPipeline defaults.
 DEFAULT_PRIOR_STEPS = 25

@@ -88,20 +88,20 @@ from .mapper import DEFAULT_IMAGE_DURATION_S, SoundResult, is_video_path
 from .ss2a_bundle import SS2ABundle, load_ss2a
 
 __all__ = [
-    "AudioClip",
-    "SoundSource",
-    "SourcesResult",
-    "SourcesPipeline",
     "DEFAULT_CYCLE_ROUNDS",
     "DEFAULT_CYCLE_SAMPLES",
     "DEFAULT_VAR_SAMPLES",
     "DEFAULT_VIDEO_FRAMES",
     "MIN_AUDIO_S",
     "TEXT_MODES",
+    "AudioClip",
+    "SoundSource",
+    "SourcesPipeline",
+    "SourcesResult",
+    "pan_gains",
+    "parse_source_box",
     "parse_weighted",
     "parse_weighted_items",
-    "parse_source_box",
-    "pan_gains",
     "stereo_from_stems",
     "write_sources_outputs",
 ]
@@ -145,7 +145,7 @@ def _fmt(v: float) -> str:
 
 def parse_weighted(text: str) -> tuple[str, float]:
     """``"rain@0.5"`` → ("rain", 0.5); a value without a numeric ``@weight`` suffix has weight 1."""
-    m = re.fullmatch(r"(.*)@\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*", str(text), flags=re.S)
+    m = re.fullmatch(r"(.*)@\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*", str(text), flags=re.DOTALL)
     if m is None:
         return str(text), 1.0
     return m.group(1), float(m.group(2))
@@ -272,8 +272,8 @@ def _letterbox(img: Image.Image) -> Image.Image:
 
 def _crop_box(img: Image.Image, box) -> Image.Image:
     x0, y0, x1, y1 = box
-    left, top = int(math.floor(x0)), int(math.floor(y0))
-    right, bottom = max(left + 1, int(math.ceil(x1))), max(top + 1, int(math.ceil(y1)))
+    left, top = math.floor(x0), math.floor(y0)
+    right, bottom = max(left + 1, math.ceil(x1)), max(top + 1, math.ceil(y1))
     return _letterbox(img.crop((left, top, right, bottom)))
 
 
@@ -468,12 +468,13 @@ class SourcesPipeline:
         max_detections: int = DEFAULT_MAX_DETECTIONS,
         nms_iou: float = DEFAULT_NMS_IOU,
         min_area: float = DEFAULT_MIN_AREA,
+        detector_size: int | None = None,
     ) -> _Perceived:
         """The visual sources of one image: its global source, detections, boxes and masks, each with a
         unit CLIP embedding. Detection runs once and CLIP once (one batch) per image; cached by content."""
         mask_keys = tuple(hashlib.sha1(np.packbits(m).tobytes()).hexdigest() for m in masks)
         key = (_image_key(image), tuple(tuple(b) for b in boxes), mask_keys, bool(detect), float(threshold),
-               int(max_detections), float(nms_iou), float(min_area))
+               int(max_detections), float(nms_iou), float(min_area), detector_size)
         with self._lock:
             hit = self._cache.get(key)
             if hit is not None:
@@ -481,7 +482,7 @@ class SourcesPipeline:
                 return self._retag(hit, image_index, weight)
         w, h = image.size
         dets = self.detector.detect(image, threshold=threshold, nms_iou=nms_iou, max_detections=max_detections,
-                                    min_area=min_area) if detect and max_detections > 0 else []
+                                    min_area=min_area, image_size=detector_size) if detect and max_detections > 0 else []
         crops = [image]
         sources = [SoundSource(0, "image", "image", "image", weight, image_index=image_index)]
         for d in dets:
@@ -574,6 +575,7 @@ class SourcesPipeline:
         detect: bool | None = None,
         threshold: float = DEFAULT_THRESHOLD,
         max_detections: int = DEFAULT_MAX_DETECTIONS,
+        detector_size: int | None = None,
         max_sources: int = 64,
         text_mode: str = "prior",
         prior_steps: int = DEFAULT_PRIOR_STEPS,
@@ -599,7 +601,8 @@ class SourcesPipeline:
         more images. ``boxes`` / ``masks`` are regions of the main image (pixels, x0,y0,x1,y1 / bool HxW).
         ``texts``, ``audios`` (paths or :class:`AudioClip`), ``boxes``, ``images``: each item may be
         ``(value, weight)``. ``detect``: run OWLv2 on the images (default: unless boxes or masks are
-        given). ``max_detections`` per image, ``max_sources`` slots in all (M, at most 64).
+        given). ``max_detections`` per image, ``max_sources`` slots in all (M, at most 64);
+        ``detector_size``: OWLv2 input side in pixels (default: native 960; smaller is cheaper, coarser).
         ``stems``/``stereo``: also generate one stem per source / a stereo mix from the stems.
         ``progress``: True/False for terminal bars, or ``fn(fraction, message)``.
         """
@@ -620,6 +623,12 @@ class SourcesPipeline:
         for i, (_, w) in enumerate(boxes):
             _check_weight(w, f"box {i + 1}")
         _check_weight(image_weight, "image")
+        if not (isinstance(max_detections, int) and 0 <= max_detections <= 63):
+            raise InputError(f"max detections must be between 0 and 63, got {max_detections}")
+        if not (isinstance(threshold, (int, float)) and 0.0 <= threshold <= 1.0):
+            raise InputError(f"detection threshold must be in [0, 1], got {threshold}")
+        if detector_size is not None and not (isinstance(detector_size, int) and 16 <= detector_size <= 2048):
+            raise InputError(f"detector size must be between 16 and 2048 pixels, got {detector_size}")
 
         if video is None and image is not None and not isinstance(image, (Image.Image, np.ndarray)) \
                 and is_video_path(image):
@@ -679,7 +688,7 @@ class SourcesPipeline:
                                      clap=audio_emb[i], info=info)
                          for i, (_, _, name, info, w) in enumerate(audio_data)]
 
-        det_kwargs = dict(detect=detect, threshold=threshold)
+        det_kwargs = {"detect": detect, "threshold": threshold, "detector_size": detector_size}
         if video is not None:
             return self._video(video, text_sources, audio_sources, notes=notes, seed=seed, det_kwargs=det_kwargs,
                                max_detections=max_detections, max_sources=max_sources, duration_s=duration_s,
@@ -729,6 +738,7 @@ class SourcesPipeline:
         sr = self.generator.sample_rate
         record = self._record(sources, cm, settings, notes, kind="image", text_mode=text_mode_used, detect=detect,
                               threshold=threshold, max_detections=max_detections, max_sources=max_sources,
+                              detector_size=detector_size,
                               single_image=single_image, stems=stems, stereo=stereo)
         record["detections"] = detections_rec
         mono = SoundResult(waves[0], sr, seed, record)
@@ -861,6 +871,7 @@ class SourcesPipeline:
                                         "var_samples": var_samples, "criterion": criterion, "slots": batch.num_slots},
                               out.settings, notes, kind="video", text_mode=text_mode, detect=det_kwargs["detect"],
                               threshold=det_kwargs["threshold"], max_detections=max_detections,
+                              detector_size=det_kwargs["detector_size"],
                               max_sources=max_sources, single_image=True, stems=False, stereo=False)
         record["video"] = {"frames_per_window": frames, "windows": [list(w) for w in windows], "aggregation": how,
                            "frames_without_detections": empty_frames if det_kwargs["detect"] else None}
@@ -871,7 +882,7 @@ class SourcesPipeline:
 
     # -- record ------------------------------------------------------------------------------------
     def _record(self, sources, cm, settings, notes, *, kind, text_mode, detect, threshold, max_detections, max_sources,
-                single_image, stems, stereo) -> dict:
+                single_image, stems, stereo, detector_size=None) -> dict:
         all_notes = list(self.ss2a.notes) + list(notes)
         rec = {
             "method": "sources",
@@ -880,6 +891,7 @@ class SourcesPipeline:
             "slot_layout": "slot 0 = the image's global source (feedback slot)" if single_image
             else "slot 0 = empty feedback slot; every image's global source has its own slot",
             "perception": {"detect": bool(detect), "threshold": threshold, "max_detections": max_detections,
+                           "detector_size": detector_size or (self._detector.image_size if self._detector else None),
                            "max_sources": max_sources, "text_mode": text_mode,
                            "detector": self.detector_ref, "prior": self.prior_ref if text_mode == "prior" else None},
             "cycle_mix": {k: v for k, v in cm.items() if k != "similarity"},

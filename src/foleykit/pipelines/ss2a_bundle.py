@@ -28,7 +28,7 @@ from ..modules.manifold import CMSSManifold, ManifoldConfig
 from ..modules.remixer import RemixerConfig, SoundSourceRemixer
 from ..modules.temporal import TemporalAggregator, TemporalConfig
 
-__all__ = ["SS2ABundle", "load_ss2a", "write_tiny_ss2a", "UNTRAINED_NOTE"]
+__all__ = ["UNTRAINED_NOTE", "SS2ABundle", "load_ss2a", "write_tiny_ss2a"]
 
 UNTRAINED_NOTE = (
     "no trained SS2A weights were given (--ss2a DIR or the released ssv2a.pth): the manifold and Remixer are "

@@ -143,11 +143,15 @@ def extract_cmd(
 # ------------------------------------------------------------------------------------------------
 
 
-def _load_detector(spec: str):
+def _load_detector(spec: str, *, models: Optional[str] = None, device: str = "auto", threshold: float = 0.2):
     import importlib
 
+    if spec == "owlv2":
+        from .curation import owlv2_detector
+
+        return owlv2_detector(models, threshold=threshold, device=device)
     if ":" not in spec:
-        raise InputError(f"--detector must be module:function returning a detector callable, got {spec!r}")
+        raise InputError(f"--detector must be 'owlv2' or module:function returning a detector callable, got {spec!r}")
     module, func = spec.split(":", 1)
     try:
         factory = getattr(importlib.import_module(module), func)
@@ -161,7 +165,9 @@ def curate_cmd(
     manifest: Manifest_,
     output: Annotated[Path, typer.Option("-o", "--output", help="Folder for decisions.jsonl, curated.jsonl, report.json.")],
     detections: Annotated[Optional[Path], typer.Option(help='Precomputed detections, JSON lines {"id", "frames": [[{"label", "score"}, ...], ...]}.')] = None,
-    detector: Annotated[Optional[str], typer.Option(help="module:function returning a callable frames -> per-frame detections.")] = None,
+    detector: Annotated[Optional[str], typer.Option(help="owlv2 (the model set's open-vocabulary detector) or module:function returning a callable frames -> per-frame detections.")] = None,
+    models: Annotated[Optional[str], typer.Option(help="Model set for --detector owlv2: default | tiny | DIR.")] = None,
+    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps (for --detector owlv2)")] = "auto",
     config: Annotated[Optional[str], typer.Option(help="Curation settings (file or configs/ name, e.g. curate_vggss3).")] = None,
     min_score: Annotated[Optional[float], typer.Option(help="Detections below this confidence are ignored.")] = None,
     fps: Annotated[Optional[float], typer.Option(help="Frames sampled per second of video.")] = None,
@@ -196,7 +202,8 @@ def curate_cmd(
     if (detections is None) == (detector is None):
         raise InputError("give exactly one of --detections FILE or --detector module:function")
     m = read_manifest_for_cli(manifest, format, video_dir=video_dir, image_dir=image_dir, audio_dir=audio_dir, split=split)
-    report = curate(m, output, detector=_load_detector(detector) if detector else None,
+    det = _load_detector(detector, models=models, device=device, threshold=cfg.min_score) if detector else None
+    report = curate(m, output, detector=det,
                     detections=read_detections_jsonl(detections) if detections else None,
                     config=cfg, restart=restart, progress=not quiet)
     typer.echo(report.summary())

@@ -176,6 +176,28 @@ def sample_frames(item: ManifestItem, config: CurationConfig) -> list[Any]:
     raise InputError("item has no image or video")
 
 
+def owlv2_detector(models: Any = None, *, vocabulary: Sequence[str] | None = None, threshold: float = 0.2,
+                   device: str = "auto", dtype: str | None = None, image_size: int | None = None) -> Detector:
+    """A detector callable over foleykit's OWLv2 (the model set's ``detector`` role; open vocabulary,
+    default: the shared list of sounding objects). ``threshold`` is OWLv2's score cut (its scores
+    run lower than YOLO's: keep ``CurationConfig.min_score`` at or below it)."""
+    from ..encoders.detector import SoundSourceDetector
+    from ..errors import ModelNotAvailableError
+    from ..model_sets import ModelSet, resolve_model_set
+
+    ms = models if isinstance(models, ModelSet) else resolve_model_set(models)
+    ref = ms.extra.get("detector")
+    if ref is None:
+        raise ModelNotAvailableError(f"model set {ms.name} has no detector")
+    det = SoundSourceDetector.from_pretrained(ref, device=device, dtype=dtype, vocabulary=vocabulary,
+                                              image_size=image_size)
+
+    def detect(frames: list[Any]) -> list[list[Any]]:
+        return [det.detect(f, threshold=threshold) for f in frames]
+
+    return detect
+
+
 def read_detections_jsonl(path: str | os.PathLike) -> dict[str, list[list[Detection]]]:
     """Precomputed detections: one ``{"id": ..., "frames": [[{"label", "score"}, ...], ...]}`` per line."""
     p = Path(path).expanduser()
