@@ -312,6 +312,9 @@ def test_released_checkpoint_and_bad_bundles_load_or_fail_clearly(tmp_path):
         load_ss2a(tmp_path / "half")
     with pytest.raises(InputError, match="do not exist"):
         load_ss2a(tmp_path / "nowhere")
+    untrained = load_ss2a(None)  # no weights anywhere: runs, and says the sound is not meaningful
+    assert not untrained.trained and "untrained" in untrained.notes[0]
+    assert untrained.remixer.config.max_sources == 64 and untrained.temporal is not None
 
 
 def test_cycle_mix_slot_weights_by_hand():
