@@ -80,3 +80,16 @@ def test_network_is_blocked_in_tests():
             s.connect(("93.184.216.34", 80))
     finally:
         s.close()
+
+
+def test_component_downloads_are_restricted_to_their_subfolder():
+    """Loading Karlo's prior must not fetch its multi-GB decoder weights."""
+    from fnmatch import fnmatch
+
+    from foleykit.hub import _ALLOW_PATTERNS, _patterns
+
+    pats = _patterns("prior", _ALLOW_PATTERNS)
+    wanted = ["prior/diffusion_pytorch_model.safetensors", "prior/config.json", "model_index.json"]
+    unwanted = ["decoder/diffusion_pytorch_model.safetensors", "super_res_first/diffusion_pytorch_model.safetensors"]
+    assert all(any(fnmatch(f, p) for p in pats) for f in wanted)
+    assert not any(fnmatch(f, p) for f in unwanted for p in pats)

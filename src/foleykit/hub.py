@@ -39,11 +39,19 @@ def hub_reachable(timeout: float = 3.0) -> bool:
         return False
 
 
-def resolve_pretrained(ref: str, *, revision: str | None = None) -> tuple[Path, str]:
+def _patterns(subfolder: str | None, base: list[str]) -> list[str]:
+    """Restrict downloads to one component's folder (a Karlo repo also holds GBs of decoders we never use)."""
+    if subfolder is None:
+        return base
+    return ["*.json"] + [f"{subfolder}/{p.removeprefix('**/')}" for p in base if not p.startswith("**/")]
+
+
+def resolve_pretrained(ref: str, *, revision: str | None = None, subfolder: str | None = None) -> tuple[Path, str]:
     """Return (local folder, revision label) for ``ref``.
 
     A local directory is used as is (revision ``"local"``). A hub id is looked up in the cache
-    first; only if it is missing, the hub is not offline and it answers, is it downloaded.
+    first; only if it is missing, the hub is not offline and it answers, is it downloaded — only
+    ``subfolder``'s files when one is named.
     """
     path = Path(ref).expanduser()
     if path.is_dir():
@@ -55,8 +63,10 @@ def resolve_pretrained(ref: str, *, revision: str | None = None) -> tuple[Path, 
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        local = snapshot_download(ref, revision=revision, local_files_only=True, allow_patterns=_ALLOW_PATTERNS)
-        if any(Path(local).rglob("config.json")) or any(Path(local).rglob("model_index.json")):
+        local = snapshot_download(ref, revision=revision, local_files_only=True,
+                                  allow_patterns=_patterns(subfolder, _ALLOW_PATTERNS))
+        probe = Path(local) / subfolder if subfolder else Path(local)
+        if probe.is_dir() and any(probe.rglob("*.json")):
             return Path(local), _revision_of(local, revision)
     except (LocalEntryNotFoundError, FileNotFoundError, OSError, ValueError):
         pass
@@ -71,9 +81,11 @@ def resolve_pretrained(ref: str, *, revision: str | None = None) -> tuple[Path, 
             + _ways_out(ref)
         )
     try:
-        local = snapshot_download(ref, revision=revision, allow_patterns=_ALLOW_PATTERNS)
-        if not any(Path(local).rglob("*.safetensors")):
-            local = snapshot_download(ref, revision=revision, allow_patterns=_ALLOW_PATTERNS + _BIN_PATTERNS)
+        local = snapshot_download(ref, revision=revision, allow_patterns=_patterns(subfolder, _ALLOW_PATTERNS))
+        probe = Path(local) / subfolder if subfolder else Path(local)
+        if not any(probe.rglob("*.safetensors")):
+            local = snapshot_download(ref, revision=revision,
+                                      allow_patterns=_patterns(subfolder, _ALLOW_PATTERNS + _BIN_PATTERNS))
     except Exception as exc:  # network, auth, missing repo: all end the same way for the user
         raise ModelNotAvailableError(f"model {ref!r} could not be downloaded ({type(exc).__name__}: {exc}); " + _ways_out(ref)) from None
     return Path(local), _revision_of(local, revision)

@@ -34,7 +34,7 @@ class LoadedFrom:
 def load_pretrained(cls: Any, ref: str, *, subfolder: str | None = None, revision: str | None = None, **kwargs: Any):
     """``cls.from_pretrained`` on the resolved local folder; returns (object, LoadedFrom)."""
     quiet_loading()
-    local, rev = resolve_pretrained(ref, revision=revision)
+    local, rev = resolve_pretrained(ref, revision=revision, subfolder=subfolder)
     folder = Path(local) / subfolder if subfolder else Path(local)
     if not folder.is_dir():
         raise ModelNotAvailableError(f"model {ref!r} has no sub-folder {subfolder!r} ({cls.__name__} expected there)")
