@@ -1,0 +1,720 @@
+"""Image → 10 s of audio at real model sizes (random weights) on CPU fp32: foleykit vs diffusers.
+
+What is built (random weights: timings depend on the architecture, not on the weights), once, into
+a model cache in the hub layout and then loaded by every measurement through the same
+``from_pretrained`` path real checkpoints take:
+
+* AudioLDM-S: UNet / VAE / HiFi-GAN from ``foleykit.model_sets.real_size_configs()``, AudioLDM's
+  DDIM noise schedule, a CLAP text encoder (``ClapTextConfig()`` defaults, RoBERTa-base size) with a
+  RoBERTa byte-level tokenizer built in memory (it makes the unconditional embedding of "").
+* CLIP ViT-B/32 (``CLIPConfig()`` defaults) and the V2A-Mapper at paper size (``MapperConfig()``:
+  12-layer diffusion transformer, 200 DDIM steps, guidance 0.9).
+
+What is measured, in one run:
+
+1. ``stages`` (one process): image encode; mapper at its default 200 steps and at fewer; one
+   classifier-free-guided UNet step on the 10 s latent (batch 2) for **ours** (``AudioLDMGenerator``'s
+   CPU fast path) and **diffusers** (the stock modules, as ``AudioLDMPipeline`` runs them),
+   interleaved so both see the same machine load; VAE decode and vocoder, ours vs stock,
+   interleaved; the UNet FLOPs per guided step (``torch.utils.flop_counter.FlopCounterMode``) and the
+   machine's fp32 matmul peak (best of several large square ``torch.matmul``) → UNet efficiency.
+2. ``e2e`` (one process per preset × implementation, so peak memory does not mix): image → 10 s
+   waveform through ``MapperPipeline`` (ours) and through CLIP + mapper + diffusers'
+   ``AudioLDMPipeline`` built from the same components (same scheduler, steps, eta, guidance,
+   initial latents and step noise). Peak memory = ``VmHWM`` of that process. The two waveforms are
+   compared (max abs difference) to show the settings really are identical. ``paper`` (200 DDIM
+   steps) is run with ``--paper-steps`` steps and **estimated** as measured e2e + (200 − K) × median
+   step time, unless ``--paper-full``.
+
+The machine is shared: every timing is repeated; we report min and median and the load average.
+
+    python benchmarks/bench_generate.py            # full run (~8 min on 2 idle cores)
+    python benchmarks/bench_generate.py --quick    # ~6 min: fewer repeats, paper estimated from 3 steps
+
+Writes ``benchmarks/results/generate-<host>-<date>.json`` and prints a Markdown table.
+Targets (issue 2, item 9): fast ≤ 30 s end to end; paper ≤ 1.05× diffusers; UNet step ≥ 60 % of the
+measured fp32 matmul peak.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import datetime as _dt
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+IMAGE = ROOT / "examples" / "scene.jpg"
+BUILD_VERSION = "1"
+DURATION_S = 10.0
+SEED = 1234
+MARK = "@@RESULT@@ "
+
+
+# ----------------------------------------------------------------------------------------------
+# helpers
+# ----------------------------------------------------------------------------------------------
+
+
+def load() -> float:
+    return round(os.getloadavg()[0], 2)
+
+
+def vm_hwm_mib() -> float:
+    """Peak resident set size of this process (``VmHWM``), MiB."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    raise RuntimeError("no VmHWM in /proc/self/status")
+
+
+def rss_split_mib() -> dict:
+    """Current RSS split into anonymous and file-backed (memory-mapped checkpoint) pages, MiB."""
+    out = {}
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            key = line.split(":")[0]
+            if key in ("VmRSS", "RssAnon", "RssFile"):
+                out[key] = round(int(line.split()[1]) / 1024, 1)
+    return out
+
+
+def vm_rss_mib() -> float:
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmRSS:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    return float("nan")
+
+
+def summary(xs: list[float]) -> dict:
+    return {"min_s": round(min(xs), 4), "median_s": round(statistics.median(xs), 4),
+            "mean_s": round(statistics.fmean(xs), 4), "n": len(xs), "all_s": [round(x, 4) for x in xs]}
+
+
+def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Time each callable ``repeats`` times, alternating between them so they share the load."""
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {k: [] for k in fns}
+    loads = [load()]
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+        loads.append(load())
+    out = {k: summary(v) for k, v in times.items()}
+    out["load"] = {"min": min(loads), "max": max(loads)}
+    return out
+
+
+def machine() -> dict:
+    import diffusers
+    import torch
+    import transformers
+
+    model = platform.processor() or ""
+    try:
+        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        for line in lscpu.splitlines():
+            if line.startswith("Model name:"):
+                model = line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, check=False).stdout.strip()
+        dirty = bool(subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "src"], capture_output=True,
+                                    text=True, check=False).stdout.strip())
+    except OSError:
+        commit, dirty = "", False
+    return {
+        "cpu": model, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
+        "python": platform.python_version(), "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M"),
+        "git_commit": commit + ("+dirty-src" if dirty else ""), "host": platform.node(),
+    }
+
+
+# ----------------------------------------------------------------------------------------------
+# real-size random models, written once in the hub layout
+# ----------------------------------------------------------------------------------------------
+
+
+def default_models_dir() -> Path:
+    from foleykit.model_sets import default_cache_dir
+
+    return default_cache_dir() / f"bench-real-size-v{BUILD_VERSION}"
+
+
+def build_models(root: Path) -> dict:
+    """Write real-size random components under ``root`` (once). Returns build info."""
+    if (root / "DONE").is_file():
+        return json.loads((root / "DONE").read_text())
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+    from transformers import (
+        ClapTextConfig,
+        ClapTextModelWithProjection,
+        CLIPConfig,
+        CLIPImageProcessorPil,
+        CLIPModel,
+        CLIPTokenizer,
+        RobertaTokenizer,
+        SpeechT5HifiGan,
+        SpeechT5HifiGanConfig,
+    )
+
+    from foleykit.encoders.loading import quiet_loading
+    from foleykit.model_sets import _audioldm_scheduler, byte_level_vocab, clip_vocab, real_size_configs
+    from foleykit.modules.mapper import MapperConfig, V2AMapper
+
+    quiet_loading()
+    t0 = time.perf_counter()
+    root.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
+    cfg = real_size_configs()
+    a = tmp / "audioldm"
+    torch.manual_seed(0)
+    UNet2DConditionModel(**cfg["unet"]).save_pretrained(a / "unet")
+    torch.manual_seed(1)
+    AutoencoderKL(**cfg["vae"]).save_pretrained(a / "vae")
+    torch.manual_seed(2)
+    vocoder = SpeechT5HifiGan(SpeechT5HifiGanConfig(**cfg["vocoder"])).eval()
+    with torch.no_grad():  # as the tiny stand-in: He init keeps activations at trained-model scale
+        for mod in vocoder.modules():
+            if isinstance(mod, (torch.nn.Conv1d, torch.nn.ConvTranspose1d)):
+                torch.nn.init.kaiming_normal_(mod.weight, a=0.1, nonlinearity="leaky_relu")
+    vocoder.save_pretrained(a / "vocoder")
+    _audioldm_scheduler().save_pretrained(a / "scheduler")
+    vocab, merges = byte_level_vocab()
+    torch.manual_seed(3)
+    ClapTextModelWithProjection(ClapTextConfig()).eval().save_pretrained(a / "text_encoder")
+    RobertaTokenizer(vocab=vocab, merges=merges, model_max_length=77).save_pretrained(a / "tokenizer")
+    cvocab, cmerges = clip_vocab()
+    torch.manual_seed(4)
+    CLIPModel(CLIPConfig()).eval().save_pretrained(tmp / "clip")
+    CLIPTokenizer(vocab=cvocab, merges=cmerges, model_max_length=77).save_pretrained(tmp / "clip")
+    CLIPImageProcessorPil(size={"shortest_edge": 224}, crop_size={"height": 224, "width": 224}).save_pretrained(tmp / "clip")
+    torch.manual_seed(5)
+    V2AMapper(MapperConfig()).save_pretrained(tmp / "mapper")
+    info = {"built_s": round(time.perf_counter() - t0, 1), "version": BUILD_VERSION}
+    (tmp / "DONE").write_text(json.dumps(info))
+    try:
+        os.replace(tmp, root)
+    except OSError:
+        import shutil
+
+        shutil.rmtree(tmp, ignore_errors=True)
+        if not (root / "DONE").is_file():
+            raise
+    return info
+
+
+def load_parts(root: Path, *, fast_path: bool):
+    """CLIP encoder, mapper and AudioLDM generator from the cache (the user-facing loaders)."""
+    from foleykit.encoders.clip import ClipEncoder
+    from foleykit.encoders.loading import quiet_loading
+    from foleykit.generator.pipeline import AudioLDMGenerator
+    from foleykit.modules.mapper import V2AMapper
+
+    quiet_loading()
+    clip = ClipEncoder.from_pretrained(str(root / "clip"))
+    mapper = V2AMapper.from_pretrained(str(root / "mapper")).eval()
+    gen = AudioLDMGenerator.from_pretrained(str(root / "audioldm"), cpu_fast_path=fast_path)
+    return clip, mapper, gen
+
+
+def diffusers_pipeline(gen, scheduler_name: str):
+    """diffusers' own (deprecated) AudioLDMPipeline over the generator's (stock) modules."""
+    import warnings
+
+    from diffusers import AudioLDMPipeline
+
+    from foleykit.generator.presets import make_scheduler
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pipe = AudioLDMPipeline(vae=gen.vae, text_encoder=gen.text_encoder, tokenizer=gen.tokenizer, unet=gen.unet,
+                                scheduler=make_scheduler(scheduler_name, gen.scheduler.config), vocoder=gen.vocoder)
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# ----------------------------------------------------------------------------------------------
+# worker: per-stage figures
+# ----------------------------------------------------------------------------------------------
+
+
+def matmul_peak(repeats: int) -> dict:
+    import torch
+
+    best: dict[str, float] = {}
+    for n in (2048, 4096):
+        a, b = torch.randn(n, n), torch.randn(n, n)
+        c = torch.empty(n, n)
+        torch.matmul(a, b, out=c)
+        xs = []
+        for _ in range(repeats if n == 4096 else 2 * repeats):
+            t0 = time.perf_counter()
+            torch.matmul(a, b, out=c)
+            xs.append(time.perf_counter() - t0)
+        best[str(n)] = round(2 * n**3 / min(xs) / 1e9, 1)
+    return {"gflops_by_size": best, "gflops": max(best.values())}
+
+
+def unet_flops(unet, model_in, t, labels) -> dict:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    aten = torch.ops.aten
+
+    def cpu_sdpa(query_shape, key_shape, value_shape, *_, out_shape=None, **__):
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    with torch.inference_mode():
+        with FlopCounterMode(display=False) as fc:
+            unet(model_in, t, encoder_hidden_states=None, class_labels=labels)
+        default = fc.get_total_flops()
+        by_op = {str(k): v for k, v in fc.get_flop_counts()["Global"].items()}
+        # FlopCounterMode has no formula for the CPU SDPA kernel: count the attention matmuls too.
+        with FlopCounterMode(display=False, custom_mapping={aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa}) as fc2:
+            unet(model_in, t, encoder_hidden_states=None, class_labels=labels)
+    return {"gflop": round(default / 1e9, 2), "gflop_with_attention": round(fc2.get_total_flops() / 1e9, 2),
+            "by_op_gflop": {k: round(v / 1e9, 2) for k, v in by_op.items()}}
+
+
+def module_flops(fn) -> float:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with torch.inference_mode(), FlopCounterMode(display=False) as fc:
+        fn()
+    return round(fc.get_total_flops() / 1e9, 1)
+
+
+def worker_stages(args) -> dict:
+    import torch
+
+    from foleykit.io.image import load_image
+
+    root = Path(args.models_dir)
+    res: dict = {"load_start": load()}
+    clip, mapper, stock = load_parts(root, fast_path=False)
+    ours = copy.copy(stock)
+    # Ours runs on deep copies so the stock modules stay exactly as diffusers builds them.
+    ours.unet, ours.vae, ours.vocoder = (copy.deepcopy(m) for m in (stock.unet, stock.vae, stock.vocoder))
+    ours.cpu_fast_path, ours._prepared_for, ours._uncond = True, None, None
+    with torch.no_grad():
+        ours._prepare()
+    assert ours._channels_last
+
+    # image encode (incl. decode + preprocessing of the JPEG)
+    res["image_encode"] = interleaved({"clip": lambda: clip.embed_images([load_image(IMAGE)])}, args.repeats)["clip"]
+    clip_emb = clip.embed_images([load_image(IMAGE)])
+
+    # mapper at its default steps and fewer
+    res["mapper"] = {}
+    for steps in args.mapper_steps:
+        gen = torch.Generator().manual_seed(SEED)
+        r = interleaved({"m": lambda steps=steps, gen=gen: mapper.map(clip_emb, steps=steps, generator=gen)},
+                        max(2, args.repeats // 2))
+        res["mapper"][str(steps)] = r["m"]
+    cond = mapper.map(clip_emb, generator=torch.Generator().manual_seed(SEED))
+
+    # unconditional embedding (CLAP text encoder on "")
+    def uncond():
+        stock._uncond = None
+        return stock.unconditional_embedding()
+    res["uncond_embedding"] = interleaved({"u": uncond}, args.repeats)["u"]
+
+    # one guided UNet step on the 10 s latent, ours vs stock (= diffusers' loop body), interleaved
+    shape = stock.latent_shape(1, DURATION_S)
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(SEED))
+    labels = torch.cat([stock.unconditional_embedding()[None], torch.nn.functional.normalize(cond, dim=-1)])
+    t = torch.tensor(500)
+    guidance = 2.5
+
+    def step(unet, lat):
+        with torch.inference_mode():
+            noise = unet(torch.cat([lat] * 2), t, encoder_hidden_states=None, class_labels=labels).sample
+            u, c = noise.chunk(2)
+            return u + guidance * (c - u)
+
+    lat_cl = latents.contiguous(memory_format=torch.channels_last)
+    diff = (step(ours.unet, lat_cl) - step(stock.unet, latents)).abs().max().item()
+    res["unet_flops"] = unet_flops(stock.unet, torch.cat([latents] * 2), t, labels)
+    res["matmul_peak_before"] = matmul_peak(args.peak_repeats)
+    res["unet_step"] = interleaved({"ours": lambda: step(ours.unet, lat_cl), "diffusers": lambda: step(stock.unet, latents)},
+                                   args.step_repeats)
+    res["unet_step"]["max_abs_diff"] = diff
+    res["unet_step"]["latent_shape"] = [2, *shape[1:]]
+    res["matmul_peak_after"] = matmul_peak(args.peak_repeats)
+    res["matmul_peak"] = {"gflops": max(res["matmul_peak_before"]["gflops"], res["matmul_peak_after"]["gflops"])}
+
+    # VAE decode and vocoder, ours vs stock, interleaved
+    z = latents / stock.vae.config.scaling_factor
+    z_cl = z.contiguous(memory_format=torch.channels_last)
+
+    def vae(m, x):
+        with torch.inference_mode():
+            return m.decode(x).sample
+
+    mel = vae(stock.vae, z).squeeze(1)
+    res["vae_decode"] = interleaved({"ours": lambda: vae(ours.vae, z_cl), "diffusers": lambda: vae(stock.vae, z)}, args.decode_repeats)
+    res["vae_decode"]["max_abs_diff"] = (vae(ours.vae, z_cl) - vae(stock.vae, z)).abs().max().item()
+    res["vae_decode"]["gflop"] = module_flops(lambda: vae(stock.vae, z))
+
+    def voc(m):
+        with torch.inference_mode():
+            return m(mel)
+
+    res["vocoder"] = interleaved({"ours": lambda: voc(ours.vocoder), "diffusers": lambda: voc(stock.vocoder)}, args.decode_repeats)
+    w_ours, w_stock = voc(ours.vocoder), voc(stock.vocoder)
+    res["vocoder"]["max_abs_diff"] = (w_ours - w_stock).abs().max().item()
+    res["vocoder"]["max_abs"] = w_stock.abs().max().item()
+    res["vocoder"]["gflop"] = module_flops(lambda: voc(stock.vocoder))
+    res["vm_hwm_mib"] = vm_hwm_mib()
+    res["load_end"] = load()
+    return res
+
+
+def worker_compile(args) -> dict:
+    """``compile=True``: compile time and guided step, vs the eager fast path, interleaved."""
+    import torch
+
+    root = Path(args.models_dir)
+    _, _, gen = load_parts(root, fast_path=True)
+    eager = copy.copy(gen)
+    gen.compile = True
+    with torch.no_grad():
+        gen._prepare()
+    shape = gen.latent_shape(2, DURATION_S)
+    lat = torch.randn(shape, generator=torch.Generator().manual_seed(SEED)).contiguous(memory_format=torch.channels_last)
+    labels = torch.nn.functional.normalize(torch.randn(2, 512, generator=torch.Generator().manual_seed(1)), dim=-1)
+    t = torch.tensor(500)
+    compiled = gen._unet_callable()
+
+    def step(unet):
+        with torch.inference_mode():
+            return unet(lat, t, encoder_hidden_states=None, class_labels=labels).sample
+
+    t0 = time.perf_counter()
+    out_c = step(compiled)
+    compile_s = time.perf_counter() - t0
+    res = interleaved({"compiled": lambda: step(compiled), "eager": lambda: step(eager.unet)}, args.step_repeats, warmup=0)
+    res["compile_s"] = round(compile_s, 1)
+    res["max_abs_diff"] = (out_c - step(eager.unet)).abs().max().item()
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# worker: end to end, one preset × implementation per process
+# ----------------------------------------------------------------------------------------------
+
+
+def worker_e2e(args) -> dict:
+    import numpy as np
+    import torch
+
+    from foleykit.generator.presets import get_preset
+    from foleykit.io.image import load_image
+    from foleykit.pipelines.mapper import MapperPipeline
+    from foleykit.seeding import make_generator
+
+    root = Path(args.models_dir)
+    impl, preset = args.impl, get_preset(args.preset)
+    steps = args.steps or preset.num_inference_steps
+    # The preset's mapper steps are passed explicitly (MapperPipeline's public ``mapper_steps``),
+    # identically for both implementations; None = the mapper's default (200).
+    mapper_steps = preset.mapper_steps
+    res: dict = {"impl": impl, "preset": preset.name, "steps_run": steps, "mapper_steps": mapper_steps or 200,
+                 "load_start": load()}
+    t0 = time.perf_counter()
+    clip, mapper, gen = load_parts(root, fast_path=(impl == "ours"))
+    res["model_load_s"] = round(time.perf_counter() - t0, 2)
+    res["rss_after_load_mib"] = vm_rss_mib()
+    stamps: list[float] = []
+    gen.unet.register_forward_pre_hook(lambda *_: stamps.append(time.perf_counter()))
+    dec: dict = {}
+    orig_decode = gen.vae.decode
+
+    def timed_decode(*a, **k):
+        dec["vae_start"] = time.perf_counter()
+        return orig_decode(*a, **k)
+
+    gen.vae.decode = timed_decode
+    gen.vocoder.register_forward_pre_hook(lambda *_: dec.__setitem__("voc_start", time.perf_counter()))
+
+    t0 = time.perf_counter()
+    if impl == "ours":
+        out = MapperPipeline(clip, mapper, gen)(IMAGE, duration_s=DURATION_S, preset=preset.name,
+                                                num_inference_steps=steps, seed=SEED, progress=False,
+                                                mapper_steps=mapper_steps)
+        wave = out.waveform
+    else:
+        emb = clip.embed_images([load_image(IMAGE)])
+        cond = mapper.map(emb, steps=mapper_steps, generator=make_generator(SEED))  # as MapperPipeline._map
+        with torch.no_grad():
+            cond = torch.nn.functional.normalize(cond.float(), dim=-1)
+            uncond = gen.unconditional_embedding()[None]
+        pipe = diffusers_pipeline(gen, preset.scheduler)
+        gens = [make_generator(SEED)]
+        from diffusers.utils.torch_utils import randn_tensor
+
+        latents = randn_tensor(gen.latent_shape(1, DURATION_S), generator=gens, dtype=torch.float32)
+        audio = pipe(prompt_embeds=cond, negative_prompt_embeds=uncond, audio_length_in_s=DURATION_S,
+                     num_inference_steps=steps, guidance_scale=preset.guidance_scale, eta=preset.eta,
+                     generator=gens, latents=latents, output_type="np").audios
+        wave = np.asarray(audio[0], dtype=np.float32)
+    t_end = time.perf_counter()
+    res["e2e_s"] = round(t_end - t0, 3)
+    res["vm_hwm_mib"] = vm_hwm_mib()
+    res["rss_end_mib"] = rss_split_mib()
+    steps_t = [b - a for a, b in zip(stamps, stamps[1:] + [dec["vae_start"]])]
+    res["step"] = summary(steps_t)
+    res["before_diffusion_s"] = round(stamps[0] - t0, 3)  # image + CLIP + mapper + uncond + setup
+    res["vae_decode_s"] = round(dec["voc_start"] - dec["vae_start"], 3)
+    res["vocoder_and_rest_s"] = round(t_end - dec["voc_start"], 3)
+    res["samples"] = int(wave.shape[-1])
+    res["finite"] = bool(np.isfinite(wave).all())
+    res["load_end"] = load()
+    if args.save_wave:
+        np.save(args.save_wave, wave)
+    return res
+
+
+# ----------------------------------------------------------------------------------------------
+# orchestration
+# ----------------------------------------------------------------------------------------------
+
+
+def run_worker(job: str, args, extra: list[str] | None = None, timeout: float = 3600) -> dict:
+    cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", job, "--models-dir", str(args.models_dir),
+           "--repeats", str(args.repeats), "--step-repeats", str(args.step_repeats),
+           "--decode-repeats", str(args.decode_repeats), "--peak-repeats", str(args.peak_repeats),
+           "--mapper-steps", *map(str, args.mapper_steps)] + (extra or [])
+    t0 = time.perf_counter()
+    print(f"[bench] {job} {' '.join(extra or [])} (load {load()}) ...", file=sys.stderr, flush=True)
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, check=False)
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith(MARK)]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"worker {job} failed (exit {proc.returncode})")
+    out = json.loads(lines[-1][len(MARK):])
+    print(f"[bench]   done in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+    return out
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 3) if b else float("nan")
+
+
+def analyse(r: dict, paper_total: int) -> dict:
+    st = r["stages"]
+    flops = st["unet_flops"]["gflop"]
+    peak = st["matmul_peak"]["gflops"]
+    a: dict = {"unet_step": {}}
+    for impl in ("ours", "diffusers"):
+        s = st["unet_step"][impl]
+        a["unet_step"][impl] = {
+            "min_s": s["min_s"], "median_s": s["median_s"],
+            "gflops_at_min": round(flops / s["min_s"], 1),
+            "efficiency_at_min": round(flops / s["min_s"] / peak, 3),
+            "efficiency_at_median": round(flops / s["median_s"] / peak, 3),
+        }
+    a["unet_step"]["ratio_ours_over_diffusers_min"] = ratio(st["unet_step"]["ours"]["min_s"], st["unet_step"]["diffusers"]["min_s"])
+    a["unet_step"]["ratio_ours_over_diffusers_median"] = ratio(st["unet_step"]["ours"]["median_s"], st["unet_step"]["diffusers"]["median_s"])
+    e2e: dict = {}
+    for key, runs in r["e2e"].items():
+        preset, impl = key.split("/")
+        best = min(runs, key=lambda x: x["e2e_s"])
+        item = {"e2e_min_s": best["e2e_s"], "e2e_all_s": [x["e2e_s"] for x in runs], "mapper_steps": best["mapper_steps"],
+                "steps_run": best["steps_run"], "step_median_s": best["step"]["median_s"],
+                "vm_hwm_mib": max(x["vm_hwm_mib"] for x in runs), "model_load_s": best["model_load_s"],
+                "before_diffusion_s": best["before_diffusion_s"], "vae_decode_s": best["vae_decode_s"],
+                "vocoder_and_rest_s": best["vocoder_and_rest_s"]}
+        if preset == "paper" and best["steps_run"] < paper_total:
+            est = [x["e2e_s"] + (paper_total - x["steps_run"]) * x["step"]["median_s"] for x in runs]
+            item["e2e_estimated_200_steps_s"] = round(min(est), 1)
+            # Same, with the per-step cost from the interleaved stage measurement (robust to a noisy
+            # few-step e2e run): e2e(K) - K x its own step median + 200 x interleaved step median.
+            stage_step = st["unet_step"][impl]["median_s"]
+            est2 = [x["e2e_s"] - x["steps_run"] * x["step"]["median_s"] + paper_total * stage_step for x in runs]
+            item["e2e_estimated_200_steps_interleaved_s"] = round(min(est2), 1)
+            item["estimated"] = True
+        e2e.setdefault(preset, {})[impl] = item
+    for preset, d in e2e.items():
+        if "ours" in d and "diffusers" in d:
+            key = "e2e_estimated_200_steps_s" if "e2e_estimated_200_steps_s" in d["ours"] else "e2e_min_s"
+            d["ratio_ours_over_diffusers_e2e"] = ratio(d["ours"][key], d["diffusers"][key])
+            d["ratio_ours_over_diffusers_step"] = ratio(d["ours"]["step_median_s"], d["diffusers"]["step_median_s"])
+            if "e2e_estimated_200_steps_interleaved_s" in d["ours"]:
+                d["ratio_ours_over_diffusers_e2e_interleaved"] = ratio(d["ours"]["e2e_estimated_200_steps_interleaved_s"],
+                                                                        d["diffusers"]["e2e_estimated_200_steps_interleaved_s"])
+    a["e2e"] = e2e
+    return a
+
+
+def markdown(r: dict) -> str:
+    st, a, m = r["stages"], r["analysis"], r["machine"]
+    L = [(f"Machine: {m['cpu']}, {m['logical_cpus']} logical CPUs, torch {m['torch']} ({m['torch_threads']} threads), "
+          f"diffusers {m['diffusers']}, {m['date_utc']} UTC, commit {m['git_commit']}"), "",
+         f"Command: `{r['command']}`", "",
+         "| stage (10 s of audio, CPU fp32, real sizes) | ours min / median | diffusers min / median | ours/diffusers (min) |",
+         "|---|---|---|---|"]
+    L.append(f"| image encode (CLIP ViT-B/32, incl. JPEG decode) | {st['image_encode']['min_s']:.3f} / {st['image_encode']['median_s']:.3f} s | same code | – |")
+    for k, v in st["mapper"].items():
+        L.append(f"| mapper, {k} DDIM steps (guided) | {v['min_s']:.3f} / {v['median_s']:.3f} s | same code | – |")
+    L.append(f"| unconditional CLAP text embedding | {st['uncond_embedding']['min_s']:.3f} / {st['uncond_embedding']['median_s']:.3f} s | same code | – |")
+    for name, key in (("guided UNet step (batch 2)", "unet_step"), ("VAE decode", "vae_decode"), ("vocoder (HiFi-GAN)", "vocoder")):
+        o, d = st[key]["ours"], st[key]["diffusers"]
+        L.append(f"| {name} | {o['min_s']:.3f} / {o['median_s']:.3f} s | {d['min_s']:.3f} / {d['median_s']:.3f} s | "
+                 f"{ratio(o['min_s'], d['min_s']):.3f} |")
+    u = a["unet_step"]
+    L += ["", (f"UNet: {st['unet_flops']['gflop']} GFLOP per guided step (FlopCounterMode; "
+          f"{st['unet_flops']['gflop_with_attention']} with the attention matmuls it does not count on CPU); "
+          f"fp32 matmul peak {st['matmul_peak']['gflops']} GFLOP/s (best of 2048² and 4096² matmuls). "
+          f"Efficiency at min step: ours {100 * u['ours']['efficiency_at_min']:.0f} %, diffusers "
+          f"{100 * u['diffusers']['efficiency_at_min']:.0f} % (at median: {100 * u['ours']['efficiency_at_median']:.0f} % / "
+          f"{100 * u['diffusers']['efficiency_at_median']:.0f} %). VAE decode {st['vae_decode']['gflop']} GFLOP, vocoder "
+          f"{st['vocoder']['gflop']} GFLOP. Load average during stages: {st['load_start']} → {st['load_end']}."), ""]
+    L += ["| end to end, image → 10 s | ours | diffusers | ours/diffusers | peak RSS ours / diffusers |", "|---|---|---|---|---|"]
+    for preset, d in a["e2e"].items():
+        o, df = d.get("ours"), d.get("diffusers")
+        if o is None:
+            continue
+        key = "e2e_estimated_200_steps_s" if "e2e_estimated_200_steps_s" in o else "e2e_min_s"
+        what = (f"estimated: {o['steps_run']} steps run + {200 - o['steps_run']} × median step" if key != "e2e_min_s"
+                else f"{o['steps_run']} steps")
+        label = f"{preset} ({what}; mapper {o['mapper_steps']} steps)"
+        dv = f"{df[key]:.1f} s" if df else "–"
+        L.append(f"| {label} | {o[key]:.1f} s | {dv} | {d.get('ratio_ours_over_diffusers_e2e', float('nan')):.3f} | "
+                 f"{o['vm_hwm_mib']:.0f} / {df['vm_hwm_mib'] if df else float('nan'):.0f} MiB |")
+    pp = a["e2e"].get("paper", {})
+    if "ratio_ours_over_diffusers_e2e_interleaved" in pp:
+        L += ["", (f"paper estimated with the interleaved stage step median instead of the e2e run's own: ours "
+                   f"{pp['ours']['e2e_estimated_200_steps_interleaved_s']:.1f} s, diffusers "
+                   f"{pp['diffusers']['e2e_estimated_200_steps_interleaved_s']:.1f} s, "
+                   f"ratio {pp['ratio_ours_over_diffusers_e2e_interleaved']:.3f}.")]
+    L += ["", "| end-to-end breakdown (best run) | model load | before diffusion | step median | VAE | vocoder + rest |",
+          "|---|---|---|---|---|---|"]
+    for preset, d in a["e2e"].items():
+        for impl in ("ours", "diffusers"):
+            if impl in d:
+                x = d[impl]
+                L.append(f"| {preset} / {impl} | {x['model_load_s']:.1f} s | {x['before_diffusion_s']:.2f} s | "
+                         f"{x['step_median_s']:.3f} s | {x['vae_decode_s']:.2f} s | {x['vocoder_and_rest_s']:.2f} s |")
+    if r.get("equivalence"):
+        L += ["", "Same settings check (max |ours − diffusers| over the waveform): " + ", ".join(
+            f"{k}: {v:.2e}" for k, v in r["equivalence"].items()) + f"; UNet step {st['unet_step']['max_abs_diff']:.1e}, "
+            f"VAE {st['vae_decode']['max_abs_diff']:.1e}, vocoder {st['vocoder']['max_abs_diff']:.1e} (|wave| ≤ {st['vocoder']['max_abs']:.2f})."]
+    if r.get("compile"):
+        c = r["compile"]
+        L += ["", (f"compile=True: first call (compilation) {c['compile_s']} s; guided step compiled "
+                   f"{c['compiled']['min_s']:.3f} / {c['compiled']['median_s']:.3f} s vs eager fast path "
+                   f"{c['eager']['min_s']:.3f} / {c['eager']['median_s']:.3f} s (min / median).")]
+    return "\n".join(L)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--quick", action="store_true", help="fewer repeats; paper estimated from 3 steps; mapper at 200/25 steps")
+    p.add_argument("--models-dir", type=Path, default=None, help="cache of the real-size random models (built once)")
+    p.add_argument("--out", type=Path, default=None, help="JSON result path (default benchmarks/results/generate-<host>-<date>.json)")
+    p.add_argument("--repeats", type=int, default=None, help="repeats of the small stages (image encode, uncond)")
+    p.add_argument("--step-repeats", type=int, default=None, help="guided UNet steps timed per implementation")
+    p.add_argument("--decode-repeats", type=int, default=None, help="VAE decode / vocoder repeats per implementation")
+    p.add_argument("--peak-repeats", type=int, default=None, help="4096² matmuls per peak measurement")
+    p.add_argument("--e2e-repeats", type=int, default=None, help="end-to-end runs per preset × implementation (fast)")
+    p.add_argument("--mapper-steps", type=int, nargs="+", default=None)
+    p.add_argument("--paper-steps", type=int, default=None, help="DDIM steps actually run for the paper estimate")
+    p.add_argument("--fast-steps", type=int, default=None, help="override the fast preset's UNet steps (trade-off runs)")
+    p.add_argument("--paper-full", action="store_true", help="run all 200 paper steps (about 2 × 5 min on 2 cores)")
+    p.add_argument("--compile", action="store_true", help="also time AudioLDMGenerator(compile=True) (minutes of compilation)")
+    p.add_argument("--skip-diffusers-e2e", action="store_true")
+    p.add_argument("--report", type=Path, default=None, help="re-print the Markdown tables of a saved result JSON")
+    # worker-only
+    p.add_argument("--worker", choices=["build", "stages", "e2e", "compile"], help=argparse.SUPPRESS)
+    p.add_argument("--impl", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
+    p.add_argument("--preset", help=argparse.SUPPRESS)
+    p.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--save-wave", default=None, help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    q = args.quick
+    defaults = {"repeats": 3 if q else 5, "step_repeats": 3 if q else 8, "decode_repeats": 1 if q else 3,
+                "peak_repeats": 4 if q else 8, "e2e_repeats": 1 if q else 2,
+                "mapper_steps": [200, 25] if q else [200, 50, 25, 10], "paper_steps": 3 if q else 10}
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    args.models_dir = Path(args.models_dir) if args.models_dir else default_models_dir()
+
+    if args.report:
+        saved = json.loads(args.report.read_text())
+        saved["analysis"] = analyse(saved, 200)
+        print(markdown(saved))
+        return
+
+    if args.worker:
+        os.environ.setdefault("HF_HUB_OFFLINE", "1")
+        job = {"build": lambda a: build_models(a.models_dir), "stages": worker_stages, "e2e": worker_e2e,
+               "compile": worker_compile}[args.worker]
+        print(MARK + json.dumps(job(args)), flush=True)
+        return
+
+    t_start = time.perf_counter()
+    result: dict = {"command": "python benchmarks/bench_generate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                    "machine": machine(), "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+    result["build"] = run_worker("build", args)
+    result["stages"] = run_worker("stages", args)
+    if args.compile:
+        result["compile"] = run_worker("compile", args)
+    e2e: dict[str, list] = {}
+    impls = ["ours"] + ([] if args.skip_diffusers_e2e else ["diffusers"])
+    waves: dict[str, str] = {}
+    tmpdir = Path(tempfile.mkdtemp(prefix="bench-gen-"))
+    plan = [("fast", args.fast_steps)] * args.e2e_repeats + [("paper", None if args.paper_full else args.paper_steps)]
+    for preset, steps in plan:
+        for impl in impls:
+            wave = tmpdir / f"{preset}-{impl}.npy"
+            extra = ["--impl", impl, "--preset", preset, "--save-wave", str(wave)] + (["--steps", str(steps)] if steps else [])
+            e2e.setdefault(f"{preset}/{impl}", []).append(run_worker("e2e", args, extra))
+            waves[f"{preset}/{impl}"] = str(wave)
+    result["e2e"] = e2e
+    if len(impls) == 2:
+        import numpy as np
+
+        result["equivalence"] = {}
+        for preset in ("fast", "paper"):
+            a, b = np.load(waves[f"{preset}/ours"]), np.load(waves[f"{preset}/diffusers"])
+            result["equivalence"][preset] = float(np.abs(a - b).max()) if a.shape == b.shape else float("inf")
+    import shutil
+
+    shutil.rmtree(tmpdir, ignore_errors=True)
+    result["analysis"] = analyse(result, 200)
+    result["total_runtime_s"] = round(time.perf_counter() - t_start, 1)
+    out = args.out or HERE / "results" / f"generate-{platform.node() or 'host'}-{_dt.datetime.now().strftime('%Y%m%d-%H%M')}{'-quick' if q else ''}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(result, indent=2))
+    os.replace(tmp, out)
+    print(markdown(result))
+    print(f"\nJSON: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}; total {result['total_runtime_s']:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
