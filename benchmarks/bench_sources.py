@@ -12,7 +12,7 @@ architecture, not the weights) and measured in one run, on one device:
 * perception: OWLv2 base/16 at 960 px (``Owlv2Config`` with the base sizes) and CLIP ViT-L/14 on the
   global image plus the default number of detected crops (8), in one batch; the vocabulary's text
   queries are embedded once per process (reported apart, not per image).
-* ``fast`` generation of 10 s: the AudioLDM-S UNet (``real_size_configs()``) × 12 DPM-Solver steps
+* ``fast`` generation of 10 s: the AudioLDM-S UNet (``real_size_configs()``) × the ``fast`` preset's DPM-Solver steps
   at batch 2 (classifier-free guidance), VAE decode and HiFi-GAN, on a 10.24 s latent.
 
     python benchmarks/bench_sources.py [--detections 8] [--threads N] [--repeats 3] [--quick]
@@ -210,7 +210,9 @@ def main() -> None:
     vae_t = timed(lambda: vae.decode(latent[:1] / vae.config.scaling_factor).sample, max(1, args.repeats - 1))
     mel = torch.randn(1, 1024, 64, generator=g).to(dev)
     voc_t = timed(lambda: vocoder(mel), max(1, args.repeats - 1))
-    steps = 12
+    from foleykit.generator.presets import get_preset
+
+    steps = get_preset("fast").num_inference_steps
     gen_total = steps * step["median_s"] + vae_t["median_s"] + voc_t["median_s"]
     out["fast_generation_10s"] = {"unet_step_batch2": step, "steps": steps, "vae_decode": vae_t, "vocoder": voc_t,
                                   "total_s": round(gen_total, 3)}

@@ -72,3 +72,32 @@ def test_package_level_api_names():
 
     assert callable(foleykit.generate) and callable(foleykit.train_mapper)
     assert foleykit.resolve_model_set("default").clap == "laion/clap-htsat-unfused"
+
+
+def test_presets_set_the_diffusion_mapper_steps(pairs, tmp_path, tiny_models_dir, monkeypatch):
+    """`fast` samples a diffusion mapper with the preset's 25 steps, `paper` with the mapper's 200."""
+    monkeypatch.setenv("FOLEYKIT_MODELS", str(tiny_models_dir))
+    out = tmp_path / "dmapper"
+    assert run_cli("train", "mapper", str(pairs), "-o", str(out), "--kind", "diffusion_mlp", "--width", "64",
+                   "--epochs", "1", "--batch-size", "64", "--seed", "1", "--quiet") == 0
+    from PIL import Image
+
+    from foleykit.modules.mapper import V2AMapper
+
+    seen = []
+    real_map = V2AMapper.map
+
+    def spy(self, *a, steps=None, **kw):
+        seen.append(steps)
+        return real_map(self, *a, steps=steps, **kw)
+
+    monkeypatch.setattr(V2AMapper, "map", spy)
+    img = tmp_path / "img.png"
+    Image.fromarray(np.full((64, 64, 3), 90, np.uint8)).save(img)
+    for preset, want in (("fast", 25), ("paper", 200)):
+        wav = tmp_path / f"{preset}.wav"
+        assert run_cli("generate", str(img), "-o", str(wav), "--mapper", str(out), "--preset", preset,
+                       "--duration", "1", "--steps", "1", "--seed", "0", "--quiet") == 0
+        side = json.loads((tmp_path / f"{preset}.wav.json").read_text())
+        assert side["mapper"]["steps"] == want
+    assert seen == [25, None]  # None: the mapper's own default (200 DDIM steps)

@@ -37,7 +37,7 @@ def generate(
     seed: Annotated[Optional[int], typer.Option(help="Random seed; omitted or -1 = random (the seed used is printed).")] = None,
     duration: Annotated[Optional[float], typer.Option(help="Seconds of audio (default: 10 for images, the video's length).")] = None,
     steps: Annotated[Optional[int], typer.Option(help="Diffusion steps (default: from the preset).")] = None,
-    preset: Annotated[str, typer.Option(help="paper (DDIM 200, eta 1, guidance 2.5) | fast (DPM-Solver++ 12).")] = "fast",
+    preset: Annotated[str, typer.Option(help="paper (DDIM 200, eta 1, guidance 2.5) | fast (DPM-Solver++ 10, diffusion mapper 25).")] = "fast",
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (default: preset).")] = None,
     candidates: Annotated[int, typer.Option(help="Clips drawn; the one closest in CLAP to the condition is kept.")] = 1,
     frames: Annotated[Optional[int], typer.Option(help="Video frames per 10 s window: mapper averages them (default 16), sources aggregates them (default 64).")] = None,

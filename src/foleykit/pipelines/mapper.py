@@ -20,6 +20,7 @@ from ..encoders.clip import ClipEncoder
 from ..errors import InputError
 from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
 from ..generator.pipeline import AudioLDMGenerator
+from ..generator.presets import get_preset
 from ..io.image import load_image
 from ..model_sets import ModelSet, resolve_model_set
 from ..seeding import make_generator, resolve_seed
@@ -160,6 +161,10 @@ class MapperPipeline:
         if frames_per_window < 1 or frames_per_window > 256:
             raise InputError(f"frames per window must be between 1 and 256, got {frames_per_window}")
         windows = plan_windows(duration_s)
+        if mapper_steps is None:
+            mapper_steps = get_preset(preset).mapper_steps  # None: the mapper's own default
+        elif not (isinstance(mapper_steps, int) and 1 <= mapper_steps <= 1000):
+            raise InputError(f"mapper steps must be an integer between 1 and 1000, got {mapper_steps}")
         if video:
             cond = self.video_conditions(source, windows, frames_per_window=frames_per_window, seed=seed,
                                          mapper_steps=mapper_steps, mapper_guidance=mapper_guidance)
@@ -172,7 +177,7 @@ class MapperPipeline:
         )
         record = {
             "method": "mapper",
-            "mapper": self._mapper_record(cond),
+            "mapper": self._mapper_record(cond, mapper_steps),
             "generator": out.settings,
             "models": self.models_record(),
             "input_kind": "video" if video else "image",
@@ -181,11 +186,14 @@ class MapperPipeline:
             record["frames_per_window"] = frames_per_window
         return SoundResult(waveform=out.waveforms[0], sample_rate=out.sample_rate, seed=seed, record=record)
 
-    def _mapper_record(self, cond: torch.Tensor) -> dict:
+    def _mapper_record(self, cond: torch.Tensor, mapper_steps: int | None) -> dict:
         if isinstance(self.mapper, ZeroShotBridge):
             return {"kind": "zero_shot_bridge", "note": "no trained mapper given; see foleykit train mapper"}
         c = self.mapper.config
-        return {"kind": c.kind, "depth": c.depth, "width": c.width, "ref": self.mapper_ref}
+        rec = {"kind": c.kind, "depth": c.depth, "width": c.width, "ref": self.mapper_ref}
+        if c.is_diffusion:
+            rec["steps"] = mapper_steps if mapper_steps is not None else c.default_inference_steps
+        return rec
 
     def models_record(self) -> dict:
         rec = {}
