@@ -70,3 +70,18 @@ def tiny_cache_env(tiny_models_dir, tmp_path_factory, monkeypatch):
     (cache / f"tiny-v{TINY_VERSION}").symlink_to(tiny_models_dir, target_is_directory=True)
     monkeypatch.setenv("FOLEYKIT_CACHE", str(cache))
     return cache
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """One intra-op thread for a module of tiny models (``pytestmark = pytest.mark.usefixtures(...)``).
+
+    On a loaded 2-core machine OpenMP threads contending with other processes make small ops 10-40x
+    slower than one thread (measured); one thread also keeps results comparable across runs.
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -28,12 +28,7 @@ from foleykit.training.extraction import (
 ALL = ("clip", "clip_frames", "clip_mean", "clip_patches", "clap")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

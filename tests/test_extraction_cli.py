@@ -50,12 +50,7 @@ def invoke(app, args):
     return result
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_extract_and_resume(app, data, tmp_path, tiny_models_dir):

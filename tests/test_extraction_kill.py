@@ -19,7 +19,9 @@ from foleykit.data import read_manifest
 from foleykit.data.synthetic import make_synthetic_dataset
 from foleykit.training.extraction import EmbeddingStore, ExtractionConfig, extract_embeddings
 
-CONFIG = dict(features=("clip", "clip_frames", "clap"), num_frames=4, shard_size=2, batch_size=3, audio_batch_size=2)
+# clip_crops: the synthetic items have no boxes, so the OWLv2 detector finds the crops.
+CONFIG = dict(features=("clip", "clip_frames", "clap", "clip_crops"), num_frames=4, shard_size=2, batch_size=3,
+              audio_batch_size=2, max_crops=4)
 
 SCRIPT = f"""
 import sys

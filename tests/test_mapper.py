@@ -18,13 +18,7 @@ from foleykit.training.mapper import EpochStats, evaluate_mapper, load_embedding
 DV, DA = 32, 24  # small, and different, so a swapped dimension cannot pass unnoticed
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One thread: small matmuls gain nothing from more, and a shared CI box stays predictable."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _pairs(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -12,14 +12,7 @@ from foleykit.encoders.prior import TextToImagePrior
 from foleykit.errors import InputError
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread():
-    """Tiny models on a loaded 2-core machine: OpenMP threads contending with other processes make
-    small ops 10-40x slower than one thread (measured), so this module runs single-threaded."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

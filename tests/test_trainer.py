@@ -26,12 +26,7 @@ SMALL_MAPPER = dict(kind="diffusion_transformer", width=32, depth=2, heads=2, he
 SMALL_MANIFOLD = dict(manifold_dim=8, projector_widths=(16, 16), reconstructor_widths=(16,), dropout=0.1)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,9 @@
-"""Image loading: any Pillow-readable file, a PIL image or a numpy array, to an upright RGB image."""
+"""Image loading: any Pillow-readable file, a PIL image or a numpy array, to an upright RGB image;
+and box crops letterboxed for CLIP (:func:`crop_box`)."""
 
 from __future__ import annotations
 
+import math
 import os
 import warnings
 
@@ -86,3 +88,27 @@ def load_image(image: ImageInput, *, max_pixels: int = 50_000_000) -> Image.Imag
         raise InputError(f"image file {p} is not a recognised image format") from exc
     except (OSError, SyntaxError, ValueError) as exc:
         raise InputError(f"image file {p} is corrupt or truncated ({one_line(exc)})") from exc
+
+
+def letterbox(img: Image.Image) -> Image.Image:
+    """Pad to a square with the image's mean colour, so CLIP's centre crop keeps the whole region."""
+    w, h = img.size
+    if w == h:
+        return img
+    side = max(w, h)
+    mean = tuple(int(v) for v in np.asarray(img, dtype=np.float32).reshape(-1, 3).mean(0).round())
+    canvas = Image.new("RGB", (side, side), mean)
+    canvas.paste(img, ((side - w) // 2, (side - h) // 2))
+    return canvas
+
+
+def crop_box(img: Image.Image, box) -> Image.Image:
+    """The region ``box`` = (x0, y0, x1, y1) in pixels of an RGB ``img``, letterboxed to a square.
+
+    The crop covers every pixel the box touches (floor/ceil, at least one pixel). SS2A's sources
+    pipeline and the ``clip_crops`` extraction feature both crop detected and given boxes this way.
+    """
+    x0, y0, x1, y1 = box
+    left, top = math.floor(x0), math.floor(y0)
+    right, bottom = max(left + 1, math.ceil(x1)), max(top + 1, math.ceil(y1))
+    return letterbox(img.crop((left, top, right, bottom)))

@@ -80,7 +80,7 @@ from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
 from ..generator.pipeline import AudioLDMGenerator
 from ..generator.presets import get_preset
 from ..io.audio import SILENCE_PEAK, load_audio
-from ..io.image import load_image
+from ..io.image import crop_box, letterbox, load_image
 from ..model_sets import ModelSet, resolve_model_set
 from ..modules.cycle_mix import CRITERIA, cycle_mix, manifold_codes, pack_sources, stack_slots
 from ..seeding import make_generator, resolve_seed
@@ -258,23 +258,8 @@ def _image_key(image: Image.Image) -> str:
     return h.hexdigest()
 
 
-def _letterbox(img: Image.Image) -> Image.Image:
-    """Pad to a square with the image's mean colour, so CLIP's centre crop keeps the whole region."""
-    w, h = img.size
-    if w == h:
-        return img
-    side = max(w, h)
-    mean = tuple(int(v) for v in np.asarray(img, dtype=np.float32).reshape(-1, 3).mean(0).round())
-    canvas = Image.new("RGB", (side, side), mean)
-    canvas.paste(img, ((side - w) // 2, (side - h) // 2))
-    return canvas
-
-
-def _crop_box(img: Image.Image, box) -> Image.Image:
-    x0, y0, x1, y1 = box
-    left, top = math.floor(x0), math.floor(y0)
-    right, bottom = max(left + 1, math.ceil(x1)), max(top + 1, math.ceil(y1))
-    return _letterbox(img.crop((left, top, right, bottom)))
+#: Kept under its old name: ``benchmarks/bench_sources.py`` imports it from here.
+_crop_box = crop_box
 
 
 def _mask_region(img: Image.Image, mask: np.ndarray) -> tuple[Image.Image, tuple[float, float, float, float]]:
@@ -282,7 +267,7 @@ def _mask_region(img: Image.Image, mask: np.ndarray) -> tuple[Image.Image, tuple
     x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
     arr = np.asarray(img).copy()
     arr[~mask] = 0  # released SS2A: the image multiplied by the mask
-    return _letterbox(Image.fromarray(arr[y0:y1, x0:x1])), (float(x0), float(y0), float(x1), float(y1))
+    return letterbox(Image.fromarray(arr[y0:y1, x0:x1])), (float(x0), float(y0), float(x1), float(y1))
 
 
 def _load_mask(mask, size: tuple[int, int], what: str) -> np.ndarray:
@@ -486,12 +471,12 @@ class SourcesPipeline:
         crops = [image]
         sources = [SoundSource(0, "image", "image", "image", weight, image_index=image_index)]
         for d in dets:
-            crops.append(_crop_box(image, d.box))
+            crops.append(crop_box(image, d.box))
             sources.append(SoundSource(0, "detected", d.label, _slug(d.label), weight, image_index=image_index,
                                        box=d.box, position=0.5 * (d.box[0] + d.box[2]) / w, score=d.score,
                                        label=d.label))
         for b in boxes:
-            crops.append(_crop_box(image, b))
+            crops.append(crop_box(image, b))
             sources.append(SoundSource(0, "box", "box " + ",".join(_fmt(v) for v in b),
                                        "box-" + "-".join(_fmt(v) for v in b), weight, image_index=image_index,
                                        box=tuple(b), position=0.5 * (b[0] + b[2]) / w))

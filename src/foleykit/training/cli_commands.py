@@ -78,9 +78,12 @@ def extract_cmd(
     manifest: Manifest_,
     output: Annotated[Path, typer.Option("-o", "--output", help="Extraction folder (created; rerun to resume).")],
     config: Annotated[Optional[str], typer.Option(help="Extraction settings: a YAML/JSON file or a name in configs/ (extract_ss2a, extract_v2a_mapper, extract_grounding).")] = None,
-    features: Annotated[Optional[str], typer.Option(help="Comma-separated: clip, clip_frames, clip_mean, clip_patches, clap.")] = None,
+    features: Annotated[Optional[str], typer.Option(help="Comma-separated: clip, clip_frames, clip_mean, clip_patches, clap, clip_crops.")] = None,
     clip_role: Annotated[Optional[str], typer.Option(help="clip (ViT-L/14, SS2A) | clip_mapper (ViT-B/32, V2A-Mapper).")] = None,
     num_frames: Annotated[Optional[int], typer.Option(help="Frames per clip for clip_frames / clip_mean.")] = None,
+    max_crops: Annotated[Optional[int], typer.Option(help="clip_crops: crop slots per item, 1..64 (default 8).")] = None,
+    detector_threshold: Annotated[Optional[float], typer.Option(help="clip_crops: OWLv2 score cut for items without manifest boxes (default 0.2).")] = None,
+    detector_max_detections: Annotated[Optional[int], typer.Option(help="clip_crops: detections kept per item, at most --max-crops (default: --max-crops).")] = None,
     shard_size: Annotated[Optional[int], typer.Option(help="Items per shard.")] = None,
     batch_size: Annotated[Optional[int], typer.Option(help="Images per CLIP forward.")] = None,
     workers: Annotated[Optional[int], typer.Option(help="Media-decoding processes.")] = None,
@@ -100,12 +103,13 @@ def extract_cmd(
     gpus_per_actor: Annotated[float, typer.Option(help="GPUs per Ray actor (0 = CPU actors).")] = 0.0,
     quiet: Quiet_ = False,
 ) -> None:
-    """Extract CLIP/CLAP embeddings of a manifest into resumable safetensors shards."""
+    """Extract CLIP/CLAP embeddings (and CLIP of sound-source crops) of a manifest into resumable safetensors shards."""
     from .extraction import ExtractionConfig, extract_embeddings
 
     settings = _config_mapping(config)
     overrides = {"clip_role": clip_role, "num_frames": num_frames, "shard_size": shard_size,
-                 "batch_size": batch_size, "num_workers": workers}
+                 "batch_size": batch_size, "num_workers": workers, "max_crops": max_crops,
+                 "detector_threshold": detector_threshold, "detector_max_detections": detector_max_detections}
     settings.update({k: v for k, v in overrides.items() if v is not None})
     if features:
         settings["features"] = [f.strip() for f in features.split(",") if f.strip()]
@@ -135,6 +139,9 @@ def extract_cmd(
             typer.echo(f"  {s['id']}: {s['reason']}")
         if len(res.skipped) > 10:
             typer.echo(f"  ... the full list is in {res.out_dir / 'extraction.json'}")
+    if res.num_noted:
+        typer.echo(f"{res.num_noted} items kept with a note (e.g. no box and no detection: zero crops); "
+                   "EmbeddingStore(OUTPUT).notes lists them")
     typer.echo(f"wrote {res.out_dir}")
 
 

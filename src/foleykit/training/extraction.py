@@ -8,15 +8,17 @@ Layout of an extraction folder::
     runs.jsonl                       one line per invocation (timings; not part of the result)
 
 Shard ``k`` holds the manifest items ``[k*S, (k+1)*S)`` that could be read: one tensor per feature
-(``clip`` [n, D], ``clip_frames`` [n, F, D], ``clip_patches`` [n, P, D], ``clap`` [n, 512]) plus
-``index`` [n] (manifest positions). Its metadata records the ids and the skipped items with the
-reason. Shards are built in memory, written to a temporary file, fsync'ed and renamed into place, so
-a shard file either exists complete or not at all: a killed run loses at most the shards in flight,
-and rerunning the same command continues with the missing ones. Work is a pure function of (manifest
-items of the shard, config, models), batches are cut the same way every time and metadata is
-serialised canonically, so an interrupted-and-resumed run produces byte-identical shards (same
-machine, same device and thread count). A different manifest (fingerprint), config or model under an
-existing folder is refused rather than mixed in.
+(``clip`` [n, D], ``clip_frames`` [n, F, D], ``clip_patches`` [n, P, D], ``clap`` [n, 512];
+``clip_crops`` adds ``clip_crops`` [n, M, D], ``crop_padding_mask`` [n, M] and ``crop_boxes``
+[n, M, 4]) plus ``index`` [n] (manifest positions). Its metadata records the ids, the skipped items
+with the reason, and notes on items kept with a caveat (zero crops). Shards are built in memory,
+written to a temporary file, fsync'ed and renamed into place, so a shard file either exists complete
+or not at all: a killed run loses at most the shards in flight, and rerunning the same command
+continues with the missing ones. Work is a pure function of (manifest items of the shard, config,
+models), batches are cut the same way every time and metadata is serialised canonically, so an
+interrupted-and-resumed run produces byte-identical shards (same machine, same device and thread
+count). A different manifest (fingerprint), config or model under an existing folder is refused
+rather than mixed in.
 
 Features (``ExtractionConfig.features``):
 
@@ -27,8 +29,19 @@ Features (``ExtractionConfig.features``):
 * ``clip_patches``: CLIP patch tokens in the joint space (the grounding module's keys/values).
 * ``clap``: CLAP of the audio file, or of the video's audio track, over the item's window
   (``audio_seconds`` from its start; CLAP's 10-s windows are averaged beyond that).
-
-Detector crops are not extracted yet (they need the detector encoder).
+* ``clip_crops``: CLIP of the sound-source regions of the image (or of the video frame at the
+  window's centre, the one ``clip`` embeds), as SS2A perceives them. The boxes are the manifest's
+  ``boxes`` (VGG-SS annotations) when the item has any (the first ``max_crops``); otherwise the
+  model set's OWLv2 detector finds them (``detector_*`` settings, the sources pipeline's defaults).
+  Each box is cropped and letterboxed exactly as the sources pipeline does
+  (:func:`foleykit.io.image.crop_box`) and embedded like ``clip`` (same encoder, normalisation and
+  batching). Stored as ``clip_crops`` [M, D] zero-padded, ``crop_padding_mask`` [M] bool (True =
+  empty slot, the Remixer's ``padding_mask`` convention) and ``crop_boxes`` [M, 4] (normalised
+  x0, y0, x1, y1; zero for empty slots), M = ``max_crops``. An item without boxes and without a
+  detection keeps zero crops (mask all True) and gets a note; it is not skipped. Crops are cut from
+  the frame as decoded (longer side at most ``frame_max_side``). Detection runs in the main process
+  (one image at a time, so batching cannot change it); manifest-box crops are prepared by the loader
+  workers.
 """
 
 from __future__ import annotations
@@ -51,13 +64,27 @@ import torch
 import torch.nn.functional as F
 
 from ..data.manifests import Manifest, ManifestItem
+from ..encoders.detector import (
+    DEFAULT_MAX_DETECTIONS,
+    DEFAULT_MIN_AREA,
+    DEFAULT_NMS_IOU,
+    DEFAULT_THRESHOLD,
+)
 from ..errors import InputError, OutputError
 from ..io._checks import one_line
 
 FORMAT = "foleykit-embeddings"
 FORMAT_VERSION = 1
-FEATURES = ("clip", "clip_frames", "clip_mean", "clip_patches", "clap")
+FEATURES = ("clip", "clip_frames", "clip_mean", "clip_patches", "clap", "clip_crops")
 _FRAME_FEATURES = ("clip_frames", "clip_mean")
+_SINGLE_FEATURES = ("clip", "clip_patches")
+#: Most crop slots per item: the Remixer has 64 slots (slot 0 holds the global image in SS2A).
+MAX_CROPS_LIMIT = 64
+#: Run fields that only matter (and only count for the run's identity) with ``clip_crops``.
+_CROP_FIELDS = ("max_crops", "detector_threshold", "detector_max_detections", "detector_nms_iou",
+                "detector_min_area", "detector_size")
+#: Tensors the ``clip_crops`` feature writes besides ``clip_crops``, with their storage dtype.
+_CROP_SIDE_TENSORS = {"crop_padding_mask": "bool", "crop_boxes": "float32"}
 CLAP_SAMPLE_RATE = 48_000
 CLAP_WINDOW_S = 10.0
 SHARD_DIR = "shards"
@@ -86,7 +113,13 @@ class ExtractionConfig:
     frame_max_side: int | None = 448  # (run) downscale decoded frames to this longer side first
     require_frames: bool = True  # (run) skip videos whose window has fewer frames than num_frames
     reject_silent: bool = True  # (run) skip silent audio (peak below -80 dBFS)
-    batch_size: int = 64  # images per CLIP forward
+    max_crops: int = DEFAULT_MAX_DETECTIONS  # (run) M: crop slots per item for clip_crops (1..64)
+    detector_threshold: float = DEFAULT_THRESHOLD  # (run) OWLv2 score cut (items without manifest boxes)
+    detector_max_detections: int | None = None  # (run) detections kept per item, <= max_crops (None = max_crops)
+    detector_nms_iou: float = DEFAULT_NMS_IOU  # (run) class-agnostic NMS IoU
+    detector_min_area: float = DEFAULT_MIN_AREA  # (run) smallest box kept, as a fraction of the image
+    detector_size: int | None = None  # (run) OWLv2 input side (None = the checkpoint's, 960 for OWLv2 base)
+    batch_size: int = 64  # images per CLIP forward (crops too)
     audio_batch_size: int = 16  # 10-s windows per CLAP forward
     num_workers: int = 0  # media-decoding processes (0 = in this process)
     prefetch_items: int = 4  # items each worker decodes ahead
@@ -112,9 +145,36 @@ class ExtractionConfig:
             raise InputError(f"audio_seconds must be positive or None, got {self.audio_seconds}")
         if self.frame_max_side is not None and self.frame_max_side < 16:
             raise InputError(f"frame_max_side must be at least 16, got {self.frame_max_side}")
+        self._check_crop_fields()
+
+    def _check_crop_fields(self) -> None:
+        def integer(v: Any) -> bool:
+            return isinstance(v, int) and not isinstance(v, bool)
+
+        def number(v: Any) -> bool:
+            return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+        m = self.max_crops
+        if not integer(m) or not 1 <= m <= MAX_CROPS_LIMIT:
+            raise InputError(f"max_crops must be an integer from 1 to {MAX_CROPS_LIMIT} (crop slots per item), "
+                             f"got {m!r}")
+        if self.detector_max_detections is None:
+            self.detector_max_detections = m  # the defaults (8 and 8) are the sources pipeline's
+        d = self.detector_max_detections
+        if not integer(d) or not 1 <= d <= m:
+            raise InputError(f"detector_max_detections must be an integer from 1 to max_crops ({m}), got {d!r}")
+        if not number(self.detector_threshold) or not 0.0 <= self.detector_threshold <= 1.0:
+            raise InputError(f"detector_threshold must be in [0, 1], got {self.detector_threshold!r}")
+        if not number(self.detector_nms_iou) or not 0.0 < self.detector_nms_iou <= 1.0:
+            raise InputError(f"detector_nms_iou must be in (0, 1], got {self.detector_nms_iou!r}")
+        if not number(self.detector_min_area) or not 0.0 <= self.detector_min_area < 1.0:
+            raise InputError(f"detector_min_area must be in [0, 1), got {self.detector_min_area!r}")
+        if self.detector_size is not None and (not integer(self.detector_size) or self.detector_size < 16):
+            raise InputError(f"detector_size must be None or an integer of at least 16 pixels, "
+                             f"got {self.detector_size!r}")
 
     RUN_FIELDS = ("features", "clip_role", "num_frames", "shard_size", "normalize", "storage_dtype",
-                  "audio_seconds", "frame_max_side", "require_frames", "reject_silent")
+                  "audio_seconds", "frame_max_side", "require_frames", "reject_silent", *_CROP_FIELDS)
 
     def run_fields(self) -> dict[str, Any]:
         d = asdict(self)
@@ -122,6 +182,9 @@ class ExtractionConfig:
         out["features"] = list(self.features)
         if not self.needs_frames:
             out.pop("num_frames")  # irrelevant, so changing it is harmless
+        if not self.needs_crops:
+            for k in _CROP_FIELDS:  # likewise (and folders made before clip_crops existed keep their identity)
+                out.pop(k)
         return out
 
     @property
@@ -137,8 +200,16 @@ class ExtractionConfig:
         return "clap" in self.features
 
     @property
+    def needs_crops(self) -> bool:
+        return "clip_crops" in self.features
+
+    @property
     def torch_storage_dtype(self) -> torch.dtype:
         return torch.float16 if self.storage_dtype == "float16" else torch.float32
+
+    def tensor_dtype(self, name: str) -> str:
+        """Storage dtype of a shard tensor: ``storage_dtype`` for embeddings, fixed for the crop side tensors."""
+        return _CROP_SIDE_TENSORS.get(name, self.storage_dtype)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -155,6 +226,10 @@ class LoadedItem:
     single: torch.Tensor | None = None  # [1, 3, H, W] pixels for clip / clip_patches
     frames: torch.Tensor | None = None  # [F or 1, 3, H, W] pixels for clip_frames (1 = a still image)
     audio: dict[str, torch.Tensor] | None = None  # CLAP feature-extractor outputs, W windows
+    crops: torch.Tensor | None = None  # [K, 3, H, W] pixels of the K <= max_crops source crops (clip_crops)
+    crop_boxes: torch.Tensor | None = None  # [K, 4] their normalised boxes
+    detect_image: Any = None  # the decoded frame (PIL) when its boxes must come from the detector
+    notes: list[str] = field(default_factory=list)  # kept, with a caveat (e.g. zero crops)
     error: str | None = None
 
 
@@ -259,7 +334,8 @@ class MediaLoader(torch.utils.data.Dataset):
         except Exception as exc:  # decoders fail in many library-specific ways
             out.error = f"{type(exc).__name__}: {one_line(exc)}"
         if out.error is not None:
-            out.single = out.frames = out.audio = None
+            out.single = out.frames = out.audio = out.crops = out.crop_boxes = out.detect_image = None
+            out.notes = []
         return out
 
     def _pixels(self, images: list) -> torch.Tensor:
@@ -268,7 +344,7 @@ class MediaLoader(torch.utils.data.Dataset):
     def _load(self, item: ManifestItem, out: LoadedItem) -> None:
         cfg = self.config
         if cfg.needs_clip:
-            single_needed = any(f in cfg.features for f in ("clip", "clip_patches"))
+            single_needed = any(f in cfg.features for f in _SINGLE_FEATURES)
             if item.image:
                 from ..io.image import load_image
 
@@ -276,9 +352,12 @@ class MediaLoader(torch.utils.data.Dataset):
                 if cfg.frame_max_side is not None and max(img.size) > cfg.frame_max_side:
                     img = img.copy()
                     img.thumbnail((cfg.frame_max_side, cfg.frame_max_side))
-                px = self._pixels([img])
-                out.single = px if single_needed else None
-                out.frames = px if cfg.needs_frames else None
+                if single_needed or cfg.needs_frames:
+                    px = self._pixels([img])
+                    out.single = px if single_needed else None
+                    out.frames = px if cfg.needs_frames else None
+                if cfg.needs_crops:
+                    self._crops(item, img, out)
             elif item.video:
                 from ..io.video import probe_video, read_frames
 
@@ -289,9 +368,12 @@ class MediaLoader(torch.utils.data.Dataset):
                     raise InputError(
                         f"window [{start:g}, {item.end_s}) s is outside video {item.video} ({info.duration_s:.2f} s)"
                     )
-                if single_needed:
-                    out.single = self._pixels(read_frames(item.video, 1, start_s=start, end_s=end,
-                                                          max_side=cfg.frame_max_side))
+                if single_needed or cfg.needs_crops:
+                    centre = read_frames(item.video, 1, start_s=start, end_s=end, max_side=cfg.frame_max_side)
+                    if single_needed:
+                        out.single = self._pixels(centre)
+                    if cfg.needs_crops:
+                        self._crops(item, centre[0], out)
                 if cfg.needs_frames:
                     available = (end - start) * info.fps if info.fps > 0 else info.n_frames
                     if cfg.require_frames and available + 1e-6 < cfg.num_frames:
@@ -331,6 +413,39 @@ class MediaLoader(torch.utils.data.Dataset):
                 return_tensors="pt",
             )
             out.audio = {k: feats[k] for k in ("input_features", "is_longer") if k in feats}
+
+    def _crops(self, item: ManifestItem, img: Any, out: LoadedItem) -> None:
+        """Crops of the manifest's boxes, or (no boxes) the frame handed to the model side for detection."""
+        if not item.boxes:
+            out.detect_image = img
+            return
+        boxes = [_normalised_box(b) for b in item.boxes]
+        limit = self.config.max_crops
+        if len(boxes) > limit:
+            out.notes.append(f"{len(boxes)} boxes in the manifest; the first {limit} (max_crops) were kept")
+            boxes = boxes[:limit]
+        w, h = img.size
+        out.crops = crop_pixels(img, [(x0 * w, y0 * h, x1 * w, y1 * h) for x0, y0, x1, y1 in boxes],
+                                self.clip_processor)
+        out.crop_boxes = torch.tensor(boxes, dtype=torch.float32).reshape(-1, 4)
+
+
+def _normalised_box(box: Sequence[float]) -> tuple[float, float, float, float]:
+    try:
+        x0, y0, x1, y1 = (float(v) for v in box)
+    except (TypeError, ValueError):
+        raise InputError(f"manifest box {box!r} is not four numbers x0,y0,x1,y1") from None
+    if not all(math.isfinite(v) and 0.0 <= v <= 1.0 for v in (x0, y0, x1, y1)) or x1 <= x0 or y1 <= y0:
+        raise InputError(f"manifest box {list(box)} is not a normalised box (0 <= x0 < x1 <= 1, 0 <= y0 < y1 <= 1)")
+    return x0, y0, x1, y1
+
+
+def crop_pixels(img: Any, boxes: Sequence[Sequence[float]], clip_processor: Any) -> torch.Tensor:
+    """CLIP pixels [K, 3, H, W] of the crops of pixel ``boxes`` of ``img``, cut and letterboxed as the
+    sources pipeline does (:func:`foleykit.io.image.crop_box`)."""
+    from ..io.image import crop_box
+
+    return clip_processor(images=[crop_box(img, b) for b in boxes], return_tensors="pt")["pixel_values"].float()
 
 
 def _identity(x):
@@ -417,6 +532,7 @@ class ShardResult:
     skipped: list[dict[str, Any]]
     load_wait_s: float = 0.0
     compute_s: float = 0.0
+    notes: list[dict[str, str]] = field(default_factory=list)  # {"id", "note"}: kept with a caveat
 
 
 class ShardExtractor:
@@ -425,7 +541,10 @@ class ShardExtractor:
     Used as is by :func:`extract_embeddings` and inside each Ray actor (``foleykit.distributed``).
     """
 
-    def __init__(self, config: ExtractionConfig, clip_encoder: Any = None, clap_encoder: Any = None) -> None:
+    def __init__(self, config: ExtractionConfig, clip_encoder: Any = None, clap_encoder: Any = None,
+                 detector: Any = None) -> None:
+        """``detector``: a :class:`~foleykit.encoders.detector.SoundSourceDetector` for ``clip_crops``
+        items without manifest boxes (None: every item must have boxes)."""
         self.config = config
         if config.needs_clip and clip_encoder is None:
             raise InputError("CLIP features asked for but no CLIP encoder given")
@@ -433,6 +552,7 @@ class ShardExtractor:
             raise InputError("the clap feature was asked for but no CLAP encoder given")
         self.clip = clip_encoder if config.needs_clip else None
         self.clap = clap_encoder if config.needs_clap else None
+        self.detector = detector if config.needs_crops else None
 
     @classmethod
     def from_models(cls, config: ExtractionConfig, models: Any = None, *, device: str | torch.device = "auto",
@@ -443,7 +563,7 @@ class ShardExtractor:
 
         ms = models if isinstance(models, ModelSet) else resolve_model_set(models)
         dev = resolve_device(device)
-        clip = clap = None
+        clip = clap = detector = None
         if config.needs_clip:
             from ..encoders.clip import ClipEncoder
 
@@ -452,7 +572,12 @@ class ShardExtractor:
             from ..encoders.clap import ClapEncoder
 
             clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dtype)
-        return cls(config, clip, clap)
+        if config.needs_crops and ms.extra.get("detector"):
+            # As the sources pipeline loads it: the model set's detector role, on the CLIP device.
+            from ..encoders.detector import SoundSourceDetector
+
+            detector = SoundSourceDetector.from_pretrained(ms.extra["detector"], device=dev, dtype=dtype)
+        return cls(config, clip, clap, detector)
 
     # identity ------------------------------------------------------------------------------------
 
@@ -473,7 +598,14 @@ class ShardExtractor:
         }
 
     def model_identity(self) -> dict[str, Any]:
-        return {"clip": self._describe(self.clip), "clap": self._describe(self.clap)}
+        ident = {"clip": self._describe(self.clip), "clap": self._describe(self.clap)}
+        if self.config.needs_crops:  # only then, so folders without crops keep their identity
+            det = self._describe(self.detector)
+            if det is not None:  # what it looks for counts too
+                vocab = json.dumps([self.detector.prompt_template, list(self.detector.vocabulary)])
+                det["vocabulary_sha"] = hashlib.sha256(vocab.encode()).hexdigest()[:16]
+            ident["detector"] = det
+        return ident
 
     def feature_shapes(self) -> dict[str, list[int]]:
         """Per-item shape of each feature."""
@@ -489,7 +621,23 @@ class ShardExtractor:
                 shapes[f] = [self.clip.patch_grid ** 2, self.clip.dim]
             elif f == "clap":
                 shapes[f] = [self.clap.dim]
+            elif f == "clip_crops":
+                m = self.config.max_crops
+                shapes[f] = [m, self.clip.dim]
+                shapes["crop_padding_mask"] = [m]
+                shapes["crop_boxes"] = [m, 4]
         return shapes
+
+    def check_items(self, items: Iterable[ManifestItem]) -> None:
+        """Refuse up front what would fail midway: ``clip_crops`` items without boxes and no detector."""
+        if self.config.needs_crops and self.detector is None:
+            missing = [it.id for it in items if not it.boxes]
+            if missing:
+                raise InputError(
+                    f"clip_crops: {len(missing)} items have no boxes in the manifest (e.g. {missing[0]!r}) and the "
+                    "model set has no 'detector' role to find them; use a model set with a detector or a manifest "
+                    "with boxes"
+                )
 
     def media_loader(self, work: Sequence[tuple[int, ManifestItem]]) -> MediaLoader:
         return MediaLoader(
@@ -516,6 +664,22 @@ class ShardExtractor:
             emb = enc.model.visual_projection(vision.post_layernorm(hidden)).float()
         return F.normalize(emb, dim=-1) if self.config.normalize else emb
 
+    def _detect_crops(self, x: LoadedItem) -> None:
+        """Boxes of the item's frame from the detector (best first), cropped and preprocessed for CLIP."""
+        cfg = self.config
+        img, x.detect_image = x.detect_image, None
+        dets = self.detector.detect(
+            img, threshold=cfg.detector_threshold, nms_iou=cfg.detector_nms_iou,
+            max_detections=cfg.detector_max_detections, min_area=cfg.detector_min_area, image_size=cfg.detector_size,
+        )
+        if not dets:
+            x.notes.append(f"no boxes in the manifest and no detection above {cfg.detector_threshold:g}: zero crops")
+            return
+        w, h = img.size
+        x.crops = crop_pixels(img, [d.box for d in dets], self.clip.processor)
+        x.crop_boxes = torch.tensor([[d.box[0] / w, d.box[1] / h, d.box[2] / w, d.box[3] / h] for d in dets],
+                                    dtype=torch.float32)
+
     def _clap(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
         enc = self.clap
         feats = {k: v.to(enc.device) for k, v in inputs.items()}
@@ -532,12 +696,13 @@ class ShardExtractor:
         cfg = self.config
         items = manifest.items if isinstance(manifest, Manifest) else list(manifest)
         work = [(i, items[i]) for s in specs for i in range(s.start, s.stop)]
+        self.check_items(it for _, it in work)
         stream = iter_loaded(self.media_loader(work), cfg.num_workers, cfg.prefetch_items)
         for spec in specs:
             streams = self._new_streams()
             ok: list[LoadedItem] = []
             skipped: list[dict[str, Any]] = []
-            wait = 0.0
+            wait = detect_s = 0.0
             for _ in range(spec.start, spec.stop):
                 t0 = time.perf_counter()
                 loaded = next(stream)
@@ -545,6 +710,10 @@ class ShardExtractor:
                 if loaded.error is not None:
                     skipped.append({"index": loaded.index, "id": loaded.id, "reason": loaded.error})
                 else:
+                    if loaded.detect_image is not None:
+                        t0 = time.perf_counter()
+                        self._detect_crops(loaded)
+                        detect_s += time.perf_counter() - t0
                     self._feed(streams, loaded)
                     ok.append(loaded)
                 if progress is not None:
@@ -552,7 +721,8 @@ class ShardExtractor:
             tensors = self._collect(streams, ok)
             yield ShardResult(
                 shard=spec.shard, indices=[x.index for x in ok], ids=[x.id for x in ok], tensors=tensors,
-                skipped=skipped, load_wait_s=wait, compute_s=sum(s.compute_s for s in streams.values()),
+                skipped=skipped, load_wait_s=wait, compute_s=detect_s + sum(s.compute_s for s in streams.values()),
+                notes=[{"id": x.id, "note": n} for x in ok for n in x.notes],
             )
 
     def extract_shard(self, manifest: Manifest | Sequence[ManifestItem], spec: ShardSpec) -> ShardResult:
@@ -569,6 +739,8 @@ class ShardExtractor:
             s["frames"] = _Stream(self._clip_global, cfg.batch_size)
         if "clap" in cfg.features:
             s["clap"] = _Stream(self._clap, cfg.audio_batch_size)
+        if cfg.needs_crops:  # a stream of its own: the other features' batches stay as they were
+            s["crops"] = _Stream(self._clip_global, cfg.batch_size)
         return s
 
     @staticmethod
@@ -581,10 +753,11 @@ class ShardExtractor:
             streams["frames"].add({"pixel_values": x.frames})
         if "clap" in streams:
             streams["clap"].add(dict(x.audio))
+        if "crops" in streams and x.crops is not None and x.crops.shape[0]:
+            streams["crops"].add({"pixel_values": x.crops})
 
     def _collect(self, streams: dict[str, _Stream], ok: list[LoadedItem]) -> dict[str, torch.Tensor]:
         shapes = self.feature_shapes()
-        dtype = self.config.torch_storage_dtype
         cfg = self.config
         res: dict[str, torch.Tensor] = {}
         for name, stream in streams.items():
@@ -593,6 +766,8 @@ class ShardExtractor:
                 continue
             if name in ("clip", "clip_patches"):
                 res[name] = flat
+            elif name == "crops":
+                res.update(self._pad_crops(flat, ok, shapes["clip_crops"]))
             elif name == "frames":
                 parts = flat.split([x.frames.shape[0] for x in ok])
                 if "clip_frames" in cfg.features:
@@ -603,9 +778,28 @@ class ShardExtractor:
             else:  # clap: average each item's unit window vectors, renormalise
                 per = [x.audio["input_features"].shape[0] for x in ok]
                 res[name] = F.normalize(torch.stack([p.mean(0) for p in flat.split(per)]), dim=-1)
-        out = {f: (res[f] if ok else torch.zeros(0, *shapes[f])).to(dtype).contiguous() for f in cfg.features}
+        out = {}
+        for name, shape in shapes.items():
+            dt = getattr(torch, cfg.tensor_dtype(name))
+            out[name] = (res[name] if ok else torch.zeros(0, *shape)).to(dt).contiguous()
         out["index"] = torch.tensor([x.index for x in ok], dtype=torch.int64)
         return out
+
+    @staticmethod
+    def _pad_crops(flat: torch.Tensor | None, ok: list[LoadedItem], shape: list[int]) -> dict[str, torch.Tensor]:
+        """Per-item crop embeddings (concatenated in item order) into M zero-padded slots."""
+        m, dim = shape
+        emb = torch.zeros(len(ok), m, dim)
+        padding = torch.ones(len(ok), m, dtype=torch.bool)
+        boxes = torch.zeros(len(ok), m, 4)
+        counts = [0 if x.crops is None else int(x.crops.shape[0]) for x in ok]
+        parts = flat.split(counts) if flat is not None else [torch.zeros(0, dim)] * len(ok)
+        for i, (x, k, part) in enumerate(zip(ok, counts, parts)):
+            if k:
+                emb[i, :k] = part
+                padding[i, :k] = False
+                boxes[i, :k] = x.crop_boxes
+        return {"clip_crops": emb, "crop_padding_mask": padding, "crop_boxes": boxes}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -663,6 +857,8 @@ def shard_bytes(result: ShardResult, run_key: str) -> bytes:
         "ids": result.ids,
         "skipped": result.skipped,
     }
+    if result.notes:
+        meta["notes"] = result.notes
     return save(result.tensors, metadata={"foleykit": json.dumps(meta, sort_keys=True, ensure_ascii=True)})
 
 
@@ -697,6 +893,7 @@ class ExtractionResult:
     seconds: float
     load_wait_s: float = 0.0
     compute_s: float = 0.0
+    num_noted: int = 0  # items kept with a note (clip_crops: zero crops, boxes over max_crops)
 
     @property
     def items_per_s(self) -> float:
@@ -824,6 +1021,8 @@ class ExtractionRun:
         write_durable(self.shard_dir / shard_name(result.shard), data)
         done = self.done_shards()
         done[result.shard] = {"ids": result.ids, "skipped": result.skipped, "run": self.run_key}
+        if result.notes:
+            done[result.shard]["notes"] = result.notes
         self._sha[result.shard] = (len(data), hashlib.sha256(data).hexdigest())
 
     def _shard_sha(self, k: int) -> tuple[int, str]:
@@ -838,7 +1037,7 @@ class ExtractionRun:
         done = self.done_shards()
         shards = []
         skipped: list[dict[str, Any]] = []
-        n_ok = 0
+        n_ok = n_noted = 0
         for spec in self.specs:
             meta = done.get(spec.shard)
             if meta is None:
@@ -854,6 +1053,7 @@ class ExtractionRun:
                 "sha256": sha,
             })
             n_ok += len(meta["ids"])
+            n_noted += len({n["id"] for n in meta.get("notes", [])})
             skipped.extend(meta["skipped"])
         index = {
             "format": FORMAT,
@@ -866,7 +1066,8 @@ class ExtractionRun:
             },
             "config": self.config.run_fields(),
             "models": self.models,
-            "features": {name: {"shape": shape, "dtype": self.config.storage_dtype} for name, shape in self.shapes.items()},
+            "features": {name: {"shape": shape, "dtype": self.config.tensor_dtype(name)}
+                         for name, shape in self.shapes.items()},
             "num_shards": len(self.specs),
             "shards": shards,
             "num_extracted": n_ok,
@@ -874,6 +1075,8 @@ class ExtractionRun:
             "skipped": skipped,
             "complete": len(shards) == len(self.specs),
         }
+        if self.config.needs_crops:  # items kept with a note (e.g. zero crops); the notes are in the shards
+            index["num_noted"] = n_noted
         write_durable(self.out_dir / INDEX_FILE, _json_bytes(index))
         return index
 
@@ -925,6 +1128,7 @@ def extract_embeddings(
     elif config is not None and config != extractor.config:
         raise InputError("extract_embeddings: config differs from the given extractor's; pass one of them")
     config = extractor.config
+    extractor.check_items(manifest)
     run = ExtractionRun(manifest, out_dir, config, extractor.model_identity(), extractor.feature_shapes(),
                         restart=restart)
     pending = run.pending()
@@ -949,7 +1153,7 @@ def extract_embeddings(
     res = ExtractionResult(
         out_dir=run.out_dir, num_items=len(manifest), num_extracted=index["num_extracted"],
         skipped=index["skipped"], shards_written=written, shards_reused=reused, complete=index["complete"],
-        seconds=seconds, load_wait_s=wait, compute_s=compute,
+        seconds=seconds, load_wait_s=wait, compute_s=compute, num_noted=index.get("num_noted", 0),
     )
     run.log_run({"shards_written": written, "shards_reused": reused, "seconds": round(seconds, 3),
                  "load_wait_s": round(wait, 3), "compute_s": round(compute, 3), "complete": res.complete,
@@ -984,11 +1188,14 @@ class EmbeddingStore:
         self.features: dict[str, dict[str, Any]] = self.index["features"]
         self._shards: list[tuple[Path, int]] = []
         self.ids: list[str] = []
+        #: Items kept with a caveat, ``{"id", "note"}`` (``clip_crops``: zero crops, boxes over max_crops).
+        self.notes: list[dict[str, str]] = []
         for s in self.index["shards"]:
             p = self.path / s["file"]
             meta = read_shard_meta(p)
             self._shards.append((p, len(meta["ids"])))
             self.ids.extend(meta["ids"])
+            self.notes.extend(meta.get("notes", []))
         self._offsets = np.cumsum([0] + [n for _, n in self._shards])
         self._handles: dict[int, Any] = {}
         self.skipped: list[dict[str, Any]] = self.index["skipped"]
