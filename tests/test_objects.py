@@ -289,3 +289,94 @@ def test_cli_not_an_image(tiny_models_dir, tmp_path, capsys):
     assert e.value.code == 2
     assert "not a recognised image format" in capsys.readouterr().err
     assert not (tmp_path / "o.wav").exists()
+
+
+# ---------------------------------------------------------------------- fine-tuned UNet from the grounding folder
+
+
+@pytest.fixture(scope="module")
+def trained_grounding(tiny_models_dir, pipe, tmp_path_factory):
+    """A tiny grounding run trained with the UNet unfrozen (the paper's default) by the real trainer."""
+    import shutil
+
+    from foleykit.training.accelerate_tasks import build_task
+    from foleykit.training.trainer import TensorDictDataset, Trainer, TrainerConfig
+
+    g = torch.Generator().manual_seed(4)
+    n, p = 8, pipe.clip.patch_grid**2
+    data = TensorDictDataset({"latents": torch.randn(n, 8, 16, 16, generator=g),
+                              "text_emb": torch.randn(n, pipe.clap.dim, generator=g),
+                              "patch_emb": torch.randn(n, p, pipe.clip.dim, generator=g)})
+    model = dict(text_dim=pipe.clap.dim, patch_dim=pipe.clip.dim, grid_h=pipe.clip.patch_grid,
+                 grid_w=pipe.clip.patch_grid, attn_dim=16, mlp_hidden_dim=32, out_dim=512)
+    root = tmp_path_factory.mktemp("grounding-run")
+    cfg = TrainerConfig(output_dir=str(root / "run"), epochs=1, batch_size=4, val_fraction=0.0, tensorboard=False,
+                        optimizer={"lr": 1e-3, "betas": (0.95, 0.999), "eps": 1e-6, "weight_decay": 1e-3})
+    task = build_task("grounding", model, {"cond_dropout": 0.1, "finetune_unet": True}, models=str(tiny_models_dir))
+    res = Trainer(task, data, cfg, task_name="grounding", progress=False,
+                  run_config={"task": "grounding", "options": {"finetune_unet": True}}).fit()
+    final = res.final_dir
+    assert (final / "config.json").is_file() and (final / "unet" / "config.json").is_file()
+    without = root / "without-unet"
+    shutil.copytree(final, without, ignore=shutil.ignore_patterns("unet"))
+    return final, without
+
+
+def test_grounding_folder_with_a_finetuned_unet_replaces_the_model_sets_unet(tiny_models_dir, trained_grounding,
+                                                                             tmp_path):
+    import soundfile as sf
+    from diffusers import UNet2DConditionModel
+
+    from foleykit.cli import main
+    from foleykit.pipelines.objects import ObjectsPipeline
+
+    final, without = trained_grounding
+    # The pipeline's UNet is the fine-tuned one, bit for bit; without unet/ it is the model set's.
+    ft = ObjectsPipeline.from_models(str(tiny_models_dir), grounding=str(final), device="cpu")
+    base = ObjectsPipeline.from_models(str(tiny_models_dir), grounding=str(without), device="cpu")
+    saved = UNet2DConditionModel.from_pretrained(str(final / "unet")).state_dict()
+    ft_sd, base_sd = ft.generator.unet.state_dict(), base.generator.unet.state_dict()
+    assert all(torch.equal(ft_sd[k].contiguous(), v) for k, v in saved.items())
+    assert any(not torch.equal(base_sd[k].contiguous(), v) for k, v in saved.items())
+    assert ft.grounding_record["unet"]["ref"] == str((final / "unet").resolve())
+    assert base.grounding_record["unet"] is None and "no unet/" in base.grounding_record["unet_note"]
+    del ft, base
+
+    img = tmp_path / "scene.png"
+    _scene().save(img)
+    waves, sides = {}, {}
+    for name, folder in (("ft", final), ("base", without)):
+        out = tmp_path / f"{name}.wav"
+        try:
+            main(["generate", str(img), "--click", "75,85", "-o", str(out), "--grounding", str(folder),
+                  "--models", str(tiny_models_dir), "--duration", str(DUR), "--steps", str(STEPS), "--seed", "3",
+                  "--device", "cpu", "-q"])
+        except SystemExit as e:
+            pytest.fail(f"foleykit exited with {e.code}")
+        waves[name], sr = sf.read(out, dtype="float32")
+        assert sr == 16000 and len(waves[name]) == int(DUR * sr)
+        sides[name] = json.loads((tmp_path / f"{name}.wav.json").read_text())
+    # Same grounding weights, same click and seed: only the UNet differs, and so does the sound.
+    assert not np.allclose(waves["ft"], waves["base"], atol=1e-4)
+    ft_side, base_side = sides["ft"], sides["base"]
+    assert ft_side["grounding"]["trained"] is True
+    assert ft_side["grounding"]["unet"]["ref"] == str((final / "unet").resolve())
+    assert ft_side["grounding"]["unet"]["fine_tuned"] is True
+    assert ft_side["models"]["audioldm_unet"] == {"ref": str((final / "unet").resolve()), "revision": "local"}
+    assert base_side["grounding"]["unet"] is None and "audioldm_unet" not in base_side["models"]
+    assert ft_side["models"]["audioldm"] == base_side["models"]["audioldm"]  # VAE, vocoder: the model set's
+
+
+def test_an_incompatible_finetuned_unet_is_refused(tiny_models_dir, trained_grounding, tmp_path):
+    import shutil
+
+    from foleykit.pipelines.objects import ObjectsPipeline
+
+    final, _ = trained_grounding
+    bad = tmp_path / "bad"
+    shutil.copytree(final, bad)
+    cfg = json.loads((bad / "unet" / "config.json").read_text())
+    cfg["class_embed_type"] = None  # loads (its class projection unused) but cannot take the condition
+    (bad / "unet" / "config.json").write_text(json.dumps(cfg))
+    with pytest.raises(InputError, match="fine-tuned UNet has class_embed_type=None"):
+        ObjectsPipeline.from_models(str(tiny_models_dir), grounding=str(bad), device="cpu")

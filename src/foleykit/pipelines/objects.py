@@ -282,6 +282,12 @@ class ObjectsPipeline:
         ``grounding``: a folder saved by ``GroundingModule.save_pretrained``; else the model set's
         ``grounding`` role; else an *untrained* module (fixed seed) so every code path runs — its
         sounds are not meaningful, which the output record says.
+
+        A grounding folder that holds a ``unet/`` sub-folder (what ``foleykit train grounding`` writes
+        into ``final/`` when the UNet was fine-tuned jointly, the paper's default) supplies the UNet:
+        it is loaded through the same ``from_pretrained`` path in place of the model set's AudioLDM
+        UNet (VAE, vocoder, scheduler and the unconditional CLAP vector stay the model set's), and the
+        record names it (``grounding.unet``, ``models.audioldm_unet``).
         """
         ms = resolve_model_set(models)
         dev = resolve_device(device)
@@ -302,6 +308,7 @@ class ObjectsPipeline:
             record = {"ref": str(path), "trained": trained}
             if not trained:
                 record["note"] = "this grounding module recorded no attention statistics (never trained)"
+            record.update(_use_finetuned_unet(gen, g, path, ms))
         else:
             config = GroundingConfig(text_dim=clap.dim, patch_dim=clip.dim, grid_h=clip.patch_grid, grid_w=clip.patch_grid)
             with torch.random.fork_rng(devices=[]):
@@ -312,6 +319,7 @@ class ObjectsPipeline:
                 "trained": False,
                 "note": "no trained grounding module given (--grounding DIR): an untrained one (seed 0) was used, "
                 "so the sounds do not follow the selected objects meaningfully",
+                "unet": None,
             }
         if float(g.null_cond.norm()) == 0:
             g.set_null_condition(gen.unconditional_embedding().cpu())
@@ -593,9 +601,60 @@ class ObjectsPipeline:
             src = getattr(enc, "loaded_from", None)
             if src is not None:
                 rec[role] = {"ref": src.ref, "revision": src.revision}
+        unet = self.grounding_record.get("unet")
+        if unet:  # the fine-tuned UNet from the grounding folder replaced the model set's
+            rec["audioldm_unet"] = {"ref": unet["ref"], "revision": unet["revision"]}
         if self.model_set is not None:
             rec["model_set"] = self.model_set.name
         return rec
+
+
+#: Sub-folder of a grounding folder holding the UNet fine-tuned with it (the trainer's ``final/unet``).
+GROUNDING_UNET_SUBFOLDER = "unet"
+_UNET_MUST_MATCH = ("in_channels", "out_channels", "class_embed_type", "projection_class_embeddings_input_dim")
+
+
+def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path: Path, ms: ModelSet) -> dict:
+    """Swap the generator's UNet for ``path/unet`` when the grounding folder has one; the record entries.
+
+    Loaded with the generator's dtype onto its device through :func:`load_pretrained` (the same path as
+    every model). Refused when it cannot drive this model set's VAE or take the grounding's condition.
+    """
+    import json
+
+    from diffusers import UNet2DConditionModel
+
+    from ..encoders.loading import load_pretrained, to_device
+
+    folder = path / GROUNDING_UNET_SUBFOLDER
+    if not (folder / "config.json").is_file():
+        rec: dict = {"unet": None}
+        try:  # the trainer's record: was the UNet fine-tuned (the default) but not kept here?
+            training = json.loads((path / "training.json").read_text())
+            options = (training.get("run_config") or {}).get("options") or {}
+        except (OSError, ValueError, AttributeError):
+            training, options = {}, {}
+        if training.get("task") == "grounding" and options.get("finetune_unet", True):
+            rec["unet_note"] = (f"{path} was trained with the UNet fine-tuned but holds no {GROUNDING_UNET_SUBFOLDER}/ "
+                                "sub-folder: the model set's (not fine-tuned) UNet was used")
+        return rec
+    try:
+        unet, src = load_pretrained(UNet2DConditionModel, str(path), subfolder=GROUNDING_UNET_SUBFOLDER,
+                                    torch_dtype=gen.dtype)
+    except ModelNotAvailableError as exc:
+        raise InputError(f"grounding {path}: its fine-tuned UNet could not be loaded: {exc}") from None
+    base = gen.unet.config
+    want = {"projection_class_embeddings_input_dim": grounding.config.out_dim}
+    for key in _UNET_MUST_MATCH:
+        expected = want.get(key, base.get(key))
+        if unet.config.get(key) != expected or base.get(key) != expected:
+            raise InputError(
+                f"grounding {path}: its fine-tuned UNet has {key}={unet.config.get(key)!r}, but the model set "
+                f"{ms.name!r} and the grounding module need {expected!r}; train it from the same model set"
+            )
+    gen.unet = to_device(unet, gen.device, gen.dtype)
+    return {"unet": {"ref": str(folder.resolve()), "revision": src.revision, "fine_tuned": True,
+                     "replaces": f"the UNet of {ms.audioldm}"}}
 
 
 # ---------------------------------------------------------------------- writing outputs
