@@ -2,8 +2,10 @@
 
 Start the app on the tiny models at 127.0.0.1 on a free port, upload an image, click a point, see the
 mask overlay appear, generate, and fetch the result audio to check that it plays and has the right
-duration. Skips only when chromium or playwright is not installed (``apt-get install chromium``,
-``pip install playwright``; never ``playwright install``: we use the system browser).
+duration. Skips only when chromium, playwright or gradio is not installed (``apt-get install chromium``,
+``pip install playwright``; never ``playwright install``: we use the system browser) — except under CI
+(``CI=true`` or ``1``, as ``.ci/run`` is run), where a missing piece *fails* the tests with a message naming it,
+so CI cannot pass by skipping. ``FOLEYKIT_CHROMIUM`` names the browser; when set, only that one is used.
 
 Set ``FOLEYKIT_SCREENSHOT=path.png`` to also save a screenshot of the page with the mask overlay (the
 one in docs/ was made this way).
@@ -21,7 +23,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-CHROMIUM = os.environ.get("FOLEYKIT_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("FOLEYKIT_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = [
     "--headless",
     "--no-sandbox",
@@ -33,10 +35,36 @@ CHROMIUM_ARGS = [
     "--disable-dev-shm-usage",
 ]
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install playwright)")
-pytest.importorskip("gradio", reason="gradio is not installed (pip install 'foleykit[app]')")
-if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)) and not shutil.which("chromium"):
-    pytest.skip(f"chromium is not installed ({CHROMIUM}; apt-get install chromium)", allow_module_level=True)
+
+def _missing() -> list[str]:
+    """What this test needs and does not find, one entry each, with how to install it."""
+    missing = []
+    try:
+        import playwright.sync_api  # noqa: F401
+    except ImportError:
+        missing.append("playwright is not installed (pip install playwright)")
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        missing.append("gradio is not installed (pip install 'foleykit[app]')")
+    if not (Path(CHROMIUM).is_file() and os.access(CHROMIUM, os.X_OK)):
+        missing.append(f"chromium is not installed ({CHROMIUM} is not an executable; apt-get install chromium)")
+    return missing
+
+
+MISSING = _missing()
+IN_CI = os.environ.get("CI", "").strip().lower() in ("true", "1")
+if MISSING and not IN_CI:
+    pytest.skip("; ".join(MISSING), allow_module_level=True)
+if not MISSING:
+    from playwright import sync_api
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _browser_test_requirements():
+    """Under CI a missing browser, playwright or gradio fails every test here (a skip would pass CI)."""
+    if MISSING:
+        pytest.fail(f"CI={os.environ.get('CI')} but the browser test cannot run: " + "; ".join(MISSING), pytrace=False)
 
 DURATION_S = 1.0
 
@@ -88,8 +116,7 @@ def running_app(tiny_models_dir, tmp_path_factory):
 @pytest.fixture(scope="module")
 def browser():
     with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM if Path(CHROMIUM).exists() else shutil.which("chromium"),
-                              args=CHROMIUM_ARGS)
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             yield b
         finally:
