@@ -206,3 +206,65 @@ def test_bad_arguments_are_input_errors():
         cycle_mix(manifold, remixer, clean, feedback_slot=99)
     with pytest.raises(InputError, match="at most 9"):
         pack_sources(torch.randn(10, CLIP), None, max_sources=10, clip_dim=CLIP, clap_dim=CLAP)
+
+
+def _quiet_manifold(manifold: CMSSManifold) -> CMSSManifold:
+    """Near-zero manifold variances: tracks are their means, while the Remixer's candidates still vary."""
+    with torch.no_grad():
+        for mlp in (manifold.clip_projector, manifold.clap_projector, manifold.reconstructor):
+            mlp.logvar_head.weight.zero_()
+            mlp.logvar_head.bias.fill_(-40.0)
+    return manifold
+
+
+def test_a_lone_global_source_is_scored_against_its_own_track_and_rounds_improve():
+    """One image and nothing else (e.g. ``--no-detect``): the feedback slot is the only source. It used
+    to be unscored, so every candidate scored 0 and the first draw always won."""
+    manifold, remixer = _models()
+    manifold = _quiet_manifold(manifold)
+    g = torch.Generator().manual_seed(5)
+    global_clip = torch.randn(CLIP, generator=g)
+    slots = pack_sources(None, None, global_clip, max_sources=10, clip_dim=CLIP, clap_dim=CLAP)
+    assert slots.num_slots == 1 and not slots.padding_mask.any()
+    manifold.eval()
+    own_track = manifold.to_clap(manifold.fold_clips(global_clip))  # χ(v(global))
+
+    runs = {
+        rounds: cycle_mix(manifold, remixer, slots, rounds=rounds, samples=6, criterion="spread",
+                          generator=torch.Generator().manual_seed(0))
+        for rounds in (1, 6)
+    }
+    for res in runs.values():
+        # Spread of one similarity is always 0, so the scene is ranked by relevance to the global track.
+        assert res.criterion_used == ("relevance",)
+        sim = res.track_similarity[0, 0].item()
+        assert math.isfinite(sim)
+        assert sim == pytest.approx(torch.dot(res.clap[0], own_track).item(), abs=1e-4)
+        assert res.score[0].item() == pytest.approx(sim, abs=1e-5)
+    # Round 0 draws the same candidates in both runs; later rounds (with feedback) found a better mix.
+    assert runs[6].score[0] > runs[1].score[0] + 1e-4
+    assert not torch.allclose(runs[6].clap, runs[1].clap)
+
+    # The fallback ranks exactly as the relevance criterion does (same draws, same picks).
+    relevance = cycle_mix(manifold, remixer, slots, rounds=6, samples=6, criterion="relevance",
+                          generator=torch.Generator().manual_seed(0))
+    assert relevance.criterion_used == ("relevance",)
+    assert torch.allclose(relevance.clap, runs[6].clap) and torch.allclose(relevance.score, runs[6].score)
+
+
+def test_one_scored_track_falls_back_to_relevance_but_two_keep_the_spread():
+    manifold, remixer = _models()
+    g = torch.Generator().manual_seed(6)
+    kw = dict(max_sources=10, clip_dim=CLIP, clap_dim=CLAP)
+    one = pack_sources(torch.randn(1, CLIP, generator=g), None, torch.randn(CLIP, generator=g), **kw)
+    two = pack_sources(torch.randn(2, CLIP, generator=g), None, torch.randn(CLIP, generator=g), **kw)
+    res = cycle_mix(manifold, remixer, stack_slots([one, two]), rounds=3, samples=5, criterion="spread",
+                    generator=torch.Generator().manual_seed(0))
+    assert res.criterion_used == ("relevance", "spread")
+    sims0 = res.track_similarity[0]
+    assert torch.isnan(sims0[0]) and torch.isnan(sims0[2:]).all()  # the feedback slot and padding unscored
+    assert res.score[0].item() == pytest.approx(sims0[1].item(), abs=1e-5)  # relevance = its cosine
+    s1 = res.track_similarity[1, 1:]
+    assert res.score[1].item() == pytest.approx(s1.std(correction=0).item(), abs=1e-5)
+    # The feedback slot stays unscored whenever another source exists.
+    assert torch.isnan(res.track_similarity[1, 0])

@@ -14,8 +14,18 @@ Selection criteria:
 
 Differences from the released code, on purpose: empty (padding) slots and the feedback slot are not
 scored (the released score included them, so it changed with the number of slots); the Remixer is
-given the padding mask; std is the population std (defined for a single source); every random draw
-comes from the caller's ``torch.Generator``, so a seed fixes the result.
+given the padding mask; std is the population std; every random draw comes from the caller's
+``torch.Generator``, so a seed fixes the result.
+
+Degenerate scenes (no ranking signal otherwise, so the first draw would win and later rounds could
+never improve on it):
+
+* **The feedback slot is the only filled slot** (one image, no detections, regions, texts or audios):
+  its *original* track χ(v(global CLIP)) from round 0 is scored, and stays the target in later rounds
+  even though the slot's code is replaced by the feedback.
+* **One scored track with** ``criterion="spread"``: the std of a single similarity is 0 for every
+  candidate, so that scene is ranked by relevance (its cosine to the track) instead;
+  :attr:`CycleMixResult.criterion_used` says which criterion each scene was ranked by.
 """
 
 from dataclasses import dataclass
@@ -173,6 +183,7 @@ class CycleMixResult:
     clap: Tensor  # [B, clap_dim], L2-normalised
     score: Tensor  # [B]: std (spread) or mean (relevance) of its similarities to the scored tracks
     track_similarity: Tensor  # [B, M]: cos(clap, track) per slot; NaN where a slot was not scored
+    criterion_used: tuple[str, ...] = ()  # per scene: "spread" or "relevance" (see the module docstring)
 
 
 def _score(similarity: Tensor, scored: Tensor, criterion: str, slot_weights: Tensor | None = None) -> Tensor:
@@ -236,13 +247,20 @@ def cycle_mix(
         padding = slots.padding_mask.to(device)
         clips = slots.clips.to(device)
         scored = ~padding
+        alone = torch.zeros(b, dtype=torch.bool, device=device)  # the feedback slot is the only source
         if feedback_slot is not None:
             scored[:, feedback_slot] = False
+            alone = ~scored.any(-1) & ~padding[:, feedback_slot]
+            scored[:, feedback_slot] = alone  # score its original track (kept from round 0)
+        # Ranked by relevance: every scene for "relevance"; for "spread", scenes with one scored track.
+        use_relevance = torch.ones(b, dtype=torch.bool, device=device) if criterion == "relevance" \
+            else scored.sum(-1) == 1
+        weights = None if slot_weights is None else slot_weights.to(device)
         base_codes = manifold_codes(manifold, slots, var_samples, generator)
-        better = torch.lt if criterion == "spread" else torch.gt
-        best_score = torch.full((b,), float("inf") if criterion == "spread" else float("-inf"), device=device)
+        best_key = torch.full((b,), float("inf"), device=device)  # lower is better: std, or -mean
         best_clap = torch.zeros(b, manifold.config.clap_dim, device=device)
         best_similarity = torch.full((b, m), float("nan"), device=device)
+        feedback_track = None
         for round_index in range(rounds):
             codes, remix_padding = base_codes, padding
             if round_index > 0 and feedback_slot is not None:
@@ -251,6 +269,11 @@ def cycle_mix(
                 remix_padding = padding.clone()
                 remix_padding[:, feedback_slot] = False
             tracks = manifold.to_clap(codes, var_samples, generator)  # [B, M, clap]
+            if feedback_slot is not None and alone.any():
+                if feedback_track is None:  # round 0: the slot still holds the global source's own code
+                    feedback_track = tracks[:, feedback_slot].clone()
+                else:
+                    tracks[:, feedback_slot] = torch.where(alone[:, None], feedback_track, tracks[:, feedback_slot])
             many = codes.repeat_interleave(samples, dim=0)  # [B*S, M, D], candidate-major per scene
             candidates = remixer.sample(
                 remixer_source_codes(manifold, many, remixer.config.source_code, var_samples, generator),
@@ -260,16 +283,20 @@ def cycle_mix(
                 generator=generator,
             ).view(b, samples, -1)
             similarity = torch.einsum("bsc,bmc->bsm", candidates, tracks)
-            score = _score(similarity, scored, criterion, None if slot_weights is None else slot_weights.to(device))
-            pick = score.argmin(dim=1) if criterion == "spread" else score.argmax(dim=1)
+            key = -_score(similarity, scored, "relevance", weights)
+            if not use_relevance.all():
+                key = torch.where(use_relevance[:, None], key, _score(similarity, scored, "spread", weights))
+            pick = key.argmin(dim=1)
             rows = torch.arange(b, device=device)
-            round_score = score[rows, pick]
-            improved = better(round_score, best_score)
-            best_score = torch.where(improved, round_score, best_score)
+            round_key = key[rows, pick]
+            improved = round_key < best_key
+            best_key = torch.where(improved, round_key, best_key)
             best_clap = torch.where(improved[:, None], candidates[rows, pick], best_clap)
             picked_similarity = similarity[rows, pick].masked_fill(~scored, float("nan"))
             best_similarity = torch.where(improved[:, None], picked_similarity, best_similarity)
-        return CycleMixResult(F.normalize(best_clap, dim=-1), best_score, best_similarity)
+        best_score = torch.where(use_relevance, -best_key, best_key)
+        used = tuple("relevance" if r else "spread" for r in use_relevance.tolist())
+        return CycleMixResult(F.normalize(best_clap, dim=-1), best_score, best_similarity, used)
     finally:
         manifold.train(modes[0])
         remixer.train(modes[1])
