@@ -102,3 +102,46 @@ def test_trainer_learns_a_target_that_depends_on_time(tmp_path):
     assert learned > average + 0.15, (average, learned)
     assert result.history[-1].cosine > result.history[0].cosine
     assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 15  # one JSON line per epoch
+
+
+def _segment_centres(n: int, start: float, end: float) -> torch.Tensor:
+    """The times ``io.video.read_frames`` samples: centres of n equal segments."""
+    step = (end - start) / n
+    return torch.tensor([start + (k + 0.5) * step for k in range(n)], dtype=torch.float64)
+
+
+def test_frame_time_positions_follow_the_released_index_convention_for_full_windows():
+    from foleykit.modules.temporal import FULL_WINDOW_S, frame_time_positions
+
+    assert FULL_WINDOW_S == 10.0
+    for n, start in ((8, 0.0), (64, 9.5), (4, 123.25)):
+        full = frame_time_positions(_segment_centres(n, start, start + 10.0))
+        assert torch.equal(full, torch.arange(n, dtype=torch.float32))  # exactly 0..T-1
+    half = frame_time_positions(_segment_centres(8, 9.5, 14.5))  # a 5 s last window
+    assert torch.allclose(half, torch.arange(8) * 0.5)
+    batch = frame_time_positions(torch.stack([_segment_centres(8, 0, 10), _segment_centres(8, 0, 2.5)]))
+    assert batch.shape == (2, 8) and torch.allclose(batch[1], torch.arange(8) * 0.25)
+    with pytest.raises(InputError, match="increasing"):
+        frame_time_positions(torch.tensor([1.0, 0.5]))
+
+
+def test_time_positions_give_the_default_output_for_a_full_window_and_differ_for_a_short_one():
+    from foleykit.modules.temporal import frame_time_positions
+
+    model = _model()
+    frames = torch.randn(2, 8, 16)
+    default = model(frames).mu
+    full = frame_time_positions(_segment_centres(8, 0.0, 10.0))
+    assert torch.equal(model(frames, positions=full).mu, default)  # the table rows, bit for bit
+    short = frame_time_positions(_segment_centres(8, 20.0, 23.0))  # 3 s: positions 0, 0.3, ...
+    out = model(frames, positions=short).mu
+    assert not torch.allclose(out, default, atol=1e-4)
+    # Fractional positions evaluate the table's own sinusoid: continuous, and exact at the rows.
+    nudged = model(frames, positions=torch.arange(8) + 1e-4).mu
+    assert torch.allclose(nudged, default, atol=1e-3) and not torch.equal(nudged, default)
+    table = model.position_table
+    from foleykit.modules.temporal import sinusoidal_embedding
+
+    assert torch.allclose(sinusoidal_embedding(torch.arange(32) * 1.0, 16, 64.0), table, atol=1e-6)
+    with pytest.raises(InputError, match=r"lie in \[0, 30\)"):
+        model(frames, positions=torch.arange(8) - 0.25)

@@ -7,8 +7,15 @@ mean and log-variance of one CLAP embedding for the whole window.
 
 As in the released aggregator the position table is a buffer ``[position_resolution, clap_dim]``
 with frequency base ``2 · position_resolution`` and it also covers the two read-out tokens (positions
-0 and 1); frame t sits at position t + 2. Frames are placed by index by default; pass ``positions``
-for uneven sampling. A ``padding_mask`` lets shorter videos share a batch.
+0 and 1); frame t sits at position t + 2. Frames are placed by index by default.
+
+**Timestamp positions** (the paper's timestamp embedding): :func:`frame_time_positions` turns the
+frames' times into positions in units of the frame spacing of a full (10 s, :data:`FULL_WINDOW_S`)
+window, counted from the first frame. A full window's T frames get exactly 0..T-1, the released index
+convention (so imported weights behave as released), while the frames of a shorter window (the last
+window of a long video, a short clip) sit closer together. Integer positions are looked up in the
+table; fractional ones use the same sinusoid evaluated at the fractional position. A
+``padding_mask`` lets shorter videos share a batch.
 """
 
 import math
@@ -24,6 +31,8 @@ from .efficient_attention import KEY_SOFTMAX_CHOICES, EfficientTransformerEncode
 from .variational_mlp import ReadoutHead, VariationalOutput, mean_of_samples
 
 NUM_READOUT_TOKENS = 2
+#: The window the aggregator's frame positions are scaled to: the released model saw 10 s clips.
+FULL_WINDOW_S = 10.0
 
 
 @dataclass
@@ -66,14 +75,37 @@ class TemporalConfig:
             raise InputError(f"temporal dropout must be in [0, 1), got {self.dropout}")
 
 
+def sinusoidal_embedding(positions: Tensor, dim: int, base: float) -> Tensor:
+    """[..., dim] for (possibly fractional) ``positions`` [...]: sin on even features, cos on odd ones,
+    wavelengths up to 2π·base. At integer positions it equals the rows of :func:`sinusoidal_table`."""
+    position = positions.to(torch.float32)[..., None]
+    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32, device=position.device) * (-math.log(base) / dim))
+    out = torch.zeros(*positions.shape, dim, device=position.device)
+    out[..., 0::2] = torch.sin(position * inv_freq)
+    out[..., 1::2] = torch.cos(position * inv_freq)
+    return out
+
+
 def sinusoidal_table(num_positions: int, dim: int, base: float) -> Tensor:
-    """[num_positions, dim]: sin on even features, cos on odd ones, wavelengths up to 2π·base."""
-    position = torch.arange(num_positions, dtype=torch.float32)[:, None]
-    inv_freq = torch.exp(torch.arange(0, dim, 2, dtype=torch.float32) * (-math.log(base) / dim))
-    table = torch.zeros(num_positions, dim)
-    table[:, 0::2] = torch.sin(position * inv_freq)
-    table[:, 1::2] = torch.cos(position * inv_freq)
-    return table
+    """[num_positions, dim]: :func:`sinusoidal_embedding` of 0..num_positions-1."""
+    return sinusoidal_embedding(torch.arange(num_positions), dim, base)
+
+
+def frame_time_positions(frame_times_s: Tensor, full_window_s: float = FULL_WINDOW_S) -> Tensor:
+    """Frame times (seconds, [T] or [B, T], increasing) → float positions
+    ``(t - t_0) · T / full_window_s``: the time since the window's first frame in units of the frame
+    spacing of a full window of T evenly spaced frames. A full window gives exactly 0..T-1 (values
+    within 1e-6 of an integer are snapped to it); a window half as long gives 0, 0.5, 1, …"""
+    times = torch.as_tensor(frame_times_s, dtype=torch.float64)
+    if times.ndim not in (1, 2) or times.shape[-1] < 1:
+        raise InputError(f"frame times must be [T] or [B, T] with T >= 1, got {tuple(times.shape)}")
+    if not torch.isfinite(times).all() or (times.diff(dim=-1) < 0).any():
+        raise InputError("frame times must be finite and in increasing order")
+    if not (isinstance(full_window_s, (int, float)) and full_window_s > 0):
+        raise InputError(f"full window must be a positive number of seconds, got {full_window_s!r}")
+    positions = (times - times[..., :1]) * (times.shape[-1] / float(full_window_s))
+    rounded = positions.round()
+    return torch.where((positions - rounded).abs() < 1e-6, rounded, positions).to(torch.float32)
 
 
 class TemporalAggregator(nn.Module, PyTorchModelHubMixin):
@@ -110,8 +142,9 @@ class TemporalAggregator(nn.Module, PyTorchModelHubMixin):
         positions: Tensor | None = None,
         padding_mask: Tensor | None = None,
     ) -> VariationalOutput:
-        """frame_claps [B, T, clap_dim]; positions [T] or [B, T] integer frame positions (default
-        0..T-1); padding_mask [B, T] (True = missing frame) → Gaussian over the window's CLAP."""
+        """frame_claps [B, T, clap_dim]; positions [T] or [B, T] frame positions (default 0..T-1;
+        integer or fractional, e.g. :func:`frame_time_positions`); padding_mask [B, T] (True = missing
+        frame) → Gaussian over the window's CLAP."""
         c = self.config
         if frame_claps.ndim != 3 or frame_claps.shape[-1] != c.clap_dim:
             raise InputError(
@@ -123,11 +156,27 @@ class TemporalAggregator(nn.Module, PyTorchModelHubMixin):
         x = torch.cat([self.readout_tokens.unsqueeze(0).expand(b, -1, -1), frame_claps.to(table)], dim=1)
         if positions is None:
             positions = torch.arange(t, device=table.device)
-        positions = positions.to(device=table.device, dtype=torch.long).expand(b, t)
-        if positions.min() < 0 or positions.max() + NUM_READOUT_TOKENS >= c.position_resolution:
+        positions = torch.as_tensor(positions, device=table.device)
+        if positions.ndim not in (1, 2) or positions.shape[-1] != t:
+            raise InputError(f"positions must be [{t}] or [{b}, {t}], got {tuple(positions.shape)}")
+        positions = positions.expand(b, t)
+        if positions.is_floating_point() and not torch.isfinite(positions).all():
+            raise InputError("frame positions must be finite")
+        if positions.min() < 0 or positions.max() + NUM_READOUT_TOKENS > c.position_resolution - 1:
             raise InputError(f"frame positions must lie in [0, {c.position_resolution - NUM_READOUT_TOKENS})")
+        fractional = None
+        if positions.is_floating_point():
+            whole = positions.round()
+            fractional = positions != whole
+            positions, fractional_positions = whole.long(), positions
         readout_positions = torch.arange(NUM_READOUT_TOKENS, device=table.device).expand(b, -1)
-        x = x + table[torch.cat([readout_positions, positions + NUM_READOUT_TOKENS], dim=1)]
+        embedding = table[torch.cat([readout_positions, positions + NUM_READOUT_TOKENS], dim=1)]
+        if fractional is not None and fractional.any():  # the table's sinusoid between its rows
+            exact = sinusoidal_embedding(fractional_positions + NUM_READOUT_TOKENS, c.clap_dim,
+                                         2.0 * c.position_resolution).to(table)
+            frame_part = torch.where(fractional[..., None], exact, embedding[:, NUM_READOUT_TOKENS:])
+            embedding = torch.cat([embedding[:, :NUM_READOUT_TOKENS], frame_part], dim=1)
+        x = x + embedding
         key_padding_mask = None
         if padding_mask is not None:
             if padding_mask.shape != (b, t):
