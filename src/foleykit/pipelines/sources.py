@@ -38,7 +38,9 @@ peak-normalises. The mono SS2A mixture stays available as ``SourcesResult.mono_m
 **Video** (temporal aggregation, paper Eq. 10): per generation window (≤ 10 s), ``frames`` (64)
 evenly spaced frames each go through the image pipeline above (detection + CLIP per frame, texts and
 audios embedded once for all frames) and Cycle Mix (all frames of all windows in one batch); the
-temporal aggregator ω turns the 64 per-frame CLAPs of a window into that window's CLAP. Without a
+temporal aggregator ω turns the 64 per-frame CLAPs of a window into that window's CLAP, each frame
+placed by its timestamp (:func:`~foleykit.modules.temporal.frame_time_positions`: 0..63 for a full
+10 s window, closer together for a shorter one). Without a
 trained aggregator the frame CLAPs are averaged (and the record says so). Stems and stereo are for
 images: a video's sources change from frame to frame.
 """
@@ -270,19 +272,47 @@ def _mask_region(img: Image.Image, mask: np.ndarray) -> tuple[Image.Image, tuple
     return letterbox(Image.fromarray(arr[y0:y1, x0:x1])), (float(x0), float(y0), float(x1), float(y1))
 
 
+#: Mask files whose compression noise would turn black pixels nonzero.
+_LOSSY_MASK_FORMATS = ("JPEG", "MPO")
+
+
+def _mask_inside(arr: np.ndarray, what: str) -> np.ndarray:
+    """Nonzero = inside, whatever the scale (0/1, 0/255, bool, float); [H, W, C]: any colour channel
+    nonzero (a 2nd/4th channel is alpha and is ignored)."""
+    if arr.ndim == 3:
+        if arr.shape[-1] in (2, 4):
+            arr = arr[..., :-1]
+        arr = arr.any(axis=-1) if arr.dtype == bool else (arr != 0).any(axis=-1)
+    if arr.ndim != 2:
+        raise InputError(f"{what} must be a 2-d array (H x W), got shape {arr.shape}")
+    if np.issubdtype(arr.dtype, np.floating) and not np.isfinite(arr).all():
+        raise InputError(f"{what} contains NaN or infinite values")
+    return arr != 0
+
+
 def _load_mask(mask, size: tuple[int, int], what: str) -> np.ndarray:
+    """A bool [H, W] mask from a file or an array: **nonzero = inside** (0/1 and 0/255 alike).
+
+    Files: a grey or colour image, any nonzero pixel (not black) is inside, alpha ignored; a palette
+    image: any nonzero palette index. JPEG is refused: its noise makes black pixels nonzero."""
     w, h = size
     if isinstance(mask, (str, os.PathLike)):
         try:
             with Image.open(Path(mask).expanduser()) as m:
-                arr = np.asarray(m.convert("L")) > 127
+                if m.format in _LOSSY_MASK_FORMATS:
+                    raise InputError(f"{what} {mask}: a {m.format} mask is lossy (its noise makes black pixels "
+                                     "nonzero); save masks as PNG")
+                if m.mode == "P":  # palette indices: 0 = outside (label-map convention)
+                    arr = np.asarray(m)
+                elif m.mode in ("1", "L", "I", "I;16", "F", "RGB", "RGBA", "LA", "RGBX", "CMYK"):
+                    arr = np.asarray(m.convert("RGB") if m.mode == "CMYK" else m)
+                else:
+                    arr = np.asarray(m.convert("L"))
         except (OSError, ValueError) as exc:
             raise InputError(f"{what} {mask}: not a readable image ({exc})") from None
     else:
         arr = np.asarray(mask)
-        if arr.ndim == 3:
-            arr = arr[..., 0]
-        arr = arr > (127 if arr.dtype == np.uint8 else 0.5 if np.issubdtype(arr.dtype, np.floating) else 0)
+    arr = _mask_inside(arr, what)
     if arr.shape != (h, w):
         raise InputError(f"{what} is {arr.shape[1]}x{arr.shape[0]}, the image is {w}x{h}")
     if arr.sum() < 4:
@@ -319,6 +349,20 @@ def _prepare_audio(item, what: str) -> tuple[np.ndarray, int, str, dict, list[st
     info = {"file": str(item) if not isinstance(item, AudioClip) else name, "sample_rate": sr, "channels": channels,
             "duration_s": round(seconds, 3)}
     return wave.astype(np.float32, copy=False), sr, name, info, notes
+
+
+def _cycle_mix_notes(sources, single_image: bool, criterion: str, used: Sequence[str]) -> list[str]:
+    """Notes for Cycle Mix's degenerate scenes (see :mod:`foleykit.modules.cycle_mix`)."""
+    if sources is not None and single_image and len(sources) == 1:
+        how = "by relevance (cosine) to" if criterion == "spread" else "against"
+        return [f"the whole image is the only sound source: Cycle Mix ranked candidates {how} its own track "
+                "semantics (the image also fills the feedback slot)"]
+    fallback = sum(c != criterion for c in used)
+    if not fallback:
+        return []
+    where = "" if len(used) == 1 else f" in {fallback} of {len(used)} frames"
+    return [f"Cycle Mix had one source to score{where}; the spread of one similarity is always 0, so candidates "
+            "were ranked by relevance (cosine to that source's track) instead"]
 
 
 # ---------------------------------------------------------------------- stereo
@@ -710,6 +754,7 @@ class SourcesPipeline:
         single_image = len(img_list) == 1
         mix_clap, tracks, cm = self._mix(sources, single_image=single_image, seed=seed,
                                          cycle=(cycle_rounds, cycle_samples, var_samples, criterion))
+        notes += _cycle_mix_notes(sources, single_image, criterion, [cm["criterion_used"]])
         for i, s in enumerate(sources):
             s.index = i
             s.info["track_similarity"] = None if not math.isfinite(cm["similarity"][i]) else round(cm["similarity"][i], 4)
@@ -772,6 +817,7 @@ class SourcesPipeline:
         return res.clap[0].cpu(), tracks[offset : offset + n], {
             "score": float(res.score[0]), "similarity": sim[offset : offset + n], "slots": slots.num_slots,
             "rounds": rounds, "samples": samples, "var_samples": var_samples, "criterion": criterion,
+            "criterion_used": res.criterion_used[0],
         }
 
     def _generate(self, jobs, duration, *, seed, preset, steps, guidance, candidates, report, bars, start=0.0):
@@ -798,18 +844,21 @@ class SourcesPipeline:
     # -- video -------------------------------------------------------------------------------------
     def _video(self, path, text_sources, audio_sources, *, notes, seed, det_kwargs, max_detections, max_sources,
                duration_s, preset, steps, guidance, candidates, cycle, frames, report, bars, text_mode) -> SourcesResult:
-        from ..io.video import probe_video, read_frames
+        from ..io.video import probe_video, read_frames, segment_centres
+        from ..modules.temporal import FULL_WINDOW_S, frame_time_positions
 
         info = probe_video(path)
         duration = info.duration_s if duration_s is None else float(duration_s)
         windows = plan_windows(duration)
         room = max_sources - 1 - len(text_sources) - len(audio_sources)
         scenes, frame_sources = [], []  # per frame: its slots and its sources (slot order)
+        frame_times = []  # per window: the times read_frames samples (segment centres)
         empty_frames = 0
         for wi, (start, end) in enumerate(windows):
             end = min(end, info.duration_s)
             start = min(start, max(0.0, end - 1e-3))
             imgs = read_frames(path, frames, start_s=start, end_s=end, max_side=VIDEO_MAX_SIDE)
+            frame_times.append(segment_centres(frames, start, end))
             seen: dict[int, _Perceived] = {}
             for fi, img in enumerate(imgs):
                 p = seen.get(id(img))
@@ -835,10 +884,15 @@ class SourcesPipeline:
         res = cycle_mix(self.ss2a.manifold, self.ss2a.remixer, batch, rounds=rounds, samples=samples,
                         var_samples=var_samples, criterion=criterion, generator=make_generator(seed),
                         slot_weights=weights)
+        notes += _cycle_mix_notes(None, True, criterion, res.criterion_used)
         frame_claps = res.clap.view(len(windows), frames, -1)
         agg = self.ss2a.temporal
+        # Timestamp positions: 0..frames-1 for a full 10 s window (the released index convention),
+        # closer together for a shorter one (a short clip, the last window of a long video).
+        positions = frame_time_positions(torch.tensor(frame_times, dtype=torch.float64), FULL_WINDOW_S)
         if agg is not None:
-            window_claps = agg.aggregate(frame_claps.to(next(agg.parameters()).device)).cpu()
+            dev = next(agg.parameters()).device
+            window_claps = agg.aggregate(frame_claps.to(dev), positions=positions.to(dev)).cpu()
             how = "temporal aggregator over per-frame SS2A CLAPs"
         else:
             window_claps = F.normalize(frame_claps.mean(1), dim=-1).cpu()
@@ -852,13 +906,18 @@ class SourcesPipeline:
         sources = text_sources + audio_sources
         for i, s in enumerate(sources):
             s.index = i + 1
+        fallback = sum(c != criterion for c in res.criterion_used)
         record = self._record(sources, {"score": float(res.score.mean()), "rounds": rounds, "samples": samples,
-                                        "var_samples": var_samples, "criterion": criterion, "slots": batch.num_slots},
+                                        "var_samples": var_samples, "criterion": criterion, "slots": batch.num_slots,
+                                        "frames_ranked_by_relevance": fallback if criterion == "spread" else None},
                               out.settings, notes, kind="video", text_mode=text_mode, detect=det_kwargs["detect"],
                               threshold=det_kwargs["threshold"], max_detections=max_detections,
                               detector_size=det_kwargs["detector_size"],
                               max_sources=max_sources, single_image=True, stems=False, stereo=False)
         record["video"] = {"frames_per_window": frames, "windows": [list(w) for w in windows], "aggregation": how,
+                           "positions": f"frame times: (t - t_first) * frames / {FULL_WINDOW_S:g} s (0..frames-1 "
+                                        "for a full window)",
+                           "last_position": [round(float(p[-1]), 4) for p in positions],
                            "frames_without_detections": empty_frames if det_kwargs["detect"] else None}
         if report:
             report(1.0, "done")
