@@ -82,7 +82,7 @@ def test_end_to_end_on_tiny_embedders(dataset, tiny_models_dir):
     assert saved["metrics"]["fd"]["value"] == pytest.approx(report["metrics"]["fd"]["value"])
     assert saved["published"] and saved["seed"] == 2020
     md = (out / "report.md").read_text()
-    assert "| FD (PANNs CNN14, 2048-d) ↓ |" in md and "V2A-Mapper (V2A-Mapper paper)" in md and "24.168" in md
+    assert "| FD (PANNs CNN14, 2048-d) ↓ |" in md and "V2A-Mapper (V2A-Mapper paper, vggsound-test)" in md and "24.168" in md
     assert (out / "plots" / "metrics.png").is_file() and (out / "plots" / "pca_panns.png").is_file()
 
     again = evaluate(

@@ -3,6 +3,7 @@
 Metrics (each in its own module, pure functions over embeddings/logits): Fréchet distance
 (FD / FAD / C-FAD), KL and IS, CLAP score, CLIP score, SSMS, ACC. Embedders (PANNs CNN14, VGGish,
 Wav2CLIP, AST, CLAP, CLIP) live in :mod:`.embedders`; :func:`evaluate` ties them together.
+Benchmark protocols (test set, front end, metrics) and their manifest builders are in :mod:`.protocols`.
 """
 
 from .acc import acc
@@ -13,13 +14,16 @@ from .clip_score import clip_score
 from .embedders import build_embedders
 from .frechet import FrechetResult, FrechetWarning, frechet_distance, frechet_distance_from_stats, pool_frames
 from .kl_is import inception_score, kl_divergence
+from .protocols import BENCHMARKS, BenchmarkProtocol, build_manifest
 from .runner import DEFAULT_METRICS, METRICS, evaluate
 from .ssms import ssms
 
 __all__ = [
+    "BENCHMARKS",
     "DEFAULT_METRICS",
     "METRICS",
     "PROTOCOLS",
+    "BenchmarkProtocol",
     "EmbeddingCache",
     "FrechetResult",
     "FrechetWarning",
@@ -27,6 +31,7 @@ __all__ = [
     "Protocol",
     "acc",
     "build_embedders",
+    "build_manifest",
     "clap_score",
     "clip_score",
     "evaluate",

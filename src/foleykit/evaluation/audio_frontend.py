@@ -27,12 +27,39 @@ from ..io.audio import load_audio, resample
 PadMode = Literal["zero", "repeat", "none"]
 
 
+#: The fixed steps every protocol shares (what :func:`prepare` does); recorded with each protocol.
+MONO = "mean"  # mean of the channels
+DC_REMOVAL = True  # the clip's mean subtracted before resampling
+RESAMPLER = "soxr-hq"
+
+
 @dataclass(frozen=True)
 class Protocol:
+    """A front end: clip length, whether short clips are padded, and the fixed mono/DC/resampler steps.
+
+    ``mono``, ``dc_removal`` and ``resampler`` describe what :func:`prepare` does; only those values
+    are implemented, so any other is refused rather than recorded without being applied.
+    """
+
     name: str
     seconds: float
     pad: bool
     note: str
+    mono: str = MONO
+    dc_removal: bool = DC_REMOVAL
+    resampler: str = RESAMPLER
+
+    def __post_init__(self) -> None:
+        if not (isinstance(self.seconds, (int, float)) and self.seconds > 0):
+            raise InputError(f"protocol {self.name!r}: clip length must be positive seconds, got {self.seconds!r}")
+        fixed = {"mono": MONO, "dc_removal": DC_REMOVAL, "resampler": RESAMPLER}
+        other = {k: getattr(self, k) for k, v in fixed.items() if getattr(self, k) != v}
+        if other:
+            raise InputError(
+                f"protocol {self.name!r}: the front end implements only "
+                + ", ".join(f"{k}={v!r}" for k, v in fixed.items())
+                + f"; got {other}"
+            )
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from ..io.atomic import atomic_path, write_bytes_atomic
-from .published import HEADLINE, Published
+from .published import HEADLINE, PROVENANCE_LEGEND, Published
 
 REPORT_JSON = "report.json"
 REPORT_MD = "report.md"
@@ -53,7 +53,9 @@ def _published(report: dict[str, Any]) -> list[Published]:
 def render_markdown(report: dict[str, Any]) -> str:
     """The human-readable report: results table with published columns, skipped metrics, file notes."""
     published = _published(report)
-    sources = [s for s in HEADLINE if any(p.source == s for p in published)]
+    # One column per (paper table, dataset): a paper's VGGSound and ImageHear numbers never share one.
+    columns = list(dict.fromkeys((p.source, p.dataset) for p in published if p.source in HEADLINE))
+    bench = report.get("benchmark")
     lines = [
         "# foleykit evaluation",
         "",
@@ -63,27 +65,58 @@ def render_markdown(report: dict[str, Any]) -> str:
             f"- clips: {report['clips']}; protocol: {report['protocol']['name']} "
             f"({report['protocol']['note']}); seed: {report['seed']}"
         ),
+    ]
+    if bench:
+        expected = f"; the published set has {bench['expected_items']}" if bench.get("expected_items") else ""
+        lines.append(f"- benchmark: {bench['name']} ({bench['dataset']}{expected})")
+    lines += [
         "",
-        "| metric | ours | reference audio | " + " | ".join(f"{HEADLINE[s]} ({s})" for s in sources) + " |",
-        "|---|---|---|" + "---|" * len(sources),
+        "| metric | ours | reference audio | "
+        + " | ".join(f"{HEADLINE[s]} ({s}{', ' + d if d else ''})" for s, d in columns)
+        + " |",
+        "|---|---|---|" + "---|" * len(columns),
     ]
     for metric, res in report["metrics"].items():
         arrow = "↓" if res["lower_is_better"] else "↑"
         cells = [f"{res['label']} {arrow}", _fmt(res["value"]), _fmt(res.get("reference_value", "–"))]
-        for source in sources:
+        for source, dataset in columns:
             hit = next(
                 (
                     p
                     for p in published
-                    if p.metric == metric and p.source == source and p.method == HEADLINE[source]
+                    if p.metric == metric
+                    and p.source == source
+                    and p.dataset == dataset
+                    and p.method == HEADLINE[source]
                 ),
                 None,
             )
-            cells.append("–" if hit is None else _fmt(hit.value) + (f" ({hit.note})" if hit.note else ""))
+            if hit is None:
+                cells.append("–")
+                continue
+            cells.append(
+                _fmt(hit.value) + (f" {hit.mark}" if hit.mark else "") + (f" ({hit.note})" if hit.note else "")
+            )
         lines.append("| " + " | ".join(cells) + " |")
-    if sources:
+    if columns:
         lines += ["", "Published settings (numbers are comparable only under the same setting):", ""]
-        lines += [f"- {s}: {next(p.setting for p in published if p.source == s)}" for s in sources]
+        lines += [
+            f"- {s}{', ' + d if d else ''}: {next(p.setting for p in published if (p.source, p.dataset) == (s, d))}"
+            for s, d in columns
+        ]
+    unconfirmed = [p for p in published if not p.verified]
+    if unconfirmed:
+        lines += ["", "Provenance of the published numbers (report.json lists each one's source):", ""]
+        lines += [
+            f"- {PROVENANCE_LEGEND[level]}"
+            for level in ("secondary", "unverified")
+            if any(p.provenance == level for p in unconfirmed)
+        ]
+        lines += [
+            f"- unverified: {p.method} {p.metric} = {_fmt(p.value)} ({p.source}): {p.note}"
+            for p in unconfirmed
+            if p.provenance == "unverified"
+        ]
     notes = [f"- {m}: {n}" for m, res in report["metrics"].items() for n in res.get("warnings", [])]
     if notes:
         lines += ["", "## Warnings", "", *notes]
@@ -128,7 +161,7 @@ def _plots(report: dict[str, Any], outputs: dict, out_dir: Path) -> list[str]:
             if "reference_value" in res:
                 bars.append(("reference", res["reference_value"]))
             bars += [
-                (f"{p.method}\n({p.source.split(' paper')[0]})", p.value)
+                (f"{p.method}{' ' + p.mark if p.mark else ''}\n({p.source.split(' paper')[0]})", p.value)
                 for p in published
                 if p.metric == metric
             ]

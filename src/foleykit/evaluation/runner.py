@@ -29,7 +29,7 @@ from ..io.audio import SILENCE_PEAK, load_audio
 from ..seeding import resolve_seed
 from .acc import DEFAULT_EXCLUDED, AccMode, acc, label_indices
 from .annotations import read_captions, read_labels
-from .audio_frontend import FrontendSpec, Protocol, frontend_spec, get_protocol, prepare
+from .audio_frontend import FrontendSpec, Protocol, frontend_spec, prepare
 from .cache import EmbeddingCache
 from .clap_score import clap_score
 from .clip_score import clip_score, match_images
@@ -38,6 +38,7 @@ from .embedders.base import AudioEmbedder
 from .frechet import FrechetWarning, frechet_distance, pool_frames
 from .kl_is import IS_SEED, IS_SPLITS, inception_score, kl_divergence
 from .pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, list_files, require_same_names
+from .protocols import BenchmarkProtocol, resolve_protocol
 from .published import published_for
 from .report import write_report
 from .ssms import ssms
@@ -106,7 +107,7 @@ def evaluate(
     labels_csv: str | os.PathLike | None = None,
     metrics: Sequence[str] | None = None,
     embedders: str | Mapping[str, Any] | None = None,
-    protocol: str | Protocol = "v2a-mapper",
+    protocol: str | Protocol | BenchmarkProtocol = "v2a-mapper",
     seed: int | None = IS_SEED,
     device: str = "auto",
     model_set: str | os.PathLike | None = None,
@@ -127,14 +128,21 @@ def evaluate(
     ``seed`` shuffles the IS splits (2020 = audioldm_eval / av-benchmark; None draws one); fewer
     than 10 splits only make sense for small sets, whose IS is shaky anyway.
     ``reference_dir`` may be None (e.g. ImageHear): only the unpaired metrics then run.
+    ``protocol``: a front end (``v2a-mapper`` 10 s, ``ssv2a`` 10.24 s, ``mmaudio`` 8 s) or a benchmark
+    (:data:`~foleykit.evaluation.protocols.BENCHMARKS`, e.g. ``vggss-single``), which brings its front
+    end, its metrics (the default; others requested are skipped with the reason) and only its own
+    published numbers. ``cache_dir`` keeps embeddings on disk for later runs.
     Embedders run in float32 on ``device``: half precision would move the numbers.
     """
     started = time.perf_counter()
-    wanted = list(DEFAULT_METRICS if metrics is None else metrics)
+    proto, bench = resolve_protocol(protocol)
+    wanted = list((bench.metrics if bench else DEFAULT_METRICS) if metrics is None else metrics)
     unknown = [m for m in wanted if m not in METRICS]
     if unknown:
         raise InputError(f"unknown metrics {unknown}; choose from {', '.join(METRICS)}")
-    proto = get_protocol(protocol)
+    for name, value in (("ssms_m", ssms_m), ("ssms_n", ssms_n)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise InputError(f"{name} must be a whole number of labels >= 1, got {value!r}")
     seed_used = resolve_seed(seed)
     out = _check_out_dir(out_dir, [generated_dir, reference_dir])
 
@@ -153,7 +161,9 @@ def evaluate(
     skipped: dict[str, str] = {}
     for metric in wanted:
         info = METRICS[metric]
-        if info.paired and reference_dir is None:
+        if bench is not None and metric not in bench.metrics:
+            skipped[metric] = f"not part of the {bench.name} protocol (it supports {', '.join(bench.metrics)})"
+        elif info.paired and reference_dir is None:
             skipped[metric] = "needs a reference directory"
         elif info.needs and extra[info.needs] is None:
             skipped[metric] = f"needs {info.needs}"
@@ -218,6 +228,7 @@ def evaluate(
         "reference_dir": str(Path(reference_dir).resolve()) if reference_dir is not None else None,
         "clips": len(names),
         "protocol": proto.to_dict(),
+        "benchmark": bench.to_dict() if bench is not None else None,
         "seed": seed_used,
         "metrics": {m: results[m] for m in wanted if m in results},
         "skipped": {m: skipped[m] for m in wanted if m in skipped},
@@ -228,7 +239,9 @@ def evaluate(
         "files": file_notes,
         "cache": cache.stats(),
         "timing_s": {"embedding": round(embed_s, 3), "metrics": round(metrics_s, 3)},
-        "published": [p.to_dict() for p in published_for(list(results))],
+        "published": [
+            p.to_dict() for p in published_for(list(results), dataset=bench.name if bench is not None else None)
+        ],
         "versions": _versions(),
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "per_clip": per_clip,
