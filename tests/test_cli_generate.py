@@ -18,6 +18,8 @@ from foleykit.cli import main
 
 FAST = ["--models", "tiny", "--steps", "2", "--quiet"]
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module", autouse=True)
 def tiny_cache(tiny_models_dir, tmp_path_factory):
@@ -69,8 +71,12 @@ def sha(path: Path) -> str:
 
 
 def test_image_to_wav_with_sidecar_and_seed_reproduction(scene, tmp_path, capsys):
+    """Issue 2's exact command, at the preset's own steps: `foleykit generate scene.jpg -o out.wav
+    --models tiny --seed 3 --duration 4`."""
+    assert scene.name == "scene.jpg"
+    exact = ["--models", "tiny", "--seed", "3", "--duration", "4"]
     out = tmp_path / "out.wav"
-    assert run_cli("generate", str(scene), "-o", str(out), "--seed", "3", "--duration", "4", *FAST) == 0
+    assert run_cli("generate", str(scene), "-o", str(out), *exact) == 0
     wave, sr = sf.read(out)
     assert sr == 16000 and wave.shape == (4 * 16000,)
     assert np.isfinite(wave).all() and wave.std() > 1e-4
@@ -80,13 +86,17 @@ def test_image_to_wav_with_sidecar_and_seed_reproduction(scene, tmp_path, capsys
     assert side["parameters"]["duration"] == 4.0
     assert side["models"]["audioldm"]["revision"] == "local"
     assert "torch" in side["versions"] and "diffusers" in side["versions"]
+    assert side["generator"]["num_inference_steps"] == 10  # the fast preset's own, no --steps override
 
-    again = tmp_path / "again.wav"
-    other = tmp_path / "other.wav"
-    assert run_cli("generate", str(scene), "-o", str(again), "--seed", "3", "--duration", "4", *FAST) == 0
-    assert run_cli("generate", str(scene), "-o", str(other), "--seed", "4", "--duration", "4", *FAST) == 0
+    again = tmp_path / "again" / "out.wav"
+    other = tmp_path / "other" / "out.wav"
+    again.parent.mkdir()
+    other.parent.mkdir()
+    assert run_cli("generate", str(scene), "-o", str(again), *exact) == 0
+    assert run_cli("generate", str(scene), "-o", str(other), *exact[:3], "4", *exact[4:]) == 0
     assert sha(out) == sha(again)
     assert sha(out) != sha(other)
+    assert json.loads((other.parent / "out.wav.json").read_text())["seed"] == 4
 
 
 def test_random_seed_is_reported(scene, tmp_path, capsys):
@@ -116,6 +126,37 @@ def test_video_to_mp4_keeps_video_and_adds_matching_audio(video, tmp_path):
         src = [bytes(p) for p in a.demux(a.streams.video[0]) if p.size]
         dst = [bytes(p) for p in b.demux(b.streams.video[0]) if p.size]
     assert src == dst  # the original video stream, copied
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory) -> Path:
+    """A 12 s clip (longer than one 10.24 s diffusion window) with its own AAC soundtrack."""
+    from foleykit.data.synthetic import write_video
+
+    return write_video(tmp_path_factory.mktemp("in") / "long.mp4", 2, seconds=12.0, fps=10, audio=True)
+
+
+def test_video_longer_than_one_window_to_mp4(long_video, tmp_path):
+    """Two diffusion windows, crossfaded: the soundtrack covers all 12 s, the video is copied untouched."""
+    out = tmp_path / "long_foley.mp4"
+    assert run_cli("generate", str(long_video), "-o", str(out), "--seed", "5", "--frames", "4", *FAST) == 0
+    with av.open(str(out)) as c:
+        assert len(c.streams.video) == 1 and len(c.streams.audio) == 1  # the input's own audio was replaced
+        assert c.streams.audio[0].rate == 48000
+    durs = _stream_durations(out)
+    assert abs(durs["audio"] - 12.0) <= 0.05
+    assert abs(durs["video"] - 12.0) <= 0.05
+    with av.open(str(long_video)) as a, av.open(str(out)) as b:
+        src = [bytes(p) for p in a.demux(a.streams.video[0]) if p.size]
+        dst = [bytes(p) for p in b.demux(b.streams.video[0]) if p.size]
+    assert len(src) == 120 and src == dst
+    side = json.loads((tmp_path / "long_foley.mp4.json").read_text())
+    assert side["generator"]["windows"] == [[0.0, 10.0], [9.5, 19.5]]
+    assert abs(side["output"]["duration_s"] - 12.0) <= 1e-3
+    with av.open(str(out)) as c:  # the decoded soundtrack is sound all the way, not padding
+        pcm = np.concatenate([f.to_ndarray()[0] for f in c.decode(audio=0)])
+    tail = pcm[-48000:]
+    assert np.isfinite(pcm).all() and tail.std() > 1e-4
 
 
 def test_video_to_wav_has_video_length(video, tmp_path):
@@ -148,6 +189,106 @@ def test_bad_inputs_fail_with_one_line_and_no_output(tmp_path, capsys, make_inpu
     assert len(err) == 1 and err[0].startswith("foleykit: error:") and needle in err[0]
     assert not out.exists() and not (tmp_path / "out.wav.json").exists()
     assert not [p for p in tmp_path.iterdir() if ".part" in p.name]
+
+
+@pytest.fixture()
+def default_models_offline(monkeypatch, tmp_path_factory):
+    """``--models default`` with the hub offline and an empty HF cache: every default model is missing."""
+    from huggingface_hub import constants
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path_factory.mktemp("empty-hf-cache")))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    return ["--models", "default", "--quiet"]
+
+
+def _audio_only_mp4(d: Path) -> Path:
+    """A real mp4 holding an AAC track and no video stream."""
+    path = d / "audio_only.mp4"
+    with av.open(str(path), "w") as c:
+        stream = c.add_stream("aac", rate=44100, layout="mono")
+        wave = (0.3 * np.sin(2 * np.pi * 220 * np.arange(88200) / 44100)).astype(np.float32)
+        frame = av.AudioFrame.from_ndarray(wave[None], format="fltp", layout="mono")
+        frame.sample_rate, frame.pts = 44100, 0
+        for pkt in stream.encode(frame):
+            c.mux(pkt)
+        for pkt in stream.encode():
+            c.mux(pkt)
+    with av.open(str(path)) as c:
+        assert len(c.streams.audio) == 1 and len(c.streams.video) == 0
+    return path
+
+
+def _zero_frame_avi(d: Path) -> Path:
+    """A video file with a video stream that holds no frames (mp4 would drop such a track; avi keeps it)."""
+    path = d / "zero_frames.avi"
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("mpeg4", rate=25)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        c.start_encoding()
+    with av.open(str(path)) as c:
+        assert len(c.streams.video) == 1
+        assert sum(1 for _ in c.decode(video=0)) == 0
+    return path
+
+
+def _too_long_video(d: Path) -> Path:
+    """A 601 s clip at 1 fps: longer than the 600 s foleykit makes."""
+    path = d / "too_long.mp4"
+    with av.open(str(path), "w") as c:
+        vs = c.add_stream("libx264", rate=1)
+        vs.width, vs.height, vs.pix_fmt = 16, 16, "yuv420p"
+        black = av.VideoFrame.from_ndarray(np.zeros((16, 16, 3), np.uint8), format="rgb24")
+        for _ in range(601):
+            for pkt in vs.encode(black):
+                c.mux(pkt)
+        for pkt in vs.encode():
+            c.mux(pkt)
+    return path
+
+
+@pytest.mark.parametrize("make_input, needle", [
+    (_audio_only_mp4, "no video stream"),
+    (_zero_frame_avi, "no decodable video frames"),
+    (lambda d: _bad(d, "empty.mp4", b""), "empty"),
+    (_too_long_video, "601.0 s long"),
+])
+@pytest.mark.parametrize("suffix", [".mp4", ".wav"])
+def test_bad_videos_are_reported_before_any_model_loads(tmp_path, capsys, default_models_offline, make_input,
+                                                        needle, suffix):
+    """With every default model missing, the bad video is what the one error line names."""
+    src = make_input(tmp_path)
+    out = tmp_path / f"out{suffix}"
+    code = run_cli("generate", str(src), "-o", str(out), "--seed", "0", *default_models_offline)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(err) == 1 and err[0].startswith("foleykit: error:"), err
+    assert src.name in err[0] and needle in err[0] and "model" not in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [src.name]  # no output, no sidecar, no staging
+
+
+@pytest.mark.parametrize("make_input", [
+    lambda d: _bad(d, "scene.jpg", b"\xff\xd8\xff\xe0\x00\x10JFIF\x00 truncated jpeg"),
+    lambda d: _bad(d, "scene.png", b"\x89PNG\r\n\x1a\nthis is not a png"),
+])
+def test_corrupt_image_is_reported_not_the_missing_default_model(tmp_path, capsys, default_models_offline,
+                                                                 make_input):
+    src = make_input(tmp_path)
+    out = tmp_path / "out.wav"
+    code = run_cli("generate", str(src), "-o", str(out), "--seed", "0", *default_models_offline)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code != 0
+    assert len(err) == 1 and src.name in err[0] and "model" not in err[0], err
+    assert not out.exists() and not (tmp_path / "out.wav.json").exists()
+
+
+def test_default_models_are_really_missing_in_these_tests(scene, tmp_path, capsys, default_models_offline):
+    """The control for the two tests above: a good image under the same setup fails on the model."""
+    out = tmp_path / "out.wav"
+    assert run_cli("generate", str(scene), "-o", str(out), "--seed", "0", *default_models_offline) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "model" in err[0] and "offline" in err[0], err
+    assert not out.exists()
 
 
 def test_absurd_pixel_count_is_refused(tmp_path, capsys):

@@ -13,9 +13,9 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import InputError, OutputError
-from .io.atomic import check_output_path
-from .io.sidecar import write_sidecar
-from .pipelines.mapper import MapperPipeline, SoundResult, is_video_path
+from .io.atomic import check_output_path, staged_outputs
+from .io.sidecar import sidecar_path, write_sidecar
+from .pipelines.mapper import MapperPipeline, SoundResult, check_input, is_video_path
 
 METHODS = ("mapper", "objects", "sources")
 AUDIO_SUFFIXES = (".wav", ".flac")
@@ -172,27 +172,15 @@ def generate(
     out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
     if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
         raise InputError(f"input {source} does not exist or is not a file")
+    checked = check_input(source, duration)  # decode/probe before any model loads
     pipe = load_pipeline(method, models, mapper, device, dtype)
     sound = pipe(
-        source if isinstance(source, Image.Image) else Path(source).expanduser(),
-        duration_s=duration, preset=preset, num_inference_steps=steps, guidance_scale=guidance,
+        checked, preset=preset, num_inference_steps=steps, guidance_scale=guidance,
         num_candidates=candidates, seed=seed, frames_per_window=frames, progress=progress,
     )
     outputs: list[Path] = []
     sidecar = None
-    notes: list[str] = []
     if out_path is not None:
-        from .io.audio import write_audio
-
-        if out_path.suffix.lower() == ".mp4":
-            from .io.video import mux_audio
-
-            muxed = mux_audio(Path(source).expanduser(), sound.waveform, sound.sample_rate, out_path)
-            if muxed.note:
-                notes.append(muxed.note)
-        else:
-            write_audio(out_path, sound.waveform, sound.sample_rate)
-        outputs.append(out_path)
         record = {
             "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
             "output": {"path": str(out_path.resolve()), "sample_rate": sound.sample_rate,
@@ -204,10 +192,27 @@ def generate(
             "seed": sound.seed,
             **sound.record,
         }
-        if notes:
-            record["notes"] = notes
-        sidecar = write_sidecar(out_path, record)
+        sidecar = _write_output_and_sidecar(out_path, sound, record, Path(source).expanduser() if video else None)
+        outputs.append(out_path)
     return GenerateResult(sound=sound, seed=sound.seed, outputs=outputs, sidecar=sidecar)
+
+
+def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, video_source: Path | None) -> Path:
+    """The audio (or muxed mp4) and its sidecar, staged and renamed into place together (sidecar first)."""
+    from .io.audio import write_audio
+
+    with staged_outputs(sidecar_path(out_path), out_path) as (_, staged_out):
+        if out_path.suffix.lower() == ".mp4":
+            from .io.video import mux_audio
+
+            muxed = mux_audio(video_source, sound.waveform, sound.sample_rate, staged_out)
+            if muxed.note:
+                record["notes"] = list(record.get("notes", [])) + [muxed.note]
+                sound.record.setdefault("notes", []).append(muxed.note)
+        else:
+            write_audio(staged_out, sound.waveform, sound.sample_rate)
+        write_sidecar(staged_out, record)  # <staged>/<name>.json, the first staged path
+    return sidecar_path(out_path)
 
 
 def _generate_objects(source, output, *, models, seed, duration, steps, preset, guidance, candidates, device, dtype,

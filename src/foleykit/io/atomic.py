@@ -1,4 +1,5 @@
-"""Atomic output: write to a temporary file beside the target, then rename.
+"""Atomic output: write to a temporary file beside the target, then rename
+(:func:`staged_outputs`: several files, e.g. an output and its sidecar, together).
 
 A crash or an error never leaves a half-written output, and an existing file is only replaced
 once the new one is complete.
@@ -8,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -76,3 +78,64 @@ def _umask() -> int:
 def write_bytes_atomic(target: str | os.PathLike, data: bytes) -> None:
     with atomic_path(target) as tmp:
         tmp.write_bytes(data)
+
+
+@contextlib.contextmanager
+def staged_outputs(*targets: str | os.PathLike) -> Iterator[list[Path]]:
+    """Write several files (an output and its sidecar) so that they appear together or not at all.
+
+    Yields one staging path per target: the target's own file name, inside a hidden folder beside
+    it, so that suffix-sniffing writers and ``<name>.json`` sidecars keep working. When the block
+    succeeds the staged files are renamed onto their targets, in the order given; pass the sidecar
+    before its output, so that whoever sees the output also sees its sidecar. If the block or any
+    rename fails, the targets already renamed are rolled back (a file that was replaced is put
+    back) and the staging folders are removed, so a failure never leaves one file without the other.
+    """
+    finals = [Path(t).expanduser() for t in targets]
+    stage_dirs: dict[Path, Path] = {}
+    staged: list[Path] = []
+    try:
+        try:
+            for final in finals:
+                parent = final.resolve().parent
+                if parent not in stage_dirs:
+                    stage_dirs[parent] = Path(tempfile.mkdtemp(prefix=".foleykit-stage.", dir=parent))
+                staged.append(stage_dirs[parent] / final.name)
+        except OSError as exc:
+            raise OutputError(f"cannot write in {exc.filename or finals[0].parent}: {exc.strerror or exc}") from None
+        yield list(staged)
+        _commit(staged, finals, stage_dirs)
+    finally:
+        for d in stage_dirs.values():
+            shutil.rmtree(d, ignore_errors=True)
+
+
+def _commit(staged: list[Path], finals: list[Path], stage_dirs: dict[Path, Path]) -> None:
+    """Rename each staged file onto its target; on any failure undo the renames already done."""
+    for tmp, final in zip(staged, finals):
+        if not tmp.is_file():
+            raise OutputError(f"nothing was written for {final}")
+    done: list[tuple[Path, Path | None]] = []  # (target, backup of the file it replaced)
+    mask = _umask()
+    try:
+        for i, (tmp, final) in enumerate(zip(staged, finals)):
+            os.chmod(tmp, 0o666 & ~mask)
+            backup = None
+            if final.is_file():
+                backup = stage_dirs[final.resolve().parent] / f".backup-{i}"
+                try:
+                    os.link(final, backup)  # the old file stays in place until the rename
+                except OSError:
+                    shutil.copy2(final, backup)
+            os.replace(tmp, final)
+            done.append((final, backup))
+    except BaseException as exc:
+        for written, backup in reversed(done):
+            with contextlib.suppress(OSError):
+                if backup is not None:
+                    os.replace(backup, written)
+                else:
+                    written.unlink()
+        if isinstance(exc, OSError):
+            raise OutputError(f"could not write {final}: {exc.strerror or exc}") from exc
+        raise

@@ -48,6 +48,39 @@ def is_video_path(path: str | Path) -> bool:
     return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
+@dataclass(frozen=True)
+class CheckedInput:
+    """An input that has passed :func:`check_input`: the decoded image, or the probed video's path."""
+
+    source: Path | Image.Image
+    video: bool
+    duration_s: float  # the soundtrack's length: asked for, else the video's, else 10 s for an image
+
+
+def check_input(source: str | Path | Image.Image, duration_s: float | None = None) -> CheckedInput:
+    """Decode the image, or probe the video (a video stream, a first decodable frame, a duration),
+    and check the soundtrack's length against the limits, all without any model.
+
+    Callers run it before loading models, so a bad file is reported as itself, in seconds, and never
+    as a model that happens to be missing.
+    """
+    if duration_s is not None and not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
+        raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+    if not isinstance(source, Image.Image) and is_video_path(source):
+        from ..io.video import probe_video
+
+        path = Path(source).expanduser()
+        info = probe_video(path)  # no video stream, zero frames, zero duration: InputError
+        if duration_s is None:
+            if info.duration_s > MAX_DURATION_S:
+                raise InputError(f"video {path} is {info.duration_s:.1f} s long; foleykit makes at most "
+                                 f"{MAX_DURATION_S:g} s of audio (pass --duration to cover its start)")
+            duration_s = info.duration_s
+        return CheckedInput(path, True, float(duration_s))
+    image = load_image(source if isinstance(source, Image.Image) else Path(source).expanduser())
+    return CheckedInput(image, False, float(DEFAULT_IMAGE_DURATION_S if duration_s is None else duration_s))
+
+
 class MapperPipeline:
     """Image/video to audio with V2A-Mapper (or the zero-shot bridge when no mapper is trained)."""
 
@@ -133,7 +166,7 @@ class MapperPipeline:
     # -- generation -------------------------------------------------------------------------
     def __call__(
         self,
-        source: str | Path | Image.Image,
+        source: str | Path | Image.Image | CheckedInput,
         *,
         duration_s: float | None = None,
         preset: str = "fast",
@@ -146,18 +179,13 @@ class MapperPipeline:
         mapper_guidance: float | None = None,
         progress: bool = True,
     ) -> SoundResult:
-        """Generate the sound of an image (default 10 s) or a video (its own length)."""
-        seed = resolve_seed(seed)
-        video = not isinstance(source, Image.Image) and is_video_path(source)
-        if video:
-            from ..io.video import probe_video
+        """Generate the sound of an image (default 10 s) or a video (its own length).
 
-            info = probe_video(source)
-            duration_s = info.duration_s if duration_s is None else duration_s
-        else:
-            duration_s = DEFAULT_IMAGE_DURATION_S if duration_s is None else duration_s
-        if not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
-            raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+        ``source`` may be the :class:`CheckedInput` of :func:`check_input` (then ``duration_s`` is its own).
+        """
+        seed = resolve_seed(seed)
+        checked = source if isinstance(source, CheckedInput) else check_input(source, duration_s)
+        video, source, duration_s = checked.video, checked.source, checked.duration_s
         if frames_per_window < 1 or frames_per_window > 256:
             raise InputError(f"frames per window must be between 1 and 256, got {frames_per_window}")
         windows = plan_windows(duration_s)
