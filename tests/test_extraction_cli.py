@@ -31,12 +31,12 @@ def test_register_leaves_existing_train_commands_alone():
     def existing() -> None:
         """cli.py's own trainer."""
 
-    assert register(train) == ["remixer", "temporal", "grounding", "run"]
+    assert register(train) == ["mapper", "remixer", "temporal", "grounding", "run"]
     names = [c.name for c in train.registered_commands]
     assert names.count("manifold") == 1 and train.registered_commands[0].callback is existing
     other = typer.Typer()
     other.command("manifold")(existing)
-    assert register(other, replace=True)[0] == "manifold"
+    assert register(other, replace=True)[:2] == ["mapper", "manifold"]
     assert [c.name for c in other.registered_commands].count("manifold") == 1
 
 

@@ -17,7 +17,8 @@ from .errors import FoleykitError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Generate the sound of a picture: image/video in, soundtrack out.")
-train_app = typer.Typer(no_args_is_help=True, help="Train foleykit's learnable modules on cached embeddings.")
+train_app = typer.Typer(no_args_is_help=True, help="Train foleykit's learnable modules on cached embeddings "
+                        "(accelerate: resume, validation, metrics.jsonl/TensorBoard, mixed precision, accumulation).")
 app.add_typer(train_app, name="train")
 models_app = typer.Typer(no_args_is_help=True, help="Inspect or build model sets.")
 app.add_typer(models_app, name="models")
@@ -93,159 +94,6 @@ def generate(
     for note in res.sound.record.get("notes", []):
         typer.echo(f"note: {note}", err=True)
     typer.echo(f"seed: {res.seed}")
-
-
-@train_app.command("mapper")
-def train_mapper_cmd(
-    pairs: Annotated[Path, typer.Argument(help="safetensors/.pt/.npz file with tensors 'clip' [N,D] and 'clap' [N,512].")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder to write config.json + model.safetensors.")],
-    kind: Annotated[str, typer.Option(help="diffusion_transformer | diffusion_mlp | regression_transformer | regression_mlp")] = "diffusion_transformer",
-    width: Annotated[int, typer.Option(help="Token width.")] = 512,
-    depth: Annotated[Optional[int], typer.Option(help="Layers (default: the paper's best for the kind).")] = None,
-    epochs: Annotated[int, typer.Option(help="Training epochs (the paper: 100).")] = 100,
-    batch_size: Annotated[int, typer.Option(help="Pairs per batch (the paper: 448).")] = 448,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate (the paper: 1.1e-4).")] = 1.1e-4,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed; omitted = random (printed).")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it holds a model.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-) -> None:
-    """Train a V2A-Mapper on (CLIP, CLAP) embedding pairs."""
-    from .modules.mapper import MapperConfig
-    from .seeding import resolve_seed
-    from .training.mapper import load_embedding_pairs, train_mapper
-
-    if (output / "model.safetensors").exists() and not overwrite:
-        raise FoleykitError(f"{output} already holds a model; pass --overwrite to replace it")
-    clip, clap = load_embedding_pairs(pairs)
-    config = MapperConfig(kind=kind, clip_dim=int(clip.shape[1]), clap_dim=int(clap.shape[1]), width=width, depth=depth)
-    seed = resolve_seed(seed)
-    res = train_mapper(clip, clap, config, epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                       progress=not quiet, log_path=None)
-    _save_atomic_dir(res.model, output)
-    last = res.history[-1] if res.history else None
-    if last is not None:
-        typer.echo(f"final epoch: {last}")
-    typer.echo(f"wrote {output}")
-    typer.echo(f"seed: {res.seed}")
-
-
-def _train_output_check(output: Path, overwrite: bool) -> None:
-    if (output / "model.safetensors").exists() and not overwrite:
-        raise FoleykitError(f"{output} already holds a model; pass --overwrite to replace it")
-    if output.exists() and not output.is_dir():
-        raise FoleykitError(f"{output} is a file; give a folder")
-
-
-def _train_report(res, output: Path) -> None:
-    last = res.history[-1] if res.history else None
-    if last is not None:
-        typer.echo(f"final epoch: {last}")
-    typer.echo(f"wrote {output}")
-    typer.echo(f"seed: {res.seed}")
-
-
-@train_app.command("manifold")
-def train_manifold_cmd(
-    pairs: Annotated[Path, typer.Argument(help="safetensors/.pt/.npz with 'clip' [N,768] and 'clap' [N,512] single-source pairs.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for config.json + model.safetensors (BUNDLE/manifold).")],
-    manifold_dim: Annotated[int, typer.Option(help="Manifold width.")] = 512,
-    widths: Annotated[str, typer.Option(help="Hidden widths of v, phi and chi, comma separated.")] = "1024,1024,1024",
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 100,
-    batch_size: Annotated[int, typer.Option(help="Pairs per contrastive batch.")] = 256,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
-    ccmr_alpha: Annotated[float, typer.Option(help="CCMR alpha (paper: 0.35; 0 disables CCMR).")] = 0.35,
-    kl_weight: Annotated[float, typer.Option(help="lambda1, the KL weight.")] = 5e-4,
-    ema_decay: Annotated[float, typer.Option(help="Mean-teacher EMA decay.")] = 0.999,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed; omitted = random (printed).")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it holds a model.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-) -> None:
-    """Train the SS2A CMSS manifold (v, phi, chi; CCMR contrastive loss, mean teacher) on cached pairs."""
-    from .training.ss2a_commands import run_train_manifold
-
-    _train_output_check(output, overwrite)
-    try:
-        w = tuple(int(v) for v in widths.split(",") if v.strip())
-    except ValueError:
-        raise FoleykitError(f"--widths {widths!r}: expected comma-separated integers") from None
-    res = run_train_manifold(pairs, manifold_dim=manifold_dim, widths=w, epochs=epochs, batch_size=batch_size, lr=lr,
-                             ccmr_alpha=ccmr_alpha, kl_weight=kl_weight, ema_decay=ema_decay, seed=seed, device=device,
-                             progress=not quiet)
-    _save_atomic_dir(res.model, output)
-    _train_report(res, output)
-
-
-@train_app.command("remixer")
-def train_remixer_cmd(
-    scenes: Annotated[Path, typer.Argument(help="safetensors/.pt/.npz with 'clips' [N,M,768], 'target_clap' [N,512], optional 'padding_mask' [N,M], and 'codes' [N,M,S] or (with --manifold) 'audio_claps'/'is_audio'.")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for config.json + model.safetensors (BUNDLE/remixer).")],
-    manifold: Annotated[Optional[Path], typer.Option(help="Trained manifold folder, to compute the source codes.")] = None,
-    embed_dim: Annotated[int, typer.Option(help="Token width.")] = 512,
-    layers: Annotated[int, typer.Option(help="Efficient-attention layers.")] = 3,
-    heads: Annotated[int, typer.Option(help="Attention heads.")] = 8,
-    token_dropout: Annotated[float, typer.Option(help="Classifier-free token dropout probability.")] = 0.1,
-    epochs: Annotated[int, typer.Option(help="Training epochs.")] = 100,
-    batch_size: Annotated[int, typer.Option(help="Scenes per batch.")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate.")] = 1e-4,
-    kl_weight: Annotated[float, typer.Option(help="lambda2, the KL weight.")] = 1e-3,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed; omitted = random (printed).")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it holds a model.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-) -> None:
-    """Train the SS2A Sound Source Remixer (L_mix, Eq. 9) on cached scenes."""
-    from .training.ss2a_commands import run_train_remixer
-
-    _train_output_check(output, overwrite)
-    res = run_train_remixer(scenes, manifold=manifold, embed_dim=embed_dim, layers=layers, heads=heads,
-                            token_dropout=token_dropout, epochs=epochs, batch_size=batch_size, lr=lr,
-                            kl_weight=kl_weight, seed=seed, device=device, progress=not quiet)
-    _save_atomic_dir(res.model, output)
-    _train_report(res, output)
-
-
-@train_app.command("temporal")
-def train_temporal_cmd(
-    windows: Annotated[Path, typer.Argument(help="safetensors/.pt/.npz with 'frame_claps' [N,T,512], 'target_clap' [N,512], optional 'padding_mask' [N,T].")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Folder for config.json + model.safetensors (BUNDLE/temporal).")],
-    layers: Annotated[int, typer.Option(help="Efficient-attention layers (released: 1).")] = 1,
-    heads: Annotated[int, typer.Option(help="Attention heads (released: 8).")] = 8,
-    epochs: Annotated[int, typer.Option(help="Training epochs (released: 64).")] = 64,
-    batch_size: Annotated[int, typer.Option(help="Windows per batch (released: 64).")] = 64,
-    lr: Annotated[float, typer.Option(help="AdamW learning rate (released: 1e-4).")] = 1e-4,
-    seed: Annotated[Optional[int], typer.Option(help="Random seed; omitted = random (printed).")] = None,
-    device: Annotated[str, typer.Option(help="auto | cpu | cuda | mps")] = "auto",
-    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it holds a model.")] = False,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q")] = False,
-) -> None:
-    """Train the SS2A temporal aggregator (L_ta, Eq. 10) on per-frame CLAPs of video windows."""
-    from .training.ss2a_commands import run_train_temporal
-
-    _train_output_check(output, overwrite)
-    res = run_train_temporal(windows, layers=layers, heads=heads, epochs=epochs, batch_size=batch_size, lr=lr,
-                             seed=seed, device=device, progress=not quiet)
-    _save_atomic_dir(res.model, output)
-    _train_report(res, output)
-
-
-def _save_atomic_dir(model, output: Path) -> None:
-    """save_pretrained into a temporary sibling folder, then swap it in."""
-    import shutil
-    import tempfile
-
-    output = output.expanduser()
-    output.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{output.name}.", dir=output.parent))
-    try:
-        model.save_pretrained(tmp)
-        if output.exists():
-            shutil.rmtree(output)
-        os.replace(tmp, output)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
 
 
 @app.command("app")
@@ -369,7 +217,8 @@ def models_show(models: Annotated[Optional[str], typer.Argument(help="default | 
     typer.echo(json.dumps(resolve_model_set(models).to_dict(), indent=2))
 
 
-# Dataset-scale work (extraction, curation, batch generation, accelerate run files).
+# Dataset-scale work (extraction, curation, batch generation) and every `train` command
+# (mapper, manifold, remixer, temporal, grounding, run: the accelerate trainer).
 from .training.cli_commands import register as _register_scale_training  # noqa: E402
 from .training.cli_commands import scale_app as _scale_app  # noqa: E402
 

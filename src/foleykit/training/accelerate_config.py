@@ -10,6 +10,7 @@ A run file::
       val: null                                 # optional; else trainer.val_fraction is held out
       keys: {clip: clip, clap: clap}            # batch key -> feature / tensor name
       in_memory: true                           # load whole features (false: memory-mapped per item)
+      manifold: null                            # remixer: a trained manifold that computes missing codes
     trainer: {epochs: 100, batch_size: 448, optimizer: {lr: 1.1e-4}, ...}   # TrainerConfig fields
     models: null                                # model set (grounding: whose AudioLDM UNet)
 
@@ -24,7 +25,7 @@ import argparse
 import copy
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[st
 # ------------------------------------------------------------------------------------------------
 
 
-def _load_tensor_file(p: Path) -> dict[str, torch.Tensor]:
+def _load_tensor_file(p: Path, what: str = "training tensors") -> dict[str, torch.Tensor]:
     import numpy as np
 
     suffix = p.suffix.lower()
@@ -125,17 +126,23 @@ def _load_tensor_file(p: Path) -> dict[str, torch.Tensor]:
     except InputError:
         raise
     except Exception as exc:
-        raise InputError(f"{p}: cannot read training tensors ({type(exc).__name__}: {exc})") from None
+        msg = str(exc).splitlines()[0] if str(exc) else ""
+        raise InputError(f"{p}: cannot read {what} ({type(exc).__name__}: {msg})") from None
     if not isinstance(data, dict):
         raise InputError(f"{p}: expected a mapping of named tensors")
     return {k: torch.as_tensor(v) for k, v in data.items()}
 
 
 def load_training_data(path: str | os.PathLike, keys: Mapping[str, str], *, in_memory: bool = True,
-                       optional: Sequence[str] = ()) -> tuple[torch.utils.data.Dataset, str, dict[str, tuple[int, ...]]]:
+                       optional: Sequence[str] = (), what: str = "training tensors",
+                       prepare: Callable[[Path, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
+                       ) -> tuple[torch.utils.data.Dataset, str, dict[str, tuple[int, ...]]]:
     """(dataset, fingerprint, per-item shapes) for an extraction folder or a tensors file.
 
-    ``keys`` maps batch keys to stored names; keys in ``optional`` may be absent from the data.
+    ``keys`` maps batch keys to stored names (in a tensors file, a tensor named like the batch key
+    stands in for a mapped name it lacks); keys in ``optional`` may be absent from the data.
+    ``what`` names the data in error messages; ``prepare(path, tensors)`` may derive tensors of a
+    file before the keys are looked up (the remixer's codes from a manifold).
     """
     from .extraction import INDEX_FILE, EmbeddingStore, StoreDataset
 
@@ -156,14 +163,21 @@ def load_training_data(path: str | os.PathLike, keys: Mapping[str, str], *, in_m
         return StoreDataset(store, dict(present)), fp, shapes
     if not p.is_file():
         raise InputError(f"training data not found: {p}")
-    data = _load_tensor_file(p)
+    data = _load_tensor_file(p, what)
+    if prepare is not None:
+        data = prepare(p, data)
+    # A tensors file may name its tensors by batch key ('clip') where the run file maps the key to an
+    # extraction feature ('clip_mean'): the file's own name is used then.
+    keys = {k: (k if v not in data and k in data else v) for k, v in keys.items()}
     present = {k: v for k, v in keys.items() if v in data or k not in optional}
     missing = [v for v in present.values() if v not in data]
     if missing:
-        raise InputError(f"{p} has no tensor(s) {', '.join(missing)} (has {', '.join(sorted(data))})")
+        raise InputError(f"{p}: missing tensor {', '.join(repr(v) for v in missing)}; found {sorted(data)}")
     tensors = {}
     for k, v in present.items():
         t = data[v]
+        if not isinstance(t, torch.Tensor) or t.ndim == 0:
+            raise InputError(f"{p}: {v!r} is not a tensor with one row per example")
         if t.dtype == torch.bool or k == "padding_mask":
             tensors[k] = t.bool()
         else:
@@ -183,9 +197,91 @@ DEFAULT_KEYS: dict[str, dict[str, str]] = {
 }
 OPTIONAL_KEYS = ("padding_mask",)
 
+#: How each task's data is named in error messages.
+DATA_WHAT = {"mapper": "embedding pairs", "manifold": "embedding pairs", "remixer": "remixer scenes",
+             "temporal": "video windows", "grounding": "grounding tensors"}
 
-def run_training(config: Mapping[str, Any], *, progress: bool = True, resume: str | None = "auto") -> TrainResult:
-    """Train from a run-file mapping (see the module docstring)."""
+#: Per-item dimensions of each batch key (the leading N excluded), and keys that share a dimension.
+_ITEM_SHAPES: dict[str, dict[str, str]] = {
+    "mapper": {"clip": "D", "clap": "C"},
+    "manifold": {"clip": "D", "clap": "C"},
+    "remixer": {"codes": "MS", "clips": "MD", "target_clap": "C", "padding_mask": "M"},
+    "temporal": {"frame_claps": "TC", "target_clap": "C", "padding_mask": "T"},
+    "grounding": {"latents": "ZHW", "text_emb": "E", "patch_emb": "PD"},
+}
+
+
+def check_item_shapes(task: str, shapes: Mapping[str, tuple[int, ...]], source: Any) -> None:
+    """Refuse data whose per-item shapes do not fit the task (rank, and dims shared between keys)."""
+    spec = _ITEM_SHAPES.get(task, {})
+    seen: dict[str, tuple[str, int]] = {}
+    for key, dims in spec.items():
+        if key not in shapes:
+            continue
+        shape = tuple(shapes[key])
+        if len(shape) != len(dims):
+            want = "[N, " + ", ".join(dims) + "]"
+            raise InputError(f"{source}: {key!r} must have shape {want} for {task}, got [N, "
+                             f"{', '.join(str(d) for d in shape)}]")
+        for letter, size in zip(dims, shape):
+            if letter in ("M", "T") and letter in seen and seen[letter][1] != size:
+                other = seen[letter][0]
+                raise InputError(f"{source}: {key!r} has {size} {'slots' if letter == 'M' else 'frames'} but "
+                                 f"{other!r} has {seen[letter][1]}; they must match")
+            seen.setdefault(letter, (key, size))
+    if task == "temporal" and "frame_claps" in shapes and "target_clap" in shapes:
+        if shapes["frame_claps"][-1:] != shapes["target_clap"][-1:]:
+            raise InputError(f"{source}: frame_claps and target_clap must have the same CLAP size, got "
+                             f"{shapes['frame_claps'][-1]} and {shapes['target_clap'][-1]}")
+
+
+def _remixer_prepare(data_cfg: Mapping[str, Any], keys: Mapping[str, str]):
+    """``prepare`` for remixer files: codes from ``data.manifold`` when the file has none."""
+    manifold = data_cfg.get("manifold")
+
+    def prepare(p: Path, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        codes_key = keys.get("codes", "codes")
+        pad = tensors.get(keys.get("padding_mask", "padding_mask"))
+        if isinstance(pad, torch.Tensor) and pad.ndim == 2 and pad.bool().all(dim=1).any():
+            raise InputError(f"{p}: scene {int(pad.bool().all(dim=1).nonzero()[0])} has no source (all slots padded)")
+        if codes_key in tensors:
+            return tensors
+        if not manifold:
+            raise InputError(f"{p} has no {codes_key!r}; pass --manifold DIR (data.manifold in a run file), "
+                             "a trained CMSS manifold, to compute them")
+        from .ss2a_commands import compute_remixer_codes
+
+        names = {"clips": keys.get("clips", "clips"), "padding_mask": keys.get("padding_mask", "padding_mask")}
+        if names["clips"] not in tensors:
+            raise InputError(f"{p}: missing tensor {names['clips']!r}; found {sorted(tensors)}")
+        out = dict(tensors)
+        out[codes_key] = compute_remixer_codes(
+            p, manifold, tensors[names["clips"]].float(),
+            None if names["padding_mask"] not in tensors else tensors[names["padding_mask"]].bool(),
+            tensors.get("audio_claps"), None if "is_audio" not in tensors else tensors["is_audio"].bool())
+        return out
+
+    return prepare
+
+
+def _folder_digest(path: Any) -> str:
+    """sha256 of a model folder's config.json + model.safetensors (what a derived input depends on)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in ("config.json", "model.safetensors"):
+        f = Path(path).expanduser() / name
+        if f.is_file():
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest()[:16]
+
+
+def run_training(config: Mapping[str, Any], *, progress: bool = True, resume: str | None = "auto",
+                 overwrite: bool = False) -> TrainResult:
+    """Train from a run-file mapping (see the module docstring). ``overwrite`` discards a previous
+    run in the output folder; else a rerun continues from its newest checkpoint (``resume="auto"``)."""
     from .accelerate_tasks import TASK_NAMES, build_task
 
     known = {"task", "model", "options", "data", "trainer", "models", "description"}
@@ -200,16 +296,23 @@ def run_training(config: Mapping[str, Any], *, progress: bool = True, resume: st
         raise InputError("run file: data.train (an extraction folder or a tensors file) is required")
     keys = {**DEFAULT_KEYS[task], **(data.get("keys") or {})}
     in_memory = bool(data.get("in_memory", True))
-    train_ds, fp, shapes = load_training_data(data["train"], keys, in_memory=in_memory, optional=OPTIONAL_KEYS)
+    load = dict(in_memory=in_memory, optional=OPTIONAL_KEYS, what=DATA_WHAT[task],
+                prepare=_remixer_prepare(data, keys) if task == "remixer" else None)
+    train_ds, fp, shapes = load_training_data(data["train"], keys, **load)
+    check_item_shapes(task, shapes, data["train"])
+    if task == "remixer" and data.get("manifold"):
+        fp = f"{fp}|manifold:{_folder_digest(data['manifold'])}"
     val_ds = None
     if data.get("val"):
-        val_ds, vfp, _ = load_training_data(data["val"], keys, in_memory=in_memory, optional=OPTIONAL_KEYS)
+        val_ds, vfp, vshapes = load_training_data(data["val"], keys, **load)
+        check_item_shapes(task, vshapes, data["val"])
         fp = f"{fp}+{vfp}"
     trainer_cfg = TrainerConfig.from_dict(config.get("trainer") or {})
     factory = build_task(task, config.get("model") or {}, config.get("options") or {}, data_shapes=shapes,
                          models=config.get("models"))
     trainer = Trainer(factory, train_ds, trainer_cfg, val_data=val_ds, resume=resume, data_fingerprint=fp,
-                      task_name=task, run_config=json.loads(json.dumps(config, default=str)), progress=progress)
+                      task_name=task, run_config=json.loads(json.dumps(config, default=str)), progress=progress,
+                      overwrite=overwrite)
     return trainer.fit()
 
 
@@ -221,11 +324,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     ap.add_argument("config", help="run file (YAML/JSON) or the name of one in configs/")
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="key.path=value (repeatable)")
     ap.add_argument("--no-resume", action="store_true", help="refuse to continue from existing checkpoints")
+    ap.add_argument("--overwrite", action="store_true", help="discard a previous run in the output folder")
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     try:
         cfg = apply_overrides(read_config_file(find_config(args.config)), args.overrides)
-        res = run_training(cfg, progress=not args.quiet, resume=None if args.no_resume else "auto")
+        res = run_training(cfg, progress=not args.quiet, resume=None if args.no_resume else "auto",
+                           overwrite=args.overwrite)
     except FoleykitError as exc:
         raise SystemExit(f"foleykit: error: {exc}") from None
     if res.final_dir is not None:

@@ -309,8 +309,16 @@ _DIM_SOURCES: dict[str, list[tuple[str, str]]] = {
     "mapper": [("clip_dim", "clip"), ("clap_dim", "clap")],
     "manifold": [("clip_dim", "clip"), ("clap_dim", "clap")],
     "temporal": [("clap_dim", "frame_claps"), ("clap_dim", "target_clap")],
-    "remixer": [("clip_dim", "clips"), ("clap_dim", "target_clap")],
+    "remixer": [("clip_dim", "clips"), ("clap_dim", "target_clap"), ("manifold_dim", "codes")],
     "grounding": [("text_dim", "text_emb"), ("patch_dim", "patch_emb")],
+}
+
+#: Sizes the data sets rather than contradicts: (config field, batch key, axis, rule). ``set`` takes
+#: the data's size (the temporal aggregator's frames per window), ``at_least`` raises the run file's
+#: value to the data's (the remixer's slot count).
+_DATA_SIZED: dict[str, list[tuple[str, str, int, str]]] = {
+    "temporal": [("num_frames", "frame_claps", 0, "set")],
+    "remixer": [("max_sources", "clips", 0, "at_least")],
 }
 
 
@@ -325,6 +333,17 @@ def _infer_dims(task: str, model: dict[str, Any], shapes: Mapping[str, tuple[int
             raise InputError(f"{task}: model.{name} is {model[name]} but the data's {key} has {have} features; "
                              f"fix the run file (or drop {name} to take it from the data)")
         model[name] = have
+    for name, key, axis, rule in _DATA_SIZED.get(task, []):
+        shape = shapes.get(key)
+        if not shape or len(shape) <= axis:
+            continue
+        have = int(shape[axis])
+        if rule == "set" or model.get(name) is None:
+            model[name] = have
+        else:
+            model[name] = max(int(model[name]), have)
+        if task == "temporal" and name == "num_frames":  # positions must cover the frames + 2 read-outs
+            model["position_resolution"] = max(int(model.get("position_resolution") or 1024), have + 2)
     return model
 
 

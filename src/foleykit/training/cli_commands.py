@@ -4,14 +4,14 @@ Mount them in ``cli.py`` with::
 
     from .training.cli_commands import register as register_training, scale_app
     app.add_typer(scale_app)          # foleykit extract | curate | batch-generate (top level)
-    register_training(train_app)      # foleykit train manifold | remixer | temporal | grounding | run
+    register_training(train_app)      # foleykit train mapper | manifold | remixer | temporal | grounding | run
 
 Every command is thin: it reads the manifest / run file, calls the library and prints a summary.
 User errors raise :class:`~foleykit.errors.FoleykitError` (one line, non-zero exit via ``main``).
 """
 
 # No ``from __future__ import annotations``: typer reads the option annotations at runtime, and the
-# per-task train commands are built in a factory whose help texts use its local variables.
+# per-task train commands share Annotated option types defined at module level.
 import inspect
 import json
 from pathlib import Path
@@ -278,64 +278,270 @@ def batch_generate_cmd(
 # train <task> / train run
 # ------------------------------------------------------------------------------------------------
 
+TASKS = ("mapper", "manifold", "remixer", "temporal", "grounding")
 _DEFAULT_RUN_FILES = {"manifold": "manifold_ss2a", "remixer": "remixer_ss2a", "temporal": "temporal_ss2a",
                       "grounding": "grounding_sto", "mapper": "mapper_v2a"}
+_NULL = object()  # an explicit null in the run file (e.g. "take this size from the data")
+
+DataArg_ = Annotated[Optional[Path], typer.Argument(
+    metavar="DATA", show_default=False,
+    help="Training data: an extraction folder or a .safetensors/.pt/.npz of named tensors (or --data).")]
+DataOpt_ = Annotated[Optional[Path], typer.Option("--data", help="Training data (default: the run file's data.train).")]
+RunDir_ = Annotated[Optional[Path], typer.Option(
+    "-o", "--output",
+    help="Run folder: checkpoints/, metrics.jsonl, tensorboard/, final/; when finished it also holds the model's "
+         "config.json + model.safetensors, so it loads as the model (default: the run file's).")]
+RunFile_ = Annotated[Optional[str], typer.Option(
+    "--config", help="Run file (YAML/JSON) or configs/ name (default: the task's paper settings, e.g. manifold_ss2a).")]
+ValData_ = Annotated[Optional[Path], typer.Option(help="Validation data (default: hold out --val-fraction).")]
+ValFraction_ = Annotated[Optional[float], typer.Option(help="Share held out for validation when no --val-data.")]
+Epochs_ = Annotated[Optional[int], typer.Option(help="Epochs (default: the run file's).")]
+BatchSize_ = Annotated[Optional[int], typer.Option(help="Global batch per optimizer step (split over processes × accumulation).")]
+Lr_ = Annotated[Optional[float], typer.Option(help="AdamW learning rate.")]
+GradAccum_ = Annotated[Optional[int], typer.Option(help="Gradient accumulation steps per optimizer step.")]
+MixedPrecision_ = Annotated[Optional[str], typer.Option(help="no | bf16 | fp16 (loss-scaled).")]
+Seed_ = Annotated[Optional[int], typer.Option(help="Seed of data order, init and noise (default: the run file's, so a rerun resumes; -1 = random, printed).")]
+MaxSteps_ = Annotated[Optional[int], typer.Option(help="Stop (with a checkpoint) after this many optimizer steps.")]
+CheckpointEvery_ = Annotated[Optional[int], typer.Option(help="Also checkpoint every N steps (besides each epoch end).")]
+Tensorboard_ = Annotated[Optional[bool], typer.Option("--tensorboard/--no-tensorboard", help="TensorBoard logs in RUN/tensorboard (default: on when installed).")]
+Device_ = Annotated[str, typer.Option(help="auto | cpu | cuda | mps (under `accelerate launch`: auto).")]
+Set_ = Annotated[Optional[list[str]], typer.Option("--set", help="Any run-file setting: key.path=value (repeatable).")]
+Resume_ = Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the newest checkpoint in the run folder.")]
+Overwrite_ = Annotated[bool, typer.Option(help="Discard a previous run (checkpoints, logs, model) in the run folder and start over.")]
+TrainKL_ = Annotated[Optional[float], typer.Option(help="KL weight (manifold: lambda1; remixer: lambda2).")]
+Layers_ = Annotated[Optional[int], typer.Option(help="Efficient-attention layers.")]
+Heads_ = Annotated[Optional[int], typer.Option(help="Attention heads.")]
 
 
-def _run(config: dict[str, Any], overrides: list[str], resume: bool, quiet: bool) -> None:
-    from .accelerate_config import apply_overrides, run_training
+def _json_value(v: Any) -> str:
+    if v is _NULL:
+        return "null"
+    if isinstance(v, Path):
+        return json.dumps(str(v))
+    if isinstance(v, tuple):
+        v = list(v)
+    return json.dumps(v)
 
-    cfg = apply_overrides(config, overrides)
-    res = run_training(cfg, progress=not quiet, resume="auto" if resume else None)
+
+def _device_sets(device: str) -> dict[str, Any]:
+    if device == "auto":
+        return {}
+    if device == "cpu":
+        return {"trainer.cpu": True}
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device mps: no MPS device is available")
+    if device not in ("cuda", "mps"):
+        raise InputError(f"--device must be auto, cpu, cuda or mps, got {device!r}")
+    return {}
+
+
+def _report_training(res) -> None:
+    if res.resumed_from is not None:
+        if res.global_step == res.start_step and not res.stopped_early:
+            typer.echo(f"already trained: {res.epochs_done} epochs, {res.global_step} steps; nothing to do")
+        else:
+            typer.echo(f"resumed from {res.resumed_from} (step {res.start_step})")
     if res.history:
         last = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.history[-1].items()}
         typer.echo(f"last epoch: {json.dumps(last)}")
     if res.stopped_early:
         typer.echo(f"stopped at step {res.global_step}; rerun the same command to continue from {res.output_dir}")
     elif res.final_dir is not None:
-        typer.echo(f"wrote {res.final_dir}")
+        typer.echo(f"wrote {res.final_dir} (the run folder {res.output_dir} loads as the model too)")
+    typer.echo(f"metrics: {res.output_dir / 'metrics.jsonl'}")
     typer.echo(f"seed: {res.seed}")
 
 
-def _make_train_command(task: str):
-    def command(
-        data: Annotated[Optional[Path], typer.Option(help="Training data: an extraction folder or a .safetensors/.pt/.npz of tensors (default: the run file's).")] = None,
-        output: Annotated[Optional[Path], typer.Option("-o", "--output", help="Run folder: checkpoints, metrics, final/ (default: the run file's).")] = None,
-        config: Annotated[Optional[str], typer.Option(help=f"Run file or configs/ name (default: {_DEFAULT_RUN_FILES[task]}, the paper's settings).")] = None,
-        val_data: Annotated[Optional[Path], typer.Option(help="Validation data (default: hold out trainer.val_fraction).")] = None,
-        epochs: Annotated[Optional[int], typer.Option(help="Epochs.")] = None,
-        batch_size: Annotated[Optional[int], typer.Option(help="Global batch per optimizer step.")] = None,
-        lr: Annotated[Optional[float], typer.Option(help="AdamW learning rate.")] = None,
-        grad_accum: Annotated[Optional[int], typer.Option(help="Gradient accumulation steps.")] = None,
-        mixed_precision: Annotated[Optional[str], typer.Option(help="no | bf16 | fp16")] = None,
-        seed: Annotated[Optional[int], typer.Option(help="Seed (data order, init, noise).")] = None,
-        max_steps: Annotated[Optional[int], typer.Option(help="Stop (with a checkpoint) after this many steps.")] = None,
-        models: Annotated[Optional[str], typer.Option(help="Model set (grounding: whose AudioLDM UNet).")] = None,
-        set_: Annotated[Optional[list[str]], typer.Option("--set", help="Any run-file setting: key.path=value (repeatable).")] = None,
-        resume: Annotated[bool, typer.Option("--resume/--no-resume", help="Continue from the newest checkpoint in the run folder.")] = True,
-        quiet: Quiet_ = False,
-    ) -> None:
-        from .accelerate_config import find_config, read_config_file
+def _run(config: dict[str, Any], overrides: list[str], resume: bool, quiet: bool, overwrite: bool = False) -> None:
+    from .accelerate_config import apply_overrides, run_training
 
-        cfg = read_config_file(find_config(config or _DEFAULT_RUN_FILES[task]))
-        if cfg.get("task") != task:
-            raise InputError(f"run file {config} is for task {cfg.get('task')!r}, not {task!r}")
-        sets = list(set_ or [])
-        pairs = {"data.train": data, "data.val": val_data, "trainer.output_dir": output, "trainer.epochs": epochs,
-                 "trainer.batch_size": batch_size, "trainer.optimizer.lr": lr, "trainer.grad_accum_steps": grad_accum,
-                 "trainer.mixed_precision": mixed_precision, "trainer.seed": seed, "trainer.max_steps": max_steps,
-                 "models": models}
-        sets = [f"{k}={json.dumps(str(v)) if isinstance(v, Path) else json.dumps(v)}" for k, v in pairs.items()
-                if v is not None] + sets
-        _run(cfg, sets, resume, quiet)
+    cfg = apply_overrides(config, overrides)
+    res = run_training(cfg, progress=not quiet, resume="auto" if resume else None, overwrite=overwrite)
+    _report_training(res)
 
-    command.__doc__ = {
-        "manifold": "Train the SS2A CMSS manifold (CCMR + mean teacher) on CLIP/CLAP pairs.",
-        "remixer": "Train the SS2A Sound Source Remixer on source tokens → scene CLAP.",
-        "temporal": "Train the SS2A temporal aggregation on per-frame CLAPs → window CLAP.",
-        "grounding": "Train the Sounding-that-Object grounding module through the AudioLDM UNet.",
-    }[task]
-    return command
+
+def _train_task(task: str, *, data_arg: Optional[Path], data: Optional[Path], output: Optional[Path],
+                config: Optional[str], val_data: Optional[Path], val_fraction: Optional[float],
+                epochs: Optional[int], batch_size: Optional[int], lr: Optional[float], grad_accum: Optional[int],
+                mixed_precision: Optional[str], seed: Optional[int], max_steps: Optional[int],
+                checkpoint_every: Optional[int], tensorboard: Optional[bool], device: str,
+                set_: Optional[list[str]], resume: bool, overwrite: bool, quiet: bool,
+                model: Optional[dict[str, Any]] = None, options: Optional[dict[str, Any]] = None,
+                extra: Optional[dict[str, Any]] = None) -> None:
+    """``foleykit train TASK``: the run file, then the command's options, then ``--set`` (last wins)."""
+    from .accelerate_config import find_config, read_config_file
+
+    name = config or _DEFAULT_RUN_FILES[task]
+    cfg = read_config_file(find_config(name))
+    if cfg.get("task") != task:
+        raise InputError(f"run file {name} is for task {cfg.get('task')!r}, not {task!r}")
+    if data_arg is not None and data is not None and Path(data_arg) != Path(data):
+        raise InputError(f"training data given twice ({data_arg} and --data {data}); give one")
+    data = data if data is not None else data_arg
+    if seed is not None and seed < 0:
+        from ..seeding import resolve_seed
+
+        seed = resolve_seed(None)
+    pairs: dict[str, Any] = {
+        "data.train": data, "data.val": val_data, "trainer.output_dir": output, "trainer.epochs": epochs,
+        "trainer.batch_size": batch_size, "trainer.optimizer.lr": lr, "trainer.grad_accum_steps": grad_accum,
+        "trainer.mixed_precision": mixed_precision, "trainer.seed": seed, "trainer.max_steps": max_steps,
+        "trainer.val_fraction": val_fraction, "trainer.checkpoint_every_steps": checkpoint_every,
+        "trainer.tensorboard": tensorboard,
+    }
+    model = {k: v for k, v in (model or {}).items() if v is not None}
+    if task == "mapper" and "kind" in model and "depth" not in model \
+            and model["kind"] != (cfg.get("model") or {}).get("kind"):
+        model["depth"] = _NULL  # the run file's depth is for its kind: take the paper's best for this one
+    pairs.update({f"model.{k}": v for k, v in model.items()})
+    pairs.update({f"options.{k}": v for k, v in (options or {}).items()})
+    pairs.update(extra or {})
+    pairs.update(_device_sets(device))
+    sets = [f"{k}={_json_value(v)}" for k, v in pairs.items() if v is not None] + list(set_ or [])
+    _run(cfg, sets, resume, quiet, overwrite)
+
+
+def _widths(widths: Optional[str]) -> Optional[tuple[int, ...]]:
+    if widths is None:
+        return None
+    try:
+        w = tuple(int(v) for v in widths.split(",") if v.strip())
+    except ValueError:
+        raise InputError(f"--widths {widths!r}: expected comma-separated integers") from None
+    if not w:
+        raise InputError("--widths: give at least one width")
+    return w
+
+
+def train_mapper_cmd(
+    data_arg: DataArg_ = None,
+    data: DataOpt_ = None,
+    output: RunDir_ = None,
+    config: RunFile_ = None,
+    kind: Annotated[Optional[str], typer.Option(help="diffusion_transformer | diffusion_mlp | regression_transformer | regression_mlp (default: the run file's).")] = None,
+    width: Annotated[Optional[int], typer.Option(help="Token width.")] = None,
+    depth: Annotated[Optional[int], typer.Option(help="Layers (default: the paper's best for the kind).")] = None,
+    val_data: ValData_ = None, val_fraction: ValFraction_ = None, epochs: Epochs_ = None, batch_size: BatchSize_ = None,
+    lr: Lr_ = None, grad_accum: GradAccum_ = None, mixed_precision: MixedPrecision_ = None, seed: Seed_ = None,
+    max_steps: MaxSteps_ = None, checkpoint_every: CheckpointEvery_ = None, tensorboard: Tensorboard_ = None,
+    device: Device_ = "auto", set_: Set_ = None, resume: Resume_ = True, overwrite: Overwrite_ = False,
+    quiet: Quiet_ = False,
+) -> None:
+    """Train a V2A-Mapper on (CLIP, CLAP) pairs: 'clip' [N,D] + 'clap' [N,512] (paper settings: mapper_v2a)."""
+    _train_task("mapper", data_arg=data_arg, data=data, output=output, config=config, val_data=val_data,
+                val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum,
+                mixed_precision=mixed_precision, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                tensorboard=tensorboard, device=device, set_=set_, resume=resume, overwrite=overwrite, quiet=quiet,
+                model={"kind": kind, "width": width, "depth": depth})
+
+
+def train_manifold_cmd(
+    data_arg: DataArg_ = None,
+    data: DataOpt_ = None,
+    output: RunDir_ = None,
+    config: RunFile_ = None,
+    manifold_dim: Annotated[Optional[int], typer.Option(help="Manifold width.")] = None,
+    widths: Annotated[Optional[str], typer.Option(help="Hidden widths of v, phi and chi, comma separated.")] = None,
+    ccmr_alpha: Annotated[Optional[float], typer.Option(help="CCMR alpha (paper: 0.35; 0 disables CCMR).")] = None,
+    kl_weight: TrainKL_ = None,
+    ema_decay: Annotated[Optional[float], typer.Option(help="Mean-teacher EMA decay.")] = None,
+    init_from: Annotated[Optional[Path], typer.Option(help="Start from a trained manifold folder (stage 2).")] = None,
+    val_data: ValData_ = None, val_fraction: ValFraction_ = None, epochs: Epochs_ = None, batch_size: BatchSize_ = None,
+    lr: Lr_ = None, grad_accum: GradAccum_ = None, mixed_precision: MixedPrecision_ = None, seed: Seed_ = None,
+    max_steps: MaxSteps_ = None, checkpoint_every: CheckpointEvery_ = None, tensorboard: Tensorboard_ = None,
+    device: Device_ = "auto", set_: Set_ = None, resume: Resume_ = True, overwrite: Overwrite_ = False,
+    quiet: Quiet_ = False,
+) -> None:
+    """Train the SS2A CMSS manifold (CCMR + mean teacher) on 'clip' [N,768] + 'clap' [N,512] pairs; exports the teacher."""
+    w = _widths(widths)
+    _train_task("manifold", data_arg=data_arg, data=data, output=output, config=config, val_data=val_data,
+                val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum,
+                mixed_precision=mixed_precision, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                tensorboard=tensorboard, device=device, set_=set_, resume=resume, overwrite=overwrite, quiet=quiet,
+                model={"manifold_dim": manifold_dim, "projector_widths": w, "reconstructor_widths": w},
+                options={"ccmr_alpha": ccmr_alpha, "kl_weight": kl_weight, "ema_decay": ema_decay,
+                         "init_from": init_from})
+
+
+def train_remixer_cmd(
+    data_arg: DataArg_ = None,
+    data: DataOpt_ = None,
+    output: RunDir_ = None,
+    config: RunFile_ = None,
+    manifold: Annotated[Optional[Path], typer.Option(help="Trained manifold folder, to compute the source codes when the data has none.")] = None,
+    embed_dim: Annotated[Optional[int], typer.Option(help="Token width.")] = None,
+    layers: Layers_ = None,
+    heads: Heads_ = None,
+    token_dropout: Annotated[Optional[float], typer.Option(help="Classifier-free token dropout probability.")] = None,
+    kl_weight: TrainKL_ = None,
+    val_data: ValData_ = None, val_fraction: ValFraction_ = None, epochs: Epochs_ = None, batch_size: BatchSize_ = None,
+    lr: Lr_ = None, grad_accum: GradAccum_ = None, mixed_precision: MixedPrecision_ = None, seed: Seed_ = None,
+    max_steps: MaxSteps_ = None, checkpoint_every: CheckpointEvery_ = None, tensorboard: Tensorboard_ = None,
+    device: Device_ = "auto", set_: Set_ = None, resume: Resume_ = True, overwrite: Overwrite_ = False,
+    quiet: Quiet_ = False,
+) -> None:
+    """Train the SS2A Sound Source Remixer (L_mix) on scenes: 'clips' [N,M,768], 'target_clap' [N,512], 'codes' [N,M,S] or --manifold."""
+    extra: dict[str, Any] = {}
+    model: dict[str, Any] = {"embed_dim": embed_dim, "num_layers": layers, "num_heads": heads,
+                             "token_dropout": token_dropout}
+    if manifold is not None:
+        extra["data.manifold"] = manifold
+        model["manifold_dim"] = _NULL  # the manifold's codes set it
+    _train_task("remixer", data_arg=data_arg, data=data, output=output, config=config, val_data=val_data,
+                val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum,
+                mixed_precision=mixed_precision, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                tensorboard=tensorboard, device=device, set_=set_, resume=resume, overwrite=overwrite, quiet=quiet,
+                model=model, options={"kl_weight": kl_weight}, extra=extra)
+
+
+def train_temporal_cmd(
+    data_arg: DataArg_ = None,
+    data: DataOpt_ = None,
+    output: RunDir_ = None,
+    config: RunFile_ = None,
+    layers: Layers_ = None,
+    heads: Heads_ = None,
+    val_data: ValData_ = None, val_fraction: ValFraction_ = None, epochs: Epochs_ = None, batch_size: BatchSize_ = None,
+    lr: Lr_ = None, grad_accum: GradAccum_ = None, mixed_precision: MixedPrecision_ = None, seed: Seed_ = None,
+    max_steps: MaxSteps_ = None, checkpoint_every: CheckpointEvery_ = None, tensorboard: Tensorboard_ = None,
+    device: Device_ = "auto", set_: Set_ = None, resume: Resume_ = True, overwrite: Overwrite_ = False,
+    quiet: Quiet_ = False,
+) -> None:
+    """Train the SS2A temporal aggregation (L_ta) on 'frame_claps' [N,T,512] → 'target_clap' [N,512] (+ 'padding_mask')."""
+    _train_task("temporal", data_arg=data_arg, data=data, output=output, config=config, val_data=val_data,
+                val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum,
+                mixed_precision=mixed_precision, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                tensorboard=tensorboard, device=device, set_=set_, resume=resume, overwrite=overwrite, quiet=quiet,
+                model={"num_layers": layers, "num_heads": heads})
+
+
+def train_grounding_cmd(
+    data_arg: DataArg_ = None,
+    data: DataOpt_ = None,
+    output: RunDir_ = None,
+    config: RunFile_ = None,
+    models: Annotated[Optional[str], typer.Option(help="Model set whose AudioLDM UNet is fine-tuned (default: the run file's).")] = None,
+    finetune_unet: Annotated[Optional[bool], typer.Option("--finetune-unet/--freeze-unet", help="Fine-tune the UNet jointly (paper) or freeze it.")] = None,
+    val_data: ValData_ = None, val_fraction: ValFraction_ = None, epochs: Epochs_ = None, batch_size: BatchSize_ = None,
+    lr: Lr_ = None, grad_accum: GradAccum_ = None, mixed_precision: MixedPrecision_ = None, seed: Seed_ = None,
+    max_steps: MaxSteps_ = None, checkpoint_every: CheckpointEvery_ = None, tensorboard: Tensorboard_ = None,
+    device: Device_ = "auto", set_: Set_ = None, resume: Resume_ = True, overwrite: Overwrite_ = False,
+    quiet: Quiet_ = False,
+) -> None:
+    """Train the Sounding-that-Object grounding module through the AudioLDM UNet on 'latents', 'text_emb', 'patch_emb'."""
+    _train_task("grounding", data_arg=data_arg, data=data, output=output, config=config, val_data=val_data,
+                val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum,
+                mixed_precision=mixed_precision, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
+                tensorboard=tensorboard, device=device, set_=set_, resume=resume, overwrite=overwrite, quiet=quiet,
+                options={"finetune_unet": finetune_unet}, extra={"models": models})
+
+
+TRAIN_COMMANDS = {"mapper": train_mapper_cmd, "manifold": train_manifold_cmd, "remixer": train_remixer_cmd,
+                  "temporal": train_temporal_cmd, "grounding": train_grounding_cmd}
 
 
 def _command_name(info) -> str:
@@ -343,20 +549,20 @@ def _command_name(info) -> str:
 
 
 def register(train_app: typer.Typer, *, replace: bool = False) -> list[str]:
-    """Add ``train run`` and the accelerate-based ``train manifold | remixer | temporal | grounding``
-    to foleykit's ``train`` group; returns the names added.
+    """Add ``train mapper | manifold | remixer | temporal | grounding`` (the accelerate trainer: resume,
+    validation, JSONL/TensorBoard, mixed precision, accumulation) and ``train run`` to foleykit's
+    ``train`` group; returns the names added.
 
-    A task whose command already exists in ``train_app`` (cli.py's single-device trainers) is left
-    alone unless ``replace``; ``train run <run file>`` trains every task on accelerate regardless.
+    A task whose command already exists in ``train_app`` is left alone unless ``replace``.
     """
     existing = {_command_name(c): c for c in train_app.registered_commands}
     added = []
-    for task in ("manifold", "remixer", "temporal", "grounding"):
+    for task in TASKS:
         if task in existing:
             if not replace:
                 continue
             train_app.registered_commands.remove(existing[task])
-        train_app.command(task)(_make_train_command(task))
+        train_app.command(task)(TRAIN_COMMANDS[task])
         added.append(task)
     if "run" in existing:
         if not replace:
@@ -369,12 +575,13 @@ def register(train_app: typer.Typer, *, replace: bool = False) -> list[str]:
         config: Annotated[str, typer.Argument(help="Run file (YAML/JSON) or configs/ name, e.g. mapper_v2a.")],
         set_: Annotated[Optional[list[str]], typer.Option("--set", help="key.path=value (repeatable).")] = None,
         resume: Annotated[bool, typer.Option("--resume/--no-resume")] = True,
+        overwrite: Overwrite_ = False,
         quiet: Quiet_ = False,
     ) -> None:
         """Train any module from a run file on accelerate (`accelerate launch -m foleykit.training.accelerate_config` for multi-GPU)."""
         from .accelerate_config import find_config, read_config_file
 
-        _run(read_config_file(find_config(config)), list(set_ or []), resume, quiet)
+        _run(read_config_file(find_config(config)), list(set_ or []), resume, quiet, overwrite)
 
     return added
 

@@ -1,6 +1,8 @@
-"""``foleykit train manifold|remixer|temporal``: the SS2A trainers on cached embeddings (files of named tensors).
+"""Single-device SS2A trainers on cached embeddings (files of named tensors), and the Remixer's codes.
 
-File layouts (``.safetensors``, ``.pt`` weights-only or ``.npz``; N examples, one row each):
+``foleykit train manifold|remixer|temporal`` use the accelerate trainer
+(:mod:`foleykit.training.cli_commands`); these functions remain as a library path and share the file
+layouts (``.safetensors``, ``.pt`` weights-only or ``.npz``; N examples, one row each):
 
 ========  =================================================================================
 manifold  ``clip`` [N, 768] and ``clap`` [N, 512]: single-source (image, audio) pairs
@@ -8,13 +10,13 @@ remixer   ``clips`` [N, M, 768] (zero for audio and empty slots), ``target_clap`
           optional ``padding_mask`` [N, M] (nonzero = empty slot), and either ``codes``
           [N, M, S] (ready-made source codes) or, with ``--manifold DIR``, optional
           ``audio_claps`` [N, M, 512] + ``is_audio`` [N, M] from which the codes are computed
+          (:func:`compute_remixer_codes`)
 temporal  ``frame_claps`` [N, T, 512], ``target_clap`` [N, 512], optional ``padding_mask`` [N, T]
 ========  =================================================================================
 
-The names match :mod:`foleykit.training.accelerate_tasks`, so one cache serves both trainers. Each
-command writes ``config.json`` + ``model.safetensors``; put the three folders side by side as
-``BUNDLE/manifold``, ``BUNDLE/remixer``, ``BUNDLE/temporal`` and pass ``--ss2a BUNDLE`` to
-``foleykit generate --method sources``.
+The names match :mod:`foleykit.training.accelerate_tasks`, so one cache serves both trainers. The
+trained folders go side by side as ``BUNDLE/manifold``, ``BUNDLE/remixer``, ``BUNDLE/temporal``;
+pass ``--ss2a BUNDLE`` to ``foleykit generate --method sources``.
 """
 
 from __future__ import annotations
@@ -47,7 +49,6 @@ def run_train_manifold(pairs: str | os.PathLike, *, manifold_dim: int, widths: t
 def run_train_remixer(scenes: str | os.PathLike, *, manifold: str | os.PathLike | None, embed_dim: int, layers: int,
                       heads: int, token_dropout: float, epochs: int, batch_size: int, lr: float, kl_weight: float,
                       seed: int | None, device: str, progress: bool):
-    from ..modules.cycle_mix import SourceSlots, manifold_codes, remixer_source_codes
     from ..modules.remixer import RemixerConfig
     from .ss2a_remixer import train_remixer
 
@@ -65,38 +66,53 @@ def run_train_remixer(scenes: str | os.PathLike, *, manifold: str | os.PathLike 
     if "codes" in data:
         codes = data["codes"]
         check_shape(scenes, "codes", codes, (n, m, None))
-        manifold_dim = int(codes.shape[-1])
     else:
         if manifold is None:
             raise InputError(f"{scenes} has no 'codes'; pass --manifold DIR (a trained CMSS manifold) to compute them")
-        from ..modules.manifold import CMSSManifold
-
-        path = Path(manifold).expanduser()
-        if not (path / "config.json").is_file():
-            raise InputError(f"manifold {path}: expected a folder with config.json + model.safetensors")
-        man = CMSSManifold.from_pretrained(str(path)).eval()
-        if man.config.clip_dim != clip_dim:
-            raise InputError(f"manifold {path} takes {man.config.clip_dim}-d CLIP, {scenes} holds {clip_dim}-d")
-        audio, is_audio = data.get("audio_claps"), data.get("is_audio")
-        if (audio is None) != (is_audio is None):
-            raise InputError(f"{scenes}: 'audio_claps' and 'is_audio' go together")
-        if audio is not None:
-            check_shape(scenes, "audio_claps", audio, (n, m, man.config.clap_dim))
-            check_shape(scenes, "is_audio", is_audio, (n, m))
-        mask = padding if padding is not None else torch.zeros(n, m, dtype=torch.bool)
-        with torch.no_grad():
-            codes = torch.cat([
-                remixer_source_codes(man, manifold_codes(man, SourceSlots(
-                    clips[i:i + 256], mask[i:i + 256], None if audio is None else audio[i:i + 256],
-                    None if is_audio is None else is_audio[i:i + 256])), "manifold")
-                for i in range(0, n, 256)
-            ])
-        manifold_dim = man.config.manifold_dim
+        codes = compute_remixer_codes(scenes, manifold, clips, padding, data.get("audio_claps"), data.get("is_audio"))
+    manifold_dim = int(codes.shape[-1])
     config = RemixerConfig(manifold_dim=manifold_dim, clip_dim=clip_dim, clap_dim=int(target.shape[1]),
                            embed_dim=embed_dim, num_layers=layers, num_heads=heads, max_sources=max(64, m),
                            token_dropout=token_dropout)
     return train_remixer(codes, clips, target, config, epochs, padding_mask=padding, batch_size=batch_size, lr=lr,
                          kl_weight=kl_weight, seed=seed, device=device, progress=progress)
+
+
+def compute_remixer_codes(scenes: str | os.PathLike, manifold: str | os.PathLike, clips: torch.Tensor,
+                          padding: torch.Tensor | None, audio: torch.Tensor | None,
+                          is_audio: torch.Tensor | None) -> torch.Tensor:
+    """The Remixer's source codes [N, M, S] of scene slots, from a trained CMSS manifold folder.
+
+    ``clips`` [N, M, C] (zero for audio and empty slots), ``padding`` [N, M] (True = empty slot),
+    optional ``audio`` [N, M, 512] + ``is_audio`` [N, M] for slots that are audio clips.
+    """
+    from ..modules.cycle_mix import SourceSlots, manifold_codes, remixer_source_codes
+    from ..modules.manifold import CMSSManifold
+
+    check_shape(scenes, "clips", clips, (None, None, None))
+    n, m, clip_dim = clips.shape
+    if padding is not None:
+        check_shape(scenes, "padding_mask", padding, (n, m))
+    path = Path(manifold).expanduser()
+    if not (path / "config.json").is_file():
+        raise InputError(f"manifold {path}: expected a folder with config.json + model.safetensors")
+    man = CMSSManifold.from_pretrained(str(path)).eval()
+    if man.config.clip_dim != clip_dim:
+        raise InputError(f"manifold {path} takes {man.config.clip_dim}-d CLIP, {scenes} holds {clip_dim}-d")
+    if (audio is None) != (is_audio is None):
+        raise InputError(f"{scenes}: 'audio_claps' and 'is_audio' go together")
+    if audio is not None:
+        check_shape(scenes, "audio_claps", audio, (n, m, man.config.clap_dim))
+        check_shape(scenes, "is_audio", is_audio, (n, m))
+        audio, is_audio = audio.float(), is_audio.bool()
+    mask = padding.bool() if padding is not None else torch.zeros(n, m, dtype=torch.bool)
+    with torch.no_grad():
+        return torch.cat([
+            remixer_source_codes(man, manifold_codes(man, SourceSlots(
+                clips[i:i + 256].float(), mask[i:i + 256], None if audio is None else audio[i:i + 256],
+                None if is_audio is None else is_audio[i:i + 256])), "manifold")
+            for i in range(0, n, 256)
+        ])
 
 
 def run_train_temporal(windows: str | os.PathLike, *, layers: int, heads: int, epochs: int, batch_size: int,

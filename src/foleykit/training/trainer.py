@@ -22,7 +22,12 @@ What the :class:`Trainer` does:
   checkpoint *exactly*: the continued run computes the same numbers as an uninterrupted one;
 * validation every epoch (sums all-reduced across processes, fixed noise so epochs compare);
 * metrics as JSON lines (``metrics.jsonl``, trimmed back to the checkpoint on resume) and to
-  TensorBoard when it is installed; the final weights via ``save_pretrained`` in ``final/``.
+  TensorBoard when it is installed; the final weights via ``save_pretrained`` in ``final/``, and the
+  exported module's ``config.json`` + ``model.safetensors`` also at the top of the run folder, so a
+  finished run folder loads with ``from_pretrained`` like a model folder;
+* a folder is never silently reused: a checkpoint of a different run (data, model, loss options,
+  batch, optimizer, seed, processes) or a trained model without checkpoints is refused unless
+  ``overwrite`` (which discards the previous run's files, and only those).
 
 Multi-GPU / multi-node: ``accelerate launch -m foleykit.training.accelerate_config CONFIG`` (or the
 ``foleykit train ...`` commands under ``accelerate launch``) — nothing in the loop changes.
@@ -52,6 +57,9 @@ STATE_FILE = "trainer_state.json"
 METRICS_FILE = "metrics.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 FINAL_DIR = "final"
+#: What a run writes at the top of its folder; ``overwrite`` removes exactly these.
+RUN_ARTEFACTS = (CHECKPOINT_DIR, FINAL_DIR, f".tmp-{FINAL_DIR}", METRICS_FILE, "tensorboard", "run.json",
+                 "config.json", "model.safetensors")
 _MIX = 0x9E3779B97F4A7C15
 
 
@@ -371,6 +379,20 @@ class _GeneratorState:
         self.generator.set_state(state["state"])
 
 
+def _remove(p: Path) -> None:
+    if p.is_dir() and not p.is_symlink():
+        shutil.rmtree(p)
+    elif p.exists() or p.is_symlink():
+        p.unlink()
+
+
+def _link_or_copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
+
+
 def _write_json_durable(path: Path, obj: Any) -> None:
     from .extraction import write_durable
 
@@ -411,6 +433,9 @@ class TrainResult:
     data_wait_s: float
     compute_s: float
     samples_per_s: float
+    resumed_from: Path | None = None  # the checkpoint this run continued from
+    start_step: int = 0  # the optimizer step it started at (== global_step: nothing left to do)
+    autocast_dtype: str | None = None  # the dtype autocast ran the forward in (None: full precision)
 
     @property
     def model(self) -> nn.Module:
@@ -428,6 +453,8 @@ class Trainer:
     ``val_data`` None → ``config.val_fraction`` of ``train_data`` is held out (seeded split).
     ``resume``: ``"auto"`` continues from the newest checkpoint in ``output_dir`` if there is one,
     a path resumes from that checkpoint, None starts afresh (refusing a folder that holds checkpoints).
+    ``overwrite`` discards a previous run in ``output_dir`` (its :data:`RUN_ARTEFACTS` only) and starts
+    afresh; without it a folder holding a trained model but no checkpoint is refused.
     ``module_factory`` builds the module after seeding, so the initial weights depend on the seed
     only; pass a module instead when you built it yourself.
     """
@@ -444,10 +471,12 @@ class Trainer:
         task_name: str | None = None,
         run_config: Mapping[str, Any] | None = None,
         progress: bool = True,
+        overwrite: bool = False,
     ) -> None:
         self.config = config
         self._module_arg = module
-        self.resume = resume
+        self.resume = None if overwrite else resume
+        self.overwrite = overwrite
         self.progress = progress
         self.task_name = task_name
         self.run_config = dict(run_config or {})
@@ -497,7 +526,32 @@ class Trainer:
     def _identity(self, world: int) -> dict[str, Any]:
         return {"task": self.task_name, "trainer": self.config.resume_fields(), "data": self.data_fingerprint,
                 "train_items": len(self.train_data), "val_items": len(self.val_data) if self.val_data else 0,
-                "processes": world}
+                "processes": world, "model": self.run_config.get("model"), "options": self.run_config.get("options")}
+
+    def _check_identity(self, path: Path, world: int) -> dict[str, Any]:
+        meta = json.loads((path / STATE_FILE).read_text())
+        want = json.loads(json.dumps(self._identity(world), default=str))
+        have = meta["identity"]
+        if have != want:
+            changed = sorted(k for k in set(want) | set(have) if json.dumps(want.get(k), default=str, sort_keys=True)
+                             != json.dumps(have.get(k), default=str, sort_keys=True))
+            raise InputError(
+                f"checkpoint {path} belongs to a different run ({', '.join(changed)} differ); an exact resume "
+                "needs the same data, model, loss options, batch, optimizer, seed and number of processes. "
+                "Use a new output_dir, or pass --overwrite to start over."
+            )
+        return meta
+
+    def _holds_model(self) -> bool:
+        out = self.output_dir
+        return (out / "model.safetensors").exists() or (out / FINAL_DIR).exists()
+
+    def _discard_run(self) -> None:
+        """Remove a previous run's files (and nothing else) from the output folder."""
+        final = self.output_dir / FINAL_DIR
+        published = [p.name for p in final.iterdir()] if final.is_dir() else []
+        for name in (*published, *RUN_ARTEFACTS):
+            _remove(self.output_dir / name)
 
     # ---- checkpoints ----------------------------------------------------------------------------
 
@@ -542,16 +596,7 @@ class Trainer:
         return final
 
     def _load_checkpoint(self, path: Path, acc, scheduler, gen: _GeneratorState) -> _LoopState:
-        meta = json.loads((path / STATE_FILE).read_text())
-        want = self._identity(acc.num_processes)
-        have = meta["identity"]
-        if have != json.loads(json.dumps(want, default=str)):
-            changed = sorted(k for k in set(want) | set(have) if json.dumps(want.get(k), default=str, sort_keys=True)
-                             != json.dumps(have.get(k), default=str, sort_keys=True))
-            raise InputError(
-                f"checkpoint {path} belongs to a different run ({', '.join(changed)} differ); an exact resume "
-                "needs the same data, batch, optimizer, seed and number of processes. Use a new output_dir."
-            )
+        meta = self._check_identity(path, acc.num_processes)
         acc.load_state(str(path))
         scheduler.load_state_dict(torch.load(path / "lr_scheduler.pt", weights_only=False))
         saved = torch.load(path / f"generator_{acc.process_index}.pt", weights_only=False)
@@ -657,10 +702,14 @@ class Trainer:
             resume_from = Path(self.resume).expanduser()
             if not (resume_from / STATE_FILE).is_file():
                 raise InputError(f"{resume_from} is not a complete checkpoint (no {STATE_FILE})")
-        elif checkpoints:
-            raise OutputError(f"{self.output_dir} already holds checkpoints; resume, or use a new output_dir")
-        if acc.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
+        elif checkpoints and not self.overwrite:
+            raise OutputError(f"{self.output_dir} already holds checkpoints; resume, use a new output_dir, "
+                              "or pass --overwrite to start over")
+        if resume_from is None and not self.overwrite and self._holds_model():
+            raise OutputError(f"{self.output_dir} already holds a trained model; pass --overwrite to replace it, "
+                              "or use a new output_dir")
+        if resume_from is not None:
+            self._check_identity(resume_from, world)  # before any work: a different run is refused at once
 
         set_seed(cfg.seed % 2**32)  # identical initial weights on every process
         module = self._module_arg() if callable(self._module_arg) and not isinstance(self._module_arg, nn.Module) else self._module_arg
@@ -681,18 +730,26 @@ class Trainer:
         total_steps = steps_per_epoch * cfg.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.scheduler, total_steps))
         module.on_train_start(total_steps)
+        if acc.is_main_process:
+            if self.overwrite:
+                self._discard_run()
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+        acc.wait_for_everyone()
         module, optimizer = acc.prepare(module, optimizer)
+        autocast_dtype = self._autocast_dtype(acc)
 
         state = _LoopState()
         if resume_from is not None:
             state = self._load_checkpoint(resume_from, acc, scheduler, gen)
+        start_step = state.global_step
         metrics_path, writer = self._open_logs(acc, state.global_step)
         if acc.is_main_process:
             _write_json_durable(self.output_dir / "run.json", {
                 "task": self.task_name, "trainer": asdict(cfg), "run_config": self.run_config,
                 "processes": world, "micro_batch": micro, "steps_per_epoch": steps_per_epoch,
                 "train_items": len(self.train_data), "val_items": len(self.val_data) if self.val_data else 0,
-                "data_fingerprint": self.data_fingerprint,
+                "data_fingerprint": self.data_fingerprint, "autocast_dtype": autocast_dtype,
+                "resumed_from": str(resume_from) if resume_from is not None else None,
             })
 
         old_handlers = self._install_signals() if cfg.handle_signals else {}
@@ -785,7 +842,17 @@ class Trainer:
             stopped_early=stopped, output_dir=self.output_dir, final_dir=final_dir, seed=cfg.seed,
             data_wait_s=wait_s, compute_s=compute_s,
             samples_per_s=(state.samples - samples_at_start) / elapsed if elapsed > 0 else 0.0,
+            resumed_from=resume_from, start_step=start_step, autocast_dtype=autocast_dtype,
         )
+
+    @staticmethod
+    def _autocast_dtype(acc) -> str | None:
+        """The dtype ``acc.autocast()`` (and the prepared model's forward) computes in, or None."""
+        if acc.mixed_precision == "no" or not getattr(acc, "native_amp", False):
+            return None
+        with acc.autocast():
+            dtype = torch.get_autocast_dtype(acc.device.type) if torch.is_autocast_enabled(acc.device.type) else None
+        return str(dtype).removeprefix("torch.") if dtype is not None else None
 
     # ---- small pieces ---------------------------------------------------------------------------
 
@@ -832,7 +899,26 @@ class Trainer:
         if final.exists():
             shutil.rmtree(final)
         os.replace(tmp, final)
+        self._publish(final)
         return final
+
+    def _publish(self, final: Path) -> None:
+        """``final/``'s model files (and sub-folders: the manifold's student, grounding's UNet) also at
+        the top of the run folder, as hard links where the file system allows, so the run folder
+        itself loads as the model. Weights before config.json, so a reader never sees a new config
+        with old weights."""
+        own = {CHECKPOINT_DIR, FINAL_DIR, METRICS_FILE, "tensorboard", "run.json", "training.json"}
+        for src in sorted(final.iterdir(), key=lambda p: (p.name == "config.json", p.name)):
+            if src.name in own or src.name.startswith("."):
+                continue
+            dst, part = self.output_dir / src.name, self.output_dir / f".{src.name}.tmp"
+            _remove(part)
+            if src.is_dir():
+                shutil.copytree(src, part, copy_function=_link_or_copy)
+                _remove(dst)
+            else:
+                _link_or_copy(src, part)
+            os.replace(part, dst)
 
     def _install_signals(self) -> dict[int, Any]:
         def request_stop(signum, frame):  # noqa: ARG001
