@@ -67,3 +67,12 @@ def test_ray_batch_generation(tmp_path, tiny_models_dir):
     sidecar = json.loads((tmp_path / "gen" / "img0001.wav.json").read_text())
     assert sidecar["seed"] == item_seed(11, "img0001")
     assert json.loads((tmp_path / "gen" / "batch_report.json").read_text())["failures"][0]["id"] == "missing"
+    # The actors stamp the driver's run fingerprint; another run into the folder is refused before Ray starts.
+    record = json.loads((tmp_path / "gen" / "batch_run.json").read_text())["fingerprint"]
+    assert sidecar["batch"]["fingerprint"] == record["value"] == report.fingerprint["value"]
+    from dataclasses import replace
+
+    from foleykit.errors import InputError
+
+    with pytest.raises(InputError, match="other settings .*steps 2 -> 3"):
+        ray_batch_generate(images, tmp_path / "gen", replace(gen_cfg, steps=3), num_actors=1, progress=False)

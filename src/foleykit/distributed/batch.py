@@ -4,6 +4,13 @@ Each item's output is ``<out_dir>/<id>.wav`` (``.mp4`` muxes the sound onto a vi
 usual JSON sidecar, written atomically by :func:`foleykit.api.generate`, so an existing output is a
 finished one. The seed of an item is derived from the base seed and the item id, so an item gets the
 same sound whichever process or machine generates it, and however the work is split.
+
+A folder holds one batch run. Its fingerprint (the manifest's fingerprint, the generation settings,
+the model set and the trained mapper's weights) is written to ``batch_run.json`` before any item,
+to each item's sidecar (``"batch"``) and to ``batch_report.json``. With ``skip_existing`` a rerun
+under different settings is refused with one line, instead of mixing two runs' outputs; an output
+whose sidecar lacks this run's fingerprint (a run killed mid-item) is made again, not skipped.
+``skip_existing=False`` regenerates every item and takes the folder over.
 """
 
 from __future__ import annotations
@@ -22,6 +29,10 @@ from ..errors import FoleykitError, InputError
 from ..io._checks import one_line
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
+RUN_FILE = "batch_run.json"
+REPORT_FILE = "batch_report.json"
+#: Settings that do not change what an item sounds like (not in the fingerprint).
+_RUNTIME_SETTINGS = ("device", "skip_existing", "models", "mapper")
 
 
 @dataclass
@@ -63,6 +74,112 @@ def output_path(out_dir: Path, item: ManifestItem, suffix: str) -> Path:
     return out_dir / f"{name}{suffix}"
 
 
+def item_output(out_dir: Path, item: ManifestItem, config: BatchGenerateConfig) -> Path:
+    """Where ``item``'s sound goes (``.mp4`` only for video items; images get ``.wav``)."""
+    suffix = config.suffix if (config.suffix != ".mp4" or (item.video and not item.image)) else ".wav"
+    return output_path(out_dir, item, suffix)
+
+
+def _file_digest(paths: Iterable[Path]) -> str | None:
+    h, seen = hashlib.sha256(), False
+    for f in paths:
+        if f.is_file():
+            seen = True
+            h.update(f.name.encode())
+            with open(f, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+    return h.hexdigest() if seen else None
+
+
+def _models_identity(models: str | None) -> dict:
+    """The model set as names and references (hub ids or folders); the tiny set by its version."""
+    from ..model_sets import TINY_VERSION, resolve_model_set
+
+    name = str(models if models is not None else os.environ.get("FOLEYKIT_MODELS", "default"))
+    if name in ("tiny", "debug"):
+        return {"name": "tiny", "version": TINY_VERSION}
+    ident = resolve_model_set(name).to_dict()
+    if ident.get("mapper") and Path(str(ident["mapper"])).is_dir():  # a trained mapper inside the set
+        ident["mapper_weights"] = _file_digest(Path(str(ident["mapper"])) / n for n in ("config.json", "model.safetensors"))
+    return ident
+
+
+def batch_fingerprint(manifest: Manifest, config: BatchGenerateConfig) -> dict:
+    """``{"value": sha256, "manifest", "settings", "models", "mapper"}``: what a folder's outputs were
+    made from. Device and ``skip_existing`` are left out: they do not change what an item is."""
+    settings = {k: v for k, v in asdict(config).items() if k not in _RUNTIME_SETTINGS}
+    mapper = None
+    if config.mapper:
+        folder = Path(config.mapper).expanduser()
+        mapper = {"ref": str(config.mapper),
+                  "weights": _file_digest(folder / n for n in ("config.json", "model.safetensors")) if folder.is_dir() else None}
+    parts = {"manifest": manifest.fingerprint, "settings": settings, "models": _models_identity(config.models),
+             "mapper": mapper}
+    value = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()
+    return {"value": value, **parts}
+
+
+def _differences(old: dict, new: dict) -> list[str]:
+    out = []
+    if old.get("manifest") != new["manifest"]:
+        out.append(f"manifest {str(old.get('manifest'))[:12]} -> {new['manifest'][:12]}")
+    old_settings = old.get("settings") or {}
+    for k, v in new["settings"].items():
+        if old_settings.get(k) != v:
+            out.append(f"{k} {old_settings.get(k)!r} -> {v!r}")
+    for k in ("models", "mapper"):
+        if old.get(k) != new[k]:
+            out.append(k)
+    return out or ["fingerprint"]
+
+
+def _sidecar_fingerprint(output: Path) -> str | None:
+    try:
+        side = json.loads(output.with_name(output.name + ".json").read_text())
+    except (OSError, ValueError):
+        return None
+    batch = side.get("batch") if isinstance(side, dict) else None
+    return batch.get("fingerprint") if isinstance(batch, dict) else None
+
+
+def prepare_batch_run(manifest: Manifest, out_dir: str | os.PathLike, config: BatchGenerateConfig) -> dict:
+    """Check that ``out_dir`` may take this run, record its fingerprint there, and return it.
+
+    With ``skip_existing``, a folder whose recorded run differs (manifest, settings, models), or that
+    holds outputs of this manifest made by no recorded run, is refused with one line.
+    """
+    from ..training.extraction import write_durable
+
+    out = Path(out_dir).expanduser()
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; give a folder for the batch outputs")
+    fp = batch_fingerprint(manifest, config)
+    record_path = out / RUN_FILE
+    if config.skip_existing:
+        old = None
+        if record_path.is_file():
+            try:
+                old = json.loads(record_path.read_text())["fingerprint"]
+            except (OSError, ValueError, KeyError, TypeError):
+                old = {}
+        if old is not None and old.get("value") != fp["value"]:
+            raise InputError(
+                f"{out} holds a batch run with other settings ({'; '.join(_differences(old, fp))}); use a new "
+                "folder, or --no-skip-existing to regenerate every item with these settings")
+        if old is None and out.is_dir():
+            foreign = [it.id for it in manifest if item_output(out, it, config).exists()
+                       and _sidecar_fingerprint(item_output(out, it, config)) != fp["value"]]
+            if foreign:
+                raise InputError(
+                    f"{out} holds {len(foreign)} outputs (e.g. {foreign[0]}) that no recorded batch run made; use a "
+                    "new folder, or --no-skip-existing to regenerate every item with these settings")
+    out.mkdir(parents=True, exist_ok=True)
+    write_durable(record_path, (json.dumps({"format": "foleykit-batch-run", "fingerprint": fp}, indent=1,
+                                           sort_keys=True, default=str) + "\n").encode())
+    return fp
+
+
 @dataclass
 class ItemStatus:
     id: str
@@ -74,12 +191,17 @@ class ItemStatus:
 
 
 class BatchWorker:
-    """Generates items one by one with a pipeline loaded once (in the constructor)."""
+    """Generates items one by one with a pipeline loaded once (in the constructor).
 
-    def __init__(self, config: BatchGenerateConfig, out_dir: str | os.PathLike) -> None:
+    ``fingerprint`` (from :func:`prepare_batch_run`) goes into each sidecar; with it, an existing
+    output is skipped only when its sidecar carries the same fingerprint.
+    """
+
+    def __init__(self, config: BatchGenerateConfig, out_dir: str | os.PathLike, fingerprint: str | None = None) -> None:
         from ..api import load_pipeline
 
         self.config = config
+        self.fingerprint = fingerprint
         self.out_dir = Path(out_dir).expanduser()
         self.out_dir.mkdir(parents=True, exist_ok=True)
         load_pipeline(config.method, config.models, config.mapper, config.device, config.dtype)
@@ -91,20 +213,21 @@ class BatchWorker:
         from ..api import generate
 
         cfg = self.config
-        suffix = cfg.suffix if (cfg.suffix != ".mp4" or (item.video and not item.image)) else ".wav"
-        out = output_path(self.out_dir, item, suffix)
+        out = item_output(self.out_dir, item, cfg)
         seed = item_seed(cfg.seed, item.id)
-        if cfg.skip_existing and out.exists():
+        if cfg.skip_existing and out.exists() and (self.fingerprint is None or _sidecar_fingerprint(out) == self.fingerprint):
             return ItemStatus(item.id, "skipped", str(out), seed)
         source = item.image or item.video
         if not source:
             return ItemStatus(item.id, "failed", None, seed, "item has no image or video")
         t0 = time.perf_counter()
         try:
-            generate(source, out, method=cfg.method, models=cfg.models, mapper=cfg.mapper, seed=seed,
-                     duration=cfg.duration, steps=cfg.steps, preset=cfg.preset, guidance=cfg.guidance,
-                     candidates=cfg.candidates, frames=cfg.frames, device=cfg.device, dtype=cfg.dtype,
-                     overwrite=True, progress=False)
+            res = generate(source, out, method=cfg.method, models=cfg.models, mapper=cfg.mapper, seed=seed,
+                           duration=cfg.duration, steps=cfg.steps, preset=cfg.preset, guidance=cfg.guidance,
+                           candidates=cfg.candidates, frames=cfg.frames, device=cfg.device, dtype=cfg.dtype,
+                           overwrite=True, progress=False)
+            if self.fingerprint is not None:
+                self._stamp(res.sidecar or out.with_name(out.name + ".json"), seed)
         except FoleykitError as exc:
             return ItemStatus(item.id, "failed", None, seed, one_line(exc), time.perf_counter() - t0)
         except (MemoryError, KeyboardInterrupt):
@@ -113,6 +236,15 @@ class BatchWorker:
             return ItemStatus(item.id, "failed", None, seed, f"{type(exc).__name__}: {one_line(exc)}",
                               time.perf_counter() - t0)
         return ItemStatus(item.id, "generated", str(out), seed, None, time.perf_counter() - t0)
+
+    def _stamp(self, sidecar: Path, seed: int) -> None:
+        """Add this run's fingerprint to the item's sidecar (atomically): the mark of a finished item."""
+        from ..io.atomic import write_bytes_atomic
+
+        record = json.loads(Path(sidecar).read_text())
+        record["batch"] = {"fingerprint": self.fingerprint, "base_seed": self.config.seed, "item_seed": seed,
+                           "run_file": RUN_FILE}
+        write_bytes_atomic(Path(sidecar), (json.dumps(record, indent=2, sort_keys=True) + "\n").encode())
 
 
 @dataclass
@@ -124,10 +256,11 @@ class BatchReport:
     statuses: list[ItemStatus] = field(default_factory=list)
     seconds: float = 0.0
     report_path: Path | None = None
+    fingerprint: dict | None = None  # what the folder's outputs were made from (batch_fingerprint)
 
 
 def write_report(out_dir: Path, manifest: Manifest, statuses: Iterable[ItemStatus], config: BatchGenerateConfig,
-                 seconds: float) -> BatchReport:
+                 seconds: float, fingerprint: dict | None = None) -> BatchReport:
     from ..training.extraction import write_durable
 
     by_id = {s.id: s for s in statuses}
@@ -137,14 +270,16 @@ def write_report(out_dir: Path, manifest: Manifest, statuses: Iterable[ItemStatu
         "format": "foleykit-batch-generate",
         "manifest": manifest.fingerprint,
         "config": asdict(config),
+        "fingerprint": fingerprint,
         "total": len(ordered),
         **counts,
         "failures": [{"id": s.id, "reason": s.reason} for s in ordered if s.status == "failed"],
         "seconds": round(seconds, 3),
     }
-    path = out_dir / "batch_report.json"
+    path = out_dir / REPORT_FILE
     write_durable(path, (json.dumps(report, indent=1, sort_keys=True) + "\n").encode())
-    return BatchReport(total=len(ordered), statuses=ordered, seconds=seconds, report_path=path, **counts)
+    return BatchReport(total=len(ordered), statuses=ordered, seconds=seconds, report_path=path,
+                       fingerprint=fingerprint, **counts)
 
 
 def batch_generate(manifest: Manifest, out_dir: str | os.PathLike, config: BatchGenerateConfig | None = None, *,
@@ -155,8 +290,9 @@ def batch_generate(manifest: Manifest, out_dir: str | os.PathLike, config: Batch
     config = config or BatchGenerateConfig()
     out = Path(out_dir).expanduser()
     t0 = time.perf_counter()
-    worker = BatchWorker(config, out)
+    fp = prepare_batch_run(manifest, out, config)
+    worker = BatchWorker(config, out, fingerprint=fp["value"])
     statuses = []
     for item in tqdm(manifest.items, desc="generate", unit="item", disable=not progress):
         statuses.append(worker.run_one(item))
-    return write_report(out, manifest, statuses, config, time.perf_counter() - t0)
+    return write_report(out, manifest, statuses, config, time.perf_counter() - t0, fingerprint=fp)

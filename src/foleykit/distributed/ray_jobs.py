@@ -170,14 +170,14 @@ def ray_extract(
 
 
 class _GenerateActor:
-    def __init__(self, config, out_dir, threads: int | None):
+    def __init__(self, config, out_dir, threads: int | None, fingerprint: str | None = None):
         import torch
 
         if threads:
             torch.set_num_threads(threads)
         from .batch import BatchWorker
 
-        self.worker = BatchWorker(config, out_dir)
+        self.worker = BatchWorker(config, out_dir, fingerprint=fingerprint)
 
     def run(self, items):
         return self.worker.run(items)
@@ -202,7 +202,7 @@ def ray_batch_generate(
 
     from tqdm.auto import tqdm
 
-    from .batch import BatchGenerateConfig, write_report
+    from .batch import BatchGenerateConfig, prepare_batch_run, write_report
 
     ray = _ray()
     from ray.util import ActorPool
@@ -210,15 +210,15 @@ def ray_batch_generate(
     config = config or BatchGenerateConfig()
     if num_gpus_per_actor > 0 and config.device == "auto":
         config = replace(config, device="cuda")
+    out = Path(out_dir).expanduser()
+    fp = prepare_batch_run(manifest, out, config)  # refuses a folder of another run before Ray starts
     init_ray(address)
     gpu = num_gpus_per_actor > 0
     n = _pool_size(num_actors, "GPU" if gpu else "CPU", num_gpus_per_actor if gpu else num_cpus_per_actor)
-    out = Path(out_dir).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
     threads = threads_per_actor or max(1, int(num_cpus_per_actor))
     remote_cls = ray.remote(num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor)(_GenerateActor)
     t0 = time.perf_counter()
-    actors = [remote_cls.remote(config, str(out), threads) for _ in range(n)]
+    actors = [remote_cls.remote(config, str(out), threads, fp["value"]) for _ in range(n)]
     chunks = [manifest.items[i:i + chunk_size] for i in range(0, len(manifest), chunk_size)]
     statuses = []
     with tqdm(total=len(manifest), desc=f"generate (ray x{n})", unit="item", disable=not progress) as bar:
@@ -227,4 +227,4 @@ def ray_batch_generate(
             bar.update(len(part))
     for a in actors:
         ray.kill(a)
-    return write_report(out, manifest, statuses, config, time.perf_counter() - t0)
+    return write_report(out, manifest, statuses, config, time.perf_counter() - t0, fingerprint=fp)

@@ -239,7 +239,7 @@ def batch_generate_cmd(
     candidates: Annotated[int, typer.Option(help="Clips drawn per item; the closest in CLAP is kept.")] = 1,
     frames: Annotated[int, typer.Option(help="Video frames averaged per 10 s window.")] = 16,
     suffix: Annotated[str, typer.Option(help=".wav | .flac | .mp4 (video items muxed; images get .wav)")] = ".wav",
-    skip_existing: Annotated[bool, typer.Option("--skip-existing/--no-skip-existing", help="Keep outputs that already exist (resume).")] = True,
+    skip_existing: Annotated[bool, typer.Option("--skip-existing/--no-skip-existing", help="Keep the outputs this same run already made (resume); a folder of a run with other settings (manifest, generation settings, models) is refused. --no-skip-existing regenerates every item.")] = True,
     format: Format_ = "auto",
     video_dir: VideoDir_ = None,
     image_dir: ImageDir_ = None,
@@ -269,6 +269,8 @@ def batch_generate_cmd(
         rep = batch_generate(m, output, cfg, progress=not quiet)
     typer.echo(f"generated {rep.generated}, skipped {rep.skipped} existing, failed {rep.failed} of {rep.total} items "
                f"in {rep.seconds:.1f} s")
+    if rep.fingerprint:
+        typer.echo(f"run fingerprint: {rep.fingerprint['value'][:16]} (batch_run.json)")
     for s in [s for s in rep.statuses if s.status == "failed"][:10]:
         typer.echo(f"  failed {s.id}: {s.reason}")
     typer.echo(f"wrote {rep.report_path}")
