@@ -1,11 +1,13 @@
 """Embedders behind the metrics, by role, and how to build them from objects, checkpoints or ``"tiny"``.
 
 Roles: ``panns`` (FD; also a tagger), ``vggish`` (FAD), ``clap`` (C-FAD, CLAP score), ``wav2clip`` and
-``clip_image`` (CLIP score), ``ast`` (a tagger), ``tagger`` (KL, IS, SSMS, ACC: names one of ``panns`` /
-``ast``, or is an embedder object with logits).
+``clip_image`` (CLIP score), ``ast`` and ``beats`` (taggers; BEATs is SS2A's SSMS tagger), ``tagger``
+(KL, IS, SSMS, ACC: names one of ``panns`` / ``ast`` / ``beats``, or is an embedder object with logits).
+Unless ``tagger`` is given, it is ``beats`` when a BEATs checkpoint is given (its only use), else
+``panns`` when a PANNs checkpoint is, else ``ast``.
 
 A role's spec is an embedder object; ``"tiny"`` (random weights, offline); a string (a checkpoint
-file for panns / vggish / wav2clip, a hub id or folder for ast / clap / clip_image); or a mapping of
+file for panns / vggish / wav2clip / beats, a hub id or folder for ast / clap / clip_image); or a mapping of
 keyword arguments for ``from_checkpoint`` / ``from_pretrained`` (``{"checkpoint": ..., "preset": "32k"}``).
 A role that cannot be built is returned with its reason, so the metrics needing it are reported
 as skipped rather than dropped.
@@ -22,6 +24,7 @@ from ...io._checks import one_line
 from ...model_sets import resolve_model_set
 from .ast import DEFAULT_AST, AstEmbedder
 from .base import AudioEmbedder
+from .beats import BEATsConfig, BeatsEmbedder
 from .clap import ClapEmbedder
 from .clip_image import ClipImageEmbedder
 from .panns import PannsEmbedder
@@ -32,6 +35,8 @@ __all__ = [
     "ROLES",
     "AstEmbedder",
     "AudioEmbedder",
+    "BEATsConfig",
+    "BeatsEmbedder",
     "ClapEmbedder",
     "ClipImageEmbedder",
     "PannsEmbedder",
@@ -40,17 +45,19 @@ __all__ = [
     "build_embedders",
 ]
 
-ROLES = ("panns", "vggish", "clap", "wav2clip", "clip_image", "ast", "tagger")
-TAGGER_ROLES = ("panns", "ast")
+ROLES = ("panns", "vggish", "clap", "wav2clip", "clip_image", "ast", "beats", "tagger")
+TAGGER_ROLES = ("panns", "ast", "beats")
 _CHECKPOINT_HINTS = {
     "panns": "Cnn14_16k_mAP=0.438.pth",
     "vggish": "vggish-10086976.pth",
     "wav2clip": "Wav2CLIP.pt",
+    "beats": "BEATs_iter3_plus_AS2M_finetuned_on_AS2M_cpt2.pt",
 }
 _CHECKPOINT_BUILDERS = {
     "panns": PannsEmbedder.from_checkpoint,
     "vggish": VGGishEmbedder.from_checkpoint,
     "wav2clip": Wav2ClipEmbedder.from_checkpoint,
+    "beats": BeatsEmbedder.from_checkpoint,
 }
 
 
@@ -64,7 +71,7 @@ def _plan(spec: str | Mapping[str, Any] | None) -> dict[str, Any]:
         if unknown:
             raise InputError(f"unknown embedder roles {sorted(unknown)}; known: {', '.join(ROLES)}")
         plan = {"ast": DEFAULT_AST} | dict(spec)
-        plan.setdefault("tagger", "panns" if "panns" in spec else "ast")
+        plan.setdefault("tagger", "beats" if "beats" in spec else "panns" if "panns" in spec else "ast")
         return plan
     raise InputError(f"embedders must be 'tiny', 'default' or a mapping of role -> spec, got {spec!r}")
 
@@ -97,6 +104,7 @@ def _build_one(role: str, item: Any, *, device: str, model_set: str | os.PathLik
             "vggish": VGGishEmbedder.tiny,
             "wav2clip": Wav2ClipEmbedder.tiny,
             "ast": AstEmbedder.tiny,
+            "beats": BeatsEmbedder.tiny,
         }
         return builders[role](device=device)
     if role == "ast":
