@@ -122,7 +122,7 @@ def evaluate(
     labels: Annotated[Optional[Path], typer.Option(help="CSV of file,labels (ACC).")] = None,
     metrics: Annotated[Optional[str], typer.Option(help="Comma list: fd,fad,c_fad,kl_softmax,kl_sigmoid,is,ssms,acc,clap_score,clip_score.")] = None,
     models: Annotated[Optional[str], typer.Option(help="default | tiny | DIR: where CLAP/CLIP/AST come from; tiny = random embedders.")] = None,
-    embedders: Annotated[Optional[Path], typer.Option(help="JSON {role: checkpoint path or hub id} for panns/vggish/wav2clip/tagger/clap/clip_image.")] = None,
+    embedders: Annotated[Optional[Path], typer.Option(help="JSON {role: checkpoint path or hub id} for panns/vggish/wav2clip/beats/ast/tagger/clap/clip_image.")] = None,
     protocol: Annotated[str, typer.Option(help="A benchmark (vggsound-test, vggsound-test-mmaudio, vggsound-i2a, vggss-single, vggss-multi, imagehear, audiocaps-test: its front end, metrics and published numbers; see `foleykit protocol`) or a front end: v2a-mapper (10 s) | ssv2a (10.24 s) | mmaudio (8 s).")] = "v2a-mapper",
     seed: Annotated[int, typer.Option(help="IS split shuffle seed (2020 = audioldm_eval / av-benchmark).")] = 2020,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Keep embeddings on disk here; later runs reuse them (keyed by file path, mtime, size and embedder).")] = None,
