@@ -12,6 +12,7 @@ weights), through the embedder classes' own constructors, in memory:
   512-d; the sizes of ``laion/clap-htsat-unfused``), with a byte-level RoBERTa tokenizer built in
   memory (no merges: a caption becomes one token per byte, more tokens than the real BPE gives);
 * ``ast``: ``ASTForAudioClassification(ASTConfig(num_labels=527))`` = the AudioSet AST's sizes;
+* ``beats``: ``BEATs(BEATsConfig(finetuned_model=True))`` = BEATs_iter3+ AS2M fine-tuned (SS2A's SSMS tagger);
 * ``wav2clip``: ``Wav2ClipConfig()`` (ResNet-18 + 512-d MLP);
 * ``clip_image``: ``CLIPModel(CLIPConfig())`` = ViT-B/32, with CLIP's image preprocessing.
 
@@ -122,7 +123,7 @@ def _params(module: Any) -> int:
 
 
 def build_real(seed: int) -> dict[str, Any]:
-    """The six evaluation embedders at their real architecture sizes, seeded random weights, offline."""
+    """The seven evaluation embedders at their real architecture sizes, seeded random weights, offline."""
     import torch
     from transformers import (
         ASTConfig,
@@ -150,6 +151,7 @@ def build_real(seed: int) -> dict[str, Any]:
         Wav2ClipEmbedder,
     )
     from foleykit.evaluation.embedders.base import config_digest, seeded_init
+    from foleykit.evaluation.embedders.beats import BEATs, BEATsConfig, BeatsEmbedder
     from foleykit.evaluation.embedders.panns import Cnn14, Cnn14Config
     from foleykit.evaluation.embedders.vggish import VGGish, VGGishConfig
     from foleykit.evaluation.embedders.wav2clip import Wav2Clip, Wav2ClipConfig
@@ -187,6 +189,12 @@ def build_real(seed: int) -> dict[str, Any]:
         model = seeded_init(seed, lambda: ASTForAudioClassification(ASTConfig(num_labels=527)))
         return AstEmbedder(model, ASTFeatureExtractor(), id=f"ast-random:seed{seed}:ASTConfig(num_labels=527)")
 
+    def beats() -> Any:
+        cfg = BEATsConfig(finetuned_model=True, predictor_class=527)
+        return BeatsEmbedder(
+            seeded_init(seed, lambda: BEATs(cfg)), id=f"beats-random:seed{seed}:{config_digest(cfg)}", device=cpu
+        )
+
     def clip_image() -> Any:
         vocab, merges = clip_vocab()
         tokenizer = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77)
@@ -194,13 +202,15 @@ def build_real(seed: int) -> dict[str, Any]:
         model = to_device(seeded_init(seed, lambda: CLIPModel(CLIPConfig())), cpu, f32)
         return ClipImageEmbedder(ClipEncoder(model, processor, tokenizer), id=f"clip-image-random:seed{seed}:CLIPConfig()")
 
-    return {"panns": panns, "vggish": vggish, "clap": clap, "ast": ast, "wav2clip": wav2clip, "clip_image": clip_image}
+    return {"panns": panns, "vggish": vggish, "clap": clap, "ast": ast, "beats": beats, "wav2clip": wav2clip,
+            "clip_image": clip_image}
 
 
 def build_tiny(seed: int) -> dict[str, Any]:
     """The tiny stand-ins (``embedders="tiny"``): to check this script quickly, not to measure."""
     from foleykit.evaluation.embedders import (
         AstEmbedder,
+        BeatsEmbedder,
         ClapEmbedder,
         ClipImageEmbedder,
         PannsEmbedder,
@@ -213,6 +223,7 @@ def build_tiny(seed: int) -> dict[str, Any]:
         "vggish": lambda: VGGishEmbedder.tiny(seed=seed),
         "clap": lambda: ClapEmbedder.tiny(),
         "ast": lambda: AstEmbedder.tiny(seed=seed),
+        "beats": lambda: BeatsEmbedder.tiny(seed=seed),
         "wav2clip": lambda: Wav2ClipEmbedder.tiny(seed=seed),
         "clip_image": lambda: ClipImageEmbedder.tiny(),
     }
@@ -220,7 +231,7 @@ def build_tiny(seed: int) -> dict[str, Any]:
 
 def networks(role: str, emb: Any) -> dict[str, Any]:
     """The network modules whose forward calls are counted and timed (one entry per tower)."""
-    if role in ("panns", "vggish", "wav2clip"):
+    if role in ("panns", "vggish", "wav2clip", "beats"):
         return {role: emb.module}
     if role == "ast":
         return {role: emb.model.audio_spectrogram_transformer}
@@ -563,6 +574,7 @@ def main(argv: list[str] | None = None) -> None:
 
         panns_set = {k: embedders[k] for k in ("panns", "vggish", "clap", "wav2clip", "clip_image")} | {"tagger": "panns"}
         ast_set = panns_set | {"ast": embedders["ast"], "tagger": "ast"}
+        beats_set = panns_set | {"beats": embedders["beats"], "tagger": "beats"}
         plan: list[tuple[str, list[str], dict[str, Any]]] = [
             (m, [m], panns_set)
             for m in ("fd", "kl_softmax", "kl_sigmoid", "is", "ssms", "acc", "fad", "c_fad", "clap_score", "clip_score")
@@ -572,6 +584,8 @@ def main(argv: list[str] | None = None) -> None:
             ("c_fad+clap_score", list(CLAP_METRICS), panns_set),
             ("all 10 metrics (tagger = PANNs)", None, panns_set),
             ("all 10 metrics (tagger = AST, the default)", None, ast_set),
+            ("ssms (tagger = BEATs, as SS2A)", ["ssms"], beats_set),
+            ("all 10 metrics (tagger = BEATs)", None, beats_set),
         ]
         from foleykit.evaluation import DEFAULT_METRICS
 
