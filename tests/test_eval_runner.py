@@ -76,7 +76,8 @@ def test_end_to_end_on_tiny_embedders(dataset, tiny_models_dir):
     # one forward pass per file and embedder: panns serves fd and the tagger metrics
     assert report["embedders"]["tagger"]["id"] == report["embedders"]["panns"]["id"]
     n_files, audio_embedders = 8, 4  # panns, vggish, clap, wav2clip
-    assert report["cache"]["misses"] == n_files * (1 + audio_embedders) + 5  # + file checks + 5 images
+    # + file checks + 5 images + one embedding per distinct caption (4 clips, 4 captions)
+    assert report["cache"]["misses"] == n_files * (1 + audio_embedders) + 5 + len(NAMES)
 
     saved = json.loads((out / "report.json").read_text())
     assert saved["metrics"]["fd"]["value"] == pytest.approx(report["metrics"]["fd"]["value"])
@@ -99,6 +100,15 @@ def test_end_to_end_on_tiny_embedders(dataset, tiny_models_dir):
     )
     assert again["cache"]["misses"] == 0  # a later run reuses every embedding
     assert again["metrics"]["fd"]["value"] == pytest.approx(report["metrics"]["fd"]["value"])
+
+    # Captions are cached on disk too: a CLAP-score rerun embeds no text and matches the first run.
+    texts = evaluate(
+        dataset / "gen", dataset / "ref", out_dir=dataset / "captions-again", metrics=["clap_score"],
+        captions_csv=dataset / "captions.csv", embedders="tiny", model_set=tiny_models_dir, protocol=SHORT,
+        device="cpu", cache_dir=dataset / "cache", plots=False,
+    )
+    assert texts["cache"]["misses"] == 0 and texts["cache"]["hits"] >= len(NAMES)
+    assert texts["metrics"]["clap_score"]["value"] == pytest.approx(report["metrics"]["clap_score"]["value"])
 
 
 def test_missing_embedders_and_inputs_are_skipped_with_reasons(dataset):

@@ -2,7 +2,7 @@
 
 Entries are keyed by the file's resolved path, modification time (ns) and size, and by the
 embedder's id (weights, configuration and front end), so an edited file or another checkpoint
-never reuses a stale entry (audioldm_eval reuses ``*_feature_cache.npy`` unless told otherwise).
+never reuses a stale entry; caption embeddings by the caption's text and the embedder's id (audioldm_eval reuses ``*_feature_cache.npy`` unless told otherwise).
 Kept in memory, and on disk as one ``.npz`` per entry when a directory is given.
 """
 
@@ -39,8 +39,12 @@ class EmbeddingCache:
         raw = json.dumps([str(p), st.st_mtime_ns, st.st_size, embedder_id])
         return hashlib.sha256(raw.encode()).hexdigest()
 
-    def get(self, path: str | os.PathLike, embedder_id: str) -> Outputs | None:
-        k = self.key(path, embedder_id)
+    @staticmethod
+    def text_key(text: str, embedder_id: str) -> str:
+        """Key of a text's embedding (a caption): the text itself and the embedder's id."""
+        return hashlib.sha256(json.dumps(["text", text, embedder_id]).encode()).hexdigest()
+
+    def _load(self, k: str) -> Outputs | None:
         if k in self._memory:
             return self._memory[k]
         if self.directory is not None and (self.directory / f"{k}.npz").is_file():
@@ -49,12 +53,17 @@ class EmbeddingCache:
             return self._memory[k]
         return None
 
-    def put(self, path: str | os.PathLike, embedder_id: str, outputs: Outputs) -> None:
-        k = self.key(path, embedder_id)
+    def _store(self, k: str, outputs: Outputs) -> None:
         self._memory[k] = outputs
         if self.directory is not None:
             with atomic_path(self.directory / f"{k}.npz") as tmp, open(tmp, "wb") as fh:
                 np.savez(fh, **outputs)
+
+    def get(self, path: str | os.PathLike, embedder_id: str) -> Outputs | None:
+        return self._load(self.key(path, embedder_id))
+
+    def put(self, path: str | os.PathLike, embedder_id: str, outputs: Outputs) -> None:
+        self._store(self.key(path, embedder_id), outputs)
 
     def get_or_compute(
         self, path: str | os.PathLike, embedder_id: str, compute: Callable[[], Outputs]
@@ -67,6 +76,26 @@ class EmbeddingCache:
         outputs = compute()
         self.put(path, embedder_id, outputs)
         return outputs
+
+    def texts_or_compute(
+        self, texts: list[str], embedder_id: str, compute: Callable[[list[str]], np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        """``{text: embedding}`` for ``texts``; the ones not cached go through ``compute`` in one batch."""
+        found: dict[str, np.ndarray] = {}
+        missing: list[str] = []
+        for text in dict.fromkeys(texts):
+            hit = self._load(self.text_key(text, embedder_id))
+            if hit is None:
+                missing.append(text)
+            else:
+                found[text] = hit["embedding"]
+        self.hits += len(found)
+        self.misses += len(missing)
+        if missing:
+            for text, emb in zip(missing, compute(missing), strict=True):
+                self._store(self.text_key(text, embedder_id), {"embedding": np.asarray(emb)})
+                found[text] = np.asarray(emb)
+        return found
 
     def stats(self) -> dict[str, object]:
         return {

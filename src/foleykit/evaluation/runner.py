@@ -448,7 +448,10 @@ def _compute(
         }, {}
     if metric == "clap_score":
         clap = built["clap"]
-        texts = {n: list(clap.embed_texts(caps)) for n, caps in annotations["captions"].items()}
+        captions = annotations["captions"]
+        table = cache.texts_or_compute([c for caps in captions.values() for c in caps], clap.id + ":text",
+                                       clap.embed_texts)
+        texts = {n: [table[c] for c in caps] for n, caps in captions.items()}
         return _cosine_result(lambda side: clap_score(arrays("clap", side, "embedding"), texts), sides)
     if metric == "clip_score":
         image_embedder = built["clip_image"]
