@@ -22,6 +22,25 @@ CLAP_SAMPLE_RATE = 48_000
 CLAP_WINDOW_S = 10.0
 
 
+def clap_windows(wave: np.ndarray, sample_rate: int) -> list[np.ndarray]:
+    """Mono audio resampled to 48 kHz and cut into CLAP's 10-s windows (each is repeat-padded by the
+    feature extractor). A tail shorter than a quarter window would be mostly repeat-padding, so it is
+    dropped: the window before it covers the clip. Shared by :class:`ClapEncoder` and extraction."""
+    wave = np.asarray(wave, dtype=np.float32)
+    if wave.ndim != 1:
+        raise InputError(f"CLAP takes mono audio; got an array of shape {wave.shape}")
+    if wave.size == 0 or not np.isfinite(wave).all():
+        raise InputError("CLAP input audio is empty or contains NaN/inf samples")
+    if sample_rate != CLAP_SAMPLE_RATE:
+        wave = soxr.resample(wave, sample_rate, CLAP_SAMPLE_RATE, quality="HQ").astype(np.float32)
+    win = int(CLAP_WINDOW_S * CLAP_SAMPLE_RATE)
+    n = max(1, int(np.ceil(wave.size / win)))
+    chunks = [wave[i * win : (i + 1) * win] for i in range(n)]
+    if n > 1 and chunks[-1].size < win // 4:
+        chunks = chunks[:-1]
+    return chunks
+
+
 
 class ClapEncoder(FrozenEncoder):
     """Frozen CLAP audio/text encoder returning L2-normalised [N, 512] vectors."""
@@ -56,22 +75,6 @@ class ClapEncoder(FrozenEncoder):
         emb = torch.cat(outs) if outs else torch.empty(0, self.dim, device=self.device)
         return F.normalize(emb, dim=-1)
 
-    def _windows(self, wave: np.ndarray, sample_rate: int) -> list[np.ndarray]:
-        wave = np.asarray(wave, dtype=np.float32)
-        if wave.ndim != 1:
-            raise InputError(f"CLAP takes mono audio; got an array of shape {wave.shape}")
-        if wave.size == 0 or not np.isfinite(wave).all():
-            raise InputError("CLAP input audio is empty or contains NaN/inf samples")
-        if sample_rate != CLAP_SAMPLE_RATE:
-            wave = soxr.resample(wave, sample_rate, CLAP_SAMPLE_RATE, quality="HQ").astype(np.float32)
-        win = int(CLAP_WINDOW_S * CLAP_SAMPLE_RATE)
-        n = max(1, int(np.ceil(wave.size / win)))
-        chunks = [wave[i * win : (i + 1) * win] for i in range(n)]
-        # A short tail window would be mostly repeat-padding: merge it into the previous one's span.
-        if n > 1 and chunks[-1].size < win // 4:
-            chunks = chunks[:-1]
-        return chunks
-
     @torch.no_grad()
     def embed_audio(
         self, waves: Sequence[np.ndarray], sample_rate: int, *, batch_size: int = 8, return_windows: bool = False
@@ -80,7 +83,7 @@ class ClapEncoder(FrozenEncoder):
         windows: list[np.ndarray] = []
         owner: list[int] = []
         for idx, w in enumerate(waves):
-            for chunk in self._windows(w, sample_rate):
+            for chunk in clap_windows(w, sample_rate):
                 windows.append(chunk)
                 owner.append(idx)
         embs = []

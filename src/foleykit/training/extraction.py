@@ -64,6 +64,7 @@ import torch
 import torch.nn.functional as F
 
 from ..data.manifests import Manifest, ManifestItem
+from ..encoders.clap import CLAP_SAMPLE_RATE, clap_windows
 from ..encoders.detector import (
     DEFAULT_MAX_DETECTIONS,
     DEFAULT_MIN_AREA,
@@ -85,8 +86,6 @@ _CROP_FIELDS = ("max_crops", "detector_threshold", "detector_max_detections", "d
                 "detector_min_area", "detector_size")
 #: Tensors the ``clip_crops`` feature writes besides ``clip_crops``, with their storage dtype.
 _CROP_SIDE_TENSORS = {"crop_padding_mask": "bool", "crop_boxes": "float32"}
-CLAP_SAMPLE_RATE = 48_000
-CLAP_WINDOW_S = 10.0
 SHARD_DIR = "shards"
 INDEX_FILE = "extraction.json"
 RUNS_FILE = "runs.jsonl"
@@ -287,26 +286,6 @@ def read_video_audio(path: str | os.PathLike, start_s: float = 0.0, end_s: float
     if wave.size == 0:
         raise InputError(f"video file {p} has no audio in [{start_s:g}, {end_s if end_s is not None else 'end'}) s")
     return wave, rate
-
-
-def clap_windows(wave: np.ndarray, sample_rate: int) -> list[np.ndarray]:
-    """Resample to 48 kHz and cut into CLAP's 10-s windows, as ``ClapEncoder`` does (a tail shorter
-    than a quarter window is dropped; each window is repeat-padded by the feature extractor)."""
-    import soxr
-
-    wave = np.asarray(wave, dtype=np.float32)
-    if wave.ndim != 1:
-        raise InputError(f"CLAP takes mono audio; got an array of shape {wave.shape}")
-    if wave.size == 0 or not np.isfinite(wave).all():
-        raise InputError("audio is empty or contains NaN/inf samples")
-    if sample_rate != CLAP_SAMPLE_RATE:
-        wave = soxr.resample(wave, sample_rate, CLAP_SAMPLE_RATE, quality="HQ").astype(np.float32)
-    win = int(CLAP_WINDOW_S * CLAP_SAMPLE_RATE)
-    n = max(1, int(math.ceil(wave.size / win)))
-    chunks = [wave[i * win:(i + 1) * win] for i in range(n)]
-    if n > 1 and chunks[-1].size < win // 4:
-        chunks = chunks[:-1]
-    return chunks
 
 
 class MediaLoader(torch.utils.data.Dataset):
