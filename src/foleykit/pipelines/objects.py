@@ -32,11 +32,10 @@ other objects are selected.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import re
-import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -703,74 +702,54 @@ def write_objects_outputs(
     Everything is first written to staging files beside its target and only then renamed into place,
     so an error leaves no partial set of outputs. Returns (outputs, sidecars, notes).
     """
+    from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
-    from ..io.sidecar import write_sidecar
+    from ..io.sidecar import sidecar_path, write_sidecar
 
+    if out_path.suffix.lower() == ".mp4" and video_source is None:
+        raise OutputError("an .mp4 output needs a video input")
     notes: list[str] = []
-    staged: list[tuple[Path, Path]] = []  # (staging file, final path)
-    stage_dirs: list[Path] = []
-    committed: list[Path] = []
-    stems_final = None
+    stems: list[tuple[Path, ObjectSound]] = []
+    stems_final = created = None
+    if stems_dir is not None:
+        stems_final = Path(stems_dir).expanduser()
+        created = not stems_final.exists()
+        stems_final.mkdir(parents=False, exist_ok=True)
+        stems = [(stems_final / name, sound)
+                 for name, sound in zip(stem_names([s.object for s in result.objects]), result.objects)]
+    outputs = [out_path] + [final for final, _ in stems]
+    sidecars = [sidecar_path(final) for final in outputs]
+    # Each sidecar before its file: whoever sees a file also sees its sidecar.
     try:
-        out_stage = Path(tempfile.mkdtemp(prefix=".foleykit-", dir=out_path.resolve().parent))
-        stage_dirs.append(out_stage)
-        main_tmp = out_stage / out_path.name
-        if out_path.suffix.lower() == ".mp4":
-            from ..io.video import mux_audio
+        with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
+            main_tmp = paths[1]
+            if out_path.suffix.lower() == ".mp4":
+                from ..io.video import mux_audio
 
-            if video_source is None:
-                raise OutputError("an .mp4 output needs a video input")
-            muxed = mux_audio(video_source, result.waveform, result.sample_rate, main_tmp)
-            if muxed.note:
-                notes.append(muxed.note)
-        else:
-            write_audio(main_tmp, result.waveform, result.sample_rate)
-        main_record = dict(record)
-        main_record["output"] = {
-            "path": str(out_path.resolve()), "what": "blend", "sample_rate": result.sample_rate,
-            "duration_s": round(result.duration_s, 6), "channels": 1,
-        }
-        if notes:
-            main_record["notes"] = list(main_record.get("notes", [])) + notes
-        side = write_sidecar(main_tmp, main_record)
-        staged += [(main_tmp, out_path), (side, out_path.with_name(out_path.name + ".json"))]
-
-        if stems_dir is not None:
-            stems_final = Path(stems_dir).expanduser()
-            created = not stems_final.exists()
-            stems_final.mkdir(parents=False, exist_ok=True)
-            if created:
-                committed.append(stems_final)
-            stem_stage = Path(tempfile.mkdtemp(prefix=".foleykit-", dir=stems_final))
-            stage_dirs.append(stem_stage)
-            names = stem_names([s.object for s in result.objects])
-            for name, sound in zip(names, result.objects):
-                tmp = stem_stage / name
+                muxed = mux_audio(video_source, result.waveform, result.sample_rate, main_tmp)
+                if muxed.note:
+                    notes.append(muxed.note)
+            else:
+                write_audio(main_tmp, result.waveform, result.sample_rate)
+            main_record = dict(record)
+            main_record["output"] = {
+                "path": str(out_path.resolve()), "what": "blend", "sample_rate": result.sample_rate,
+                "duration_s": round(result.duration_s, 6), "channels": 1,
+            }
+            if notes:
+                main_record["notes"] = list(main_record.get("notes", [])) + notes
+            write_sidecar(main_tmp, main_record)  # = paths[0]
+            for (final, sound), tmp in zip(stems, paths[3::2]):
                 write_audio(tmp, sound.waveform, sound.sample_rate)
                 rec = dict(record)
                 rec["object"] = sound.object.to_record()
-                rec["output"] = {"path": str((stems_final / name).resolve()), "what": f"stem: {sound.object.label}",
+                rec["output"] = {"path": str(final.resolve()), "what": f"stem: {sound.object.label}",
                                  "sample_rate": sound.sample_rate, "duration_s": round(sound.duration_s, 6),
                                  "channels": 1}
-                side = write_sidecar(tmp, rec)
-                staged += [(tmp, stems_final / name), (side, stems_final / (name + ".json"))]
-        # Commit: renames only.
-        for tmp, final in staged:
-            os.replace(tmp, final)
-            committed.append(final)
+                write_sidecar(tmp, rec)
     except BaseException:
-        for p in reversed(committed):
-            try:
-                if p.is_dir():
-                    p.rmdir()
-                else:
-                    p.unlink()
-            except OSError:
-                pass
+        if created:  # a stems folder made for this call goes again (it is empty: nothing was committed)
+            with contextlib.suppress(OSError):
+                stems_final.rmdir()
         raise
-    finally:
-        for d in stage_dirs:
-            shutil.rmtree(d, ignore_errors=True)
-    outputs = [final for _, final in staged if not final.name.endswith(".json")]
-    sidecars = [final for _, final in staged if final.name.endswith(".json")]
     return outputs, sidecars, notes

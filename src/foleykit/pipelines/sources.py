@@ -47,12 +47,11 @@ images: a video's sources change from frame to frame.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import os
 import re
-import shutil
-import tempfile
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
@@ -983,82 +982,62 @@ def write_sources_outputs(
     place; a clash with an existing stem (without ``overwrite``) or any error leaves nothing behind.
     Returns (outputs, sidecars, notes).
     """
+    from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
-    from ..io.sidecar import write_sidecar
+    from ..io.sidecar import sidecar_path, write_sidecar
 
+    if out_path.suffix.lower() == ".mp4" and video_source is None:
+        raise OutputError("an .mp4 output needs a video input")
     notes: list[str] = []
-    staged: list[tuple[Path, Path]] = []
-    stage_dirs: list[Path] = []
-    committed: list[Path] = []
+    stems: list[tuple[Path, str, SoundResult]] = []  # (final path, stem name, sound)
+    d = created = None
+    if stems_dir is not None:
+        d = Path(stems_dir).expanduser()
+        stems = [(d / f"{name}.wav", name, sound) for name, sound in result.stems]
+        if not stems:
+            raise OutputError("no stems were generated (pass stems=True)")
+        if not overwrite:
+            clash = [f.name for f, _, _ in stems if f.exists() or sidecar_path(f).exists()]
+            if clash:
+                raise OutputError(f"stems folder {d} already holds {clash[0]}; pass --overwrite to replace it")
+        created = not d.exists()
+        d.mkdir(parents=False, exist_ok=True)
+    outputs = [out_path] + [final for final, _, _ in stems]
+    sidecars = [sidecar_path(final) for final in outputs]
+    mix = result.mix
+    # Each sidecar before its file: whoever sees a file also sees its sidecar.
     try:
-        if stems_dir is not None:
-            d = Path(stems_dir).expanduser()
-            names = [f"{n}.wav" for n, _ in result.stems]
-            if not names:
-                raise OutputError("no stems were generated (pass stems=True)")
-            if not overwrite:
-                clash = [n for n in names if (d / n).exists() or (d / (n + ".json")).exists()]
-                if clash:
-                    raise OutputError(f"stems folder {d} already holds {clash[0]}; pass --overwrite to replace it")
-        out_stage = Path(tempfile.mkdtemp(prefix=".foleykit-", dir=out_path.resolve().parent))
-        stage_dirs.append(out_stage)
-        main_tmp = out_stage / out_path.name
-        mix = result.mix
-        if out_path.suffix.lower() == ".mp4":
-            from ..io.video import mux_audio
+        with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
+            main_tmp = paths[1]
+            if out_path.suffix.lower() == ".mp4":
+                from ..io.video import mux_audio
 
-            if video_source is None:
-                raise OutputError("an .mp4 output needs a video input")
-            muxed = mux_audio(video_source, mix.waveform, mix.sample_rate, main_tmp)
-            if muxed.note:
-                notes.append(muxed.note)
-        else:
-            write_audio(main_tmp, mix.waveform, mix.sample_rate)
-        main_record = dict(record)
-        main_record["output"] = {
-            "path": str(out_path.resolve()), "what": "stereo mix from stems" if mix.waveform.ndim == 2 else "mix",
-            "sample_rate": mix.sample_rate, "duration_s": round(mix.duration_s, 6),
-            "channels": 1 if mix.waveform.ndim == 1 else int(mix.waveform.shape[0]),
-        }
-        if notes:
-            main_record["notes"] = list(main_record.get("notes", [])) + notes
-        side = write_sidecar(main_tmp, main_record)
-        staged += [(main_tmp, out_path), (side, out_path.with_name(out_path.name + ".json"))]
-        if stems_dir is not None:
-            d = Path(stems_dir).expanduser()
-            created = not d.exists()
-            d.mkdir(parents=False, exist_ok=True)
-            if created:
-                committed.append(d)
-            stem_stage = Path(tempfile.mkdtemp(prefix=".foleykit-", dir=d))
-            stage_dirs.append(stem_stage)
-            for name, sound in result.stems:
-                fname = f"{name}.wav"
-                tmp = stem_stage / fname
+                muxed = mux_audio(video_source, mix.waveform, mix.sample_rate, main_tmp)
+                if muxed.note:
+                    notes.append(muxed.note)
+            else:
+                write_audio(main_tmp, mix.waveform, mix.sample_rate)
+            main_record = dict(record)
+            main_record["output"] = {
+                "path": str(out_path.resolve()), "what": "stereo mix from stems" if mix.waveform.ndim == 2 else "mix",
+                "sample_rate": mix.sample_rate, "duration_s": round(mix.duration_s, 6),
+                "channels": 1 if mix.waveform.ndim == 1 else int(mix.waveform.shape[0]),
+            }
+            if notes:
+                main_record["notes"] = list(main_record.get("notes", [])) + notes
+            write_sidecar(main_tmp, main_record)  # = paths[0]
+            for (final, name, sound), tmp in zip(stems, paths[3::2]):
                 write_audio(tmp, sound.waveform, sound.sample_rate)
                 rec = dict(record)
                 rec.pop("notes", None)
                 rec["source"] = sound.record.get("source")
-                rec["output"] = {"path": str((d / fname).resolve()), "what": f"stem: {name}",
-                                 "sample_rate": sound.sample_rate, "duration_s": round(sound.duration_s, 6), "channels": 1}
-                side = write_sidecar(tmp, rec)
-                staged += [(tmp, d / fname), (side, d / (fname + ".json"))]
-        for tmp, final in staged:  # commit: renames only
-            os.replace(tmp, final)
-            committed.append(final)
+                rec["output"] = {"path": str(final.resolve()), "what": f"stem: {name}",
+                                 "sample_rate": sound.sample_rate, "duration_s": round(sound.duration_s, 6),
+                                 "channels": 1}
+                write_sidecar(tmp, rec)
     except BaseException:
-        for p in reversed(committed):
-            try:
-                if p.is_dir():
-                    p.rmdir()
-                else:
-                    p.unlink()
-            except OSError:
-                pass
+        if created:  # a stems folder made for this call goes again (it is empty: nothing was committed)
+            with contextlib.suppress(OSError):
+                d.rmdir()
         raise
-    finally:
-        for d in stage_dirs:
-            shutil.rmtree(d, ignore_errors=True)
-    outputs = [final for _, final in staged if not final.name.endswith(".json")]
-    sidecars = [final for _, final in staged if final.name.endswith(".json")]
     return outputs, sidecars, notes
