@@ -643,6 +643,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--paper-steps", type=int, default=None, help="DDIM steps actually run for the paper estimate")
     p.add_argument("--fast-steps", type=int, default=None, help="override the fast preset's UNet steps (trade-off runs)")
     p.add_argument("--paper-full", action="store_true", help="run all 200 paper steps (about 2 × 5 min on 2 cores)")
+    p.add_argument("--paper-ab", type=int, default=None, metavar="STEPS",
+                   help="only an A/B of the paper preset: STEPS DDIM steps end to end, ours and diffusers "
+                        "alternated for --ab-rounds rounds (per-step times immune to slow load drift)")
+    p.add_argument("--ab-rounds", type=int, default=2)
     p.add_argument("--compile", action="store_true", help="also time AudioLDMGenerator(compile=True) (minutes of compilation)")
     p.add_argument("--skip-diffusers-e2e", action="store_true")
     p.add_argument("--report", type=Path, default=None, help="re-print the Markdown tables of a saved result JSON")
@@ -674,6 +678,10 @@ def main(argv: list[str] | None = None) -> None:
         job = {"build": lambda a: build_models(a.models_dir), "stages": worker_stages, "e2e": worker_e2e,
                "compile": worker_compile}[args.worker]
         print(MARK + json.dumps(job(args)), flush=True)
+        return
+
+    if args.paper_ab:
+        paper_ab(args, argv)
         return
 
     t_start = time.perf_counter()
@@ -714,6 +722,35 @@ def main(argv: list[str] | None = None) -> None:
     os.replace(tmp, out)
     print(markdown(result))
     print(f"\nJSON: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}; total {result['total_runtime_s']:.0f} s")
+
+
+def paper_ab(args, argv) -> None:
+    """Paper preset, ours and diffusers alternated (ABBA...): each run's median guided step and
+    before-diffusion time, and the ratio of the per-implementation best medians."""
+    import statistics
+
+    runs: dict[str, list] = {"ours": [], "diffusers": []}
+    order = [("ours", "diffusers") if r % 2 == 0 else ("diffusers", "ours") for r in range(args.ab_rounds)]
+    for pair in order:
+        for impl in pair:
+            runs[impl].append(run_worker("e2e", args, ["--impl", impl, "--preset", "paper",
+                                                       "--steps", str(args.paper_ab)]))
+    best = {impl: min(r["step"]["median_s"] for r in rs) for impl, rs in runs.items()}
+    result = {
+        "command": "python benchmarks/bench_generate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "machine": machine(), "runs": runs,
+        "step_median_s": {impl: [r["step"]["median_s"] for r in rs] for impl, rs in runs.items()},
+        "before_diffusion_s": {impl: [r["before_diffusion_s"] for r in rs] for impl, rs in runs.items()},
+        "best_step_median_s": best, "step_ratio_ours_over_diffusers": best["ours"] / best["diffusers"],
+        "median_of_medians_ratio": statistics.median(r["step"]["median_s"] for r in runs["ours"])
+        / statistics.median(r["step"]["median_s"] for r in runs["diffusers"]),
+    }
+    out = args.out or HERE / "results" / f"generate-paper-ab-{platform.node() or 'host'}-{_dt.datetime.now().strftime('%Y%m%d-%H%M')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2))
+    print(json.dumps({k: result[k] for k in ("step_median_s", "before_diffusion_s", "best_step_median_s",
+                                             "step_ratio_ours_over_diffusers", "median_of_medians_ratio")}, indent=1))
+    print(f"JSON: {out}")
 
 
 if __name__ == "__main__":

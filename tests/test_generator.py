@@ -128,8 +128,13 @@ def test_long_audio_is_joined_to_exact_length(generator):
     assert len(out.settings["windows"]) == 5
 
 
-def test_cpu_fast_path_matches_stock_modules(tiny_models_dir):
-    """The re-laid-out (channels-last, vocoder as 2-d convs) modules compute the same waveform."""
+@pytest.mark.parametrize("unet_channels_last", [True, False])
+def test_cpu_fast_path_matches_stock_modules(tiny_models_dir, monkeypatch, unet_channels_last):
+    """The re-laid-out (channels-last, vocoder as 2-d convs) modules compute the same waveform, with the
+    UNet converted (CPUs without AVX-512) or left as it is (AVX-512)."""
+    import foleykit.generator.pipeline as gp
+
+    monkeypatch.setattr(gp, "_unet_channels_last_pays", lambda: unet_channels_last)
     ref = str(tiny_models_dir / "audioldm-s-full-v2")
     stock = AudioLDMGenerator.from_pretrained(ref, device="cpu", cpu_fast_path=False)
     fast = AudioLDMGenerator.from_pretrained(ref, device="cpu", cpu_fast_path=True)
@@ -138,11 +143,16 @@ def test_cpu_fast_path_matches_stock_modules(tiny_models_dir):
     b = fast(_cond(2, seed=3), **kw).waveforms
     assert a.shape == b.shape and np.abs(a).max() > 0
     np.testing.assert_allclose(b, a, atol=1e-4)
-    # the fast path really changed the layout (otherwise this test would compare a thing with itself)
-    conv = next(m for m in fast.unet.modules() if isinstance(m, torch.nn.Conv2d))
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-    assert not next(m for m in stock.unet.modules() if isinstance(m, torch.nn.Conv2d)).weight.is_contiguous(
-        memory_format=torch.channels_last)
+
+    # the fast path really changed the layouts (otherwise this test would compare a thing with itself)
+    def first_conv(module):
+        return next(m for m in module.modules() if isinstance(m, torch.nn.Conv2d)).weight
+
+    cl = torch.channels_last
+    assert first_conv(fast.vae.decoder).is_contiguous(memory_format=cl)
+    assert first_conv(fast.unet).is_contiguous(memory_format=cl) == unet_channels_last
+    assert not first_conv(stock.unet).is_contiguous(memory_format=cl)
+    assert not first_conv(stock.vae.decoder).is_contiguous(memory_format=cl)
 
 
 def test_fast_preset_samples_the_mapper_with_fewer_steps():

@@ -9,9 +9,9 @@ L2-normalised CLAP vectors â€” the one currency every foleykit method produces â
 Reproducibility: noise for batch item ``i`` comes from a CPU generator seeded ``seed + i``, so a
 clip depends on its seed and settings only, not on the device or on what else is in the batch.
 
-Speed on CPU (fp32): the generator re-lays the weights of its UNet and VAE decoder out
-channels-last *in place* (oneDNN's NHWC convolutions are faster than NCHW; in place, so the
-memory-mapped checkpoint is not duplicated in RAM) and runs HiFi-GAN's 1-d convolutions as
+Speed on CPU (fp32): the generator re-lays the weights of its VAE decoder (and, on CPUs without
+AVX-512, where it pays, its UNet) out channels-last *in place* (oneDNN's NHWC convolutions are faster
+than NCHW there; in place, so the memory-mapped checkpoint is not duplicated in RAM) and runs HiFi-GAN's 1-d convolutions as
 channels-last 2-d ones (much faster at its long, narrow activations). Results equal the plain
 modules' within float tolerance (~1e-5). ``cpu_fast_path=False`` leaves the modules untouched.
 ``compile=True`` additionally runs the UNet through ``torch.compile`` (inductor, frozen weights):
@@ -243,7 +243,7 @@ class AudioLDMGenerator:
             self._prepare()
         with torch.inference_mode():
             latents = latents / self.vae.config.scaling_factor
-            if self._channels_last:
+            if self._decoder_channels_last:
                 latents = latents.contiguous(memory_format=torch.channels_last)
             mel = self.vae.decode(latents).sample
             mel = mel.squeeze(1)
@@ -253,6 +253,11 @@ class AudioLDMGenerator:
     # -- speed ------------------------------------------------------------------------------
     @property
     def _channels_last(self) -> bool:
+        """The UNet (and so its latents) is channels-last."""
+        return self._prepared_for is not None and self._prepared_for[3]
+
+    @property
+    def _decoder_channels_last(self) -> bool:
         return self._prepared_for is not None and self._prepared_for[2]
 
     def _prepare(self) -> None:
@@ -261,14 +266,16 @@ class AudioLDMGenerator:
         if self._prepared_for is not None and self._prepared_for[:2] == key:
             return
         fast = bool(self.cpu_fast_path) and self.device.type == "cpu" and self.dtype == torch.float32
-        if fast:
+        unet_cl = fast and _unet_channels_last_pays()
+        if unet_cl:
             _channels_last_inplace(self.unet)
+        if fast:
             # Only the decode path: the encoder is never run here, so its weights stay untouched.
             for part in (getattr(self.vae, "post_quant_conv", None), getattr(self.vae, "decoder", None)):
                 if part is not None:
                     _channels_last_inplace(part)
             _vocoder_convs_as_2d(self.vocoder)
-        self._prepared_for = (*key, fast)
+        self._prepared_for = (*key, fast, unet_cl)
         self._compiled_unet = None
 
     def _unet_callable(self):
@@ -326,6 +333,14 @@ def _relayout_inplace(param: torch.Tensor, strides: tuple[int, ...], done: dict)
         view.copy_(scratch)
         done[key] = view
     param.data = done[key]
+
+
+def _unet_channels_last_pays() -> bool:
+    """Whether the UNet runs faster channels-last on this CPU (the VAE decoder does on every CPU we
+    measured, so it is always converted). Measured (BENCHMARKS.md): 0.94x the stock step on an AVX2
+    Zen 3, but 1.00x per step in isolation and 1.06-1.11x inside the paper-preset loop on an AVX-512
+    Zen 4, where oneDNN's NCHW kernels are as good; so only CPUs without AVX-512 get it."""
+    return not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 
 def _channels_last_inplace(module: torch.nn.Module) -> None:
