@@ -199,18 +199,13 @@ def generate(
 
 def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, video_source: Path | None) -> Path:
     """The audio (or muxed mp4) and its sidecar, staged and renamed into place together (sidecar first)."""
-    from .io.audio import write_audio
+    from .io.outputs import write_sound
 
     with staged_outputs(sidecar_path(out_path), out_path) as (_, staged_out):
-        if out_path.suffix.lower() == ".mp4":
-            from .io.video import mux_audio
-
-            muxed = mux_audio(video_source, sound.waveform, sound.sample_rate, staged_out)
-            if muxed.note:
-                record["notes"] = list(record.get("notes", [])) + [muxed.note]
-                sound.record.setdefault("notes", []).append(muxed.note)
-        else:
-            write_audio(staged_out, sound.waveform, sound.sample_rate)
+        note = write_sound(staged_out, sound.waveform, sound.sample_rate, video_source=video_source)
+        if note:
+            record["notes"] = list(record.get("notes", [])) + [note]
+            sound.record.setdefault("notes", []).append(note)
         write_sidecar(staged_out, record)  # <staged>/<name>.json, the first staged path
     return sidecar_path(out_path)
 

@@ -984,6 +984,7 @@ def write_sources_outputs(
     """
     from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
+    from ..io.outputs import write_sound
     from ..io.sidecar import sidecar_path, write_sidecar
 
     if out_path.suffix.lower() == ".mp4" and video_source is None:
@@ -1009,14 +1010,8 @@ def write_sources_outputs(
     try:
         with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
             main_tmp = paths[1]
-            if out_path.suffix.lower() == ".mp4":
-                from ..io.video import mux_audio
-
-                muxed = mux_audio(video_source, mix.waveform, mix.sample_rate, main_tmp)
-                if muxed.note:
-                    notes.append(muxed.note)
-            else:
-                write_audio(main_tmp, mix.waveform, mix.sample_rate)
+            note = write_sound(main_tmp, mix.waveform, mix.sample_rate, video_source=video_source)
+            notes += [note] if note else []
             main_record = dict(record)
             main_record["output"] = {
                 "path": str(out_path.resolve()), "what": "stereo mix from stems" if mix.waveform.ndim == 2 else "mix",
