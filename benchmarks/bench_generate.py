@@ -686,7 +686,7 @@ def main(argv: list[str] | None = None) -> None:
 
     t_start = time.perf_counter()
     result: dict = {"command": "python benchmarks/bench_generate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
-                    "machine": machine(), "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
+                    "machine": machine(), "settings": {k: (_portable(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     result["build"] = run_worker("build", args)
     result["stages"] = run_worker("stages", args)
     if args.compile:
@@ -722,6 +722,12 @@ def main(argv: list[str] | None = None) -> None:
     os.replace(tmp, out)
     print(markdown(result))
     print(f"\nJSON: {out.relative_to(ROOT) if out.is_relative_to(ROOT) else out}; total {result['total_runtime_s']:.0f} s")
+
+
+def _portable(path: Path) -> str:
+    """A path for the saved result: relative to the repository when inside it (no machine's prefix)."""
+    path = path.resolve()
+    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
 
 
 def paper_ab(args, argv) -> None:
