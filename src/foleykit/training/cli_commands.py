@@ -366,6 +366,16 @@ def _run(config: dict[str, Any], overrides: list[str], resume: bool, quiet: bool
     _report_training(res)
 
 
+#: The options every ``foleykit train TASK`` command shares, passed on to :func:`_train_task` as they are.
+_COMMON_OPTIONS = ("data_arg", "data", "output", "config", "val_data", "val_fraction", "epochs", "batch_size", "lr",
+                   "grad_accum", "mixed_precision", "seed", "max_steps", "checkpoint_every", "tensorboard", "device",
+                   "set_", "resume", "overwrite", "quiet")
+
+
+def _common_options(values: dict[str, Any]) -> dict[str, Any]:
+    return {k: values[k] for k in _COMMON_OPTIONS}
+
+
 def _train_task(task: str, *, data_arg: Optional[Path], data: Optional[Path], output: Optional[Path],
                 config: Optional[str], val_data: Optional[Path], val_fraction: Optional[float],
                 epochs: Optional[int], batch_size: Optional[int], lr: Optional[float], grad_accum: Optional[int],
@@ -434,10 +444,7 @@ def train_mapper_cmd(
     quiet: Quiet_ = False,
 ) -> None:
     """Train a V2A-Mapper on (CLIP, CLAP) pairs: 'clip' [N,D] + 'clap' [N,512] (paper settings: mapper_v2a)."""
-    _train_task("mapper", data_arg=data_arg, data=data, output=output, config=config, val_data=val_data,
-                val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum,
-                mixed_precision=mixed_precision, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
-                tensorboard=tensorboard, device=device, set_=set_, resume=resume, overwrite=overwrite, quiet=quiet,
+    _train_task("mapper", **_common_options(locals()),
                 model={"kind": kind, "width": width, "depth": depth})
 
 
@@ -460,10 +467,7 @@ def train_manifold_cmd(
 ) -> None:
     """Train the SS2A CMSS manifold (CCMR + mean teacher) on 'clip' [N,768] + 'clap' [N,512] pairs; exports the teacher."""
     w = _widths(widths)
-    _train_task("manifold", data_arg=data_arg, data=data, output=output, config=config, val_data=val_data,
-                val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum,
-                mixed_precision=mixed_precision, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
-                tensorboard=tensorboard, device=device, set_=set_, resume=resume, overwrite=overwrite, quiet=quiet,
+    _train_task("manifold", **_common_options(locals()),
                 model={"manifold_dim": manifold_dim, "projector_widths": w, "reconstructor_widths": w},
                 options={"ccmr_alpha": ccmr_alpha, "kl_weight": kl_weight, "ema_decay": ema_decay,
                          "init_from": init_from})
@@ -493,10 +497,7 @@ def train_remixer_cmd(
     if manifold is not None:
         extra["data.manifold"] = manifold
         model["manifold_dim"] = _NULL  # the manifold's codes set it
-    _train_task("remixer", data_arg=data_arg, data=data, output=output, config=config, val_data=val_data,
-                val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum,
-                mixed_precision=mixed_precision, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
-                tensorboard=tensorboard, device=device, set_=set_, resume=resume, overwrite=overwrite, quiet=quiet,
+    _train_task("remixer", **_common_options(locals()),
                 model=model, options={"kl_weight": kl_weight}, extra=extra)
 
 
@@ -514,10 +515,7 @@ def train_temporal_cmd(
     quiet: Quiet_ = False,
 ) -> None:
     """Train the SS2A temporal aggregation (L_ta) on 'frame_claps' [N,T,512] → 'target_clap' [N,512] (+ 'padding_mask')."""
-    _train_task("temporal", data_arg=data_arg, data=data, output=output, config=config, val_data=val_data,
-                val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum,
-                mixed_precision=mixed_precision, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
-                tensorboard=tensorboard, device=device, set_=set_, resume=resume, overwrite=overwrite, quiet=quiet,
+    _train_task("temporal", **_common_options(locals()),
                 model={"num_layers": layers, "num_heads": heads})
 
 
@@ -535,10 +533,7 @@ def train_grounding_cmd(
     quiet: Quiet_ = False,
 ) -> None:
     """Train the Sounding-that-Object grounding module through the AudioLDM UNet on 'latents', 'text_emb', 'patch_emb'."""
-    _train_task("grounding", data_arg=data_arg, data=data, output=output, config=config, val_data=val_data,
-                val_fraction=val_fraction, epochs=epochs, batch_size=batch_size, lr=lr, grad_accum=grad_accum,
-                mixed_precision=mixed_precision, seed=seed, max_steps=max_steps, checkpoint_every=checkpoint_every,
-                tensorboard=tensorboard, device=device, set_=set_, resume=resume, overwrite=overwrite, quiet=quiet,
+    _train_task("grounding", **_common_options(locals()),
                 options={"finetune_unet": finetune_unet}, extra={"models": models})
 
 
