@@ -1,8 +1,8 @@
 """``foleykit train mapper | manifold | remixer | temporal | grounding | run``: the accelerate trainer
 (:mod:`foleykit.training.trainer`: resume, validation, metrics.jsonl/TensorBoard, mixed precision, accumulation).
 
-Each command reads the task's run file (``configs/``), applies its options and then ``--set`` (last wins),
-and runs :func:`foleykit.training.accelerate_config.run_training`.
+Each task command is :func:`foleykit.api.train`: the task's run file (``configs/``), then the command's
+options, then ``--set`` (last wins). ``train run`` trains from a run file of any task.
 """
 
 # No ``from __future__ import annotations``: typer reads the annotations at runtime.
