@@ -432,12 +432,28 @@ def _infer_dims(task: str, model: dict[str, Any], shapes: Mapping[str, tuple[int
     return model
 
 
+@torch.no_grad()
+def _clap_of_empty_text(audioldm_folder: str) -> Tensor:
+    """[512] unit CLAP text embedding of "" from the AudioLDM folder's own text encoder: the unconditional
+    input classifier-free guidance uses at inference (``AudioLDMGenerator.unconditional_embedding``), so
+    the 10 % dropped conditions train that same branch."""
+    from transformers import AutoTokenizer, ClapTextModelWithProjection
+
+    tokenizer = AutoTokenizer.from_pretrained(audioldm_folder, subfolder="tokenizer")
+    encoder = ClapTextModelWithProjection.from_pretrained(audioldm_folder, subfolder="text_encoder").eval()
+    tok = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt")
+    emb = encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).text_embeds
+    return F.normalize(emb.float(), dim=-1)[0]
+
+
 def build_task(task: str, model: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None, *,
                data_shapes: Mapping[str, tuple[int, ...]] | None = None,
                models: str | None = None) -> Callable[[], TrainModule]:
     """A factory for the task's TrainModule (the Trainer calls it after seeding). ``model`` holds
     the network's config fields (dimensions missing are read from ``data_shapes``), ``options`` the
-    loss settings; ``models`` (grounding) names the model set whose AudioLDM UNet is fine-tuned."""
+    loss settings; ``models`` (grounding) names the model set whose AudioLDM UNet is fine-tuned (its text
+    encoder's CLAP of "" is the null condition unless ``options["null_cond"]`` gives one)."""
     if task not in TASK_NAMES:
         raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASK_NAMES)}")
     model_cfg = _infer_dims(task, dict(model or {}), data_shapes or {})
@@ -461,9 +477,10 @@ def build_task(task: str, model: Mapping[str, Any] | None = None, options: Mappi
         local, _ = resolve_pretrained(ref)
         unet = UNet2DConditionModel.from_pretrained(local, subfolder="unet")
         scheduler = DDPMScheduler.from_pretrained(local, subfolder="scheduler")
-        null = opts.pop("null_cond", None)
-        return GroundingTask(model_cfg, unet, scheduler, null_cond=None if null is None else torch.as_tensor(null),
-                             **opts)
+        task_opts = dict(opts)
+        null = task_opts.pop("null_cond", None)
+        null = _clap_of_empty_text(local) if null is None else torch.as_tensor(null)
+        return GroundingTask(model_cfg, unet, scheduler, null_cond=null, **task_opts)
 
     return grounding
 
