@@ -292,3 +292,70 @@ def test_extraction_with_another_clap_fails_and_writes_nothing(tiny, tmp_path):
         extract_embeddings(manifest, out, ExtractionConfig(features=("clap",)), models=str(wrong), device="cpu",
                            progress=False)
     assert not out.exists()
+
+
+# -- trainers refuse targets of another CLAP space -------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clap_manifest(tmp_path_factory):
+    import soundfile as sf
+
+    from foleykit.data.manifests import Manifest, ManifestItem
+
+    root = tmp_path_factory.mktemp("prov")
+    items = []
+    for i in range(3):
+        sf.write(root / f"a{i}.wav", _wave(seed=i), 16_000)
+        Image.fromarray(np.full((64, 64, 3), 40 * i, np.uint8)).save(root / f"i{i}.png")
+        items.append(ManifestItem(id=f"x{i}", image=str(root / f"i{i}.png"), audio=str(root / f"a{i}.wav")))
+    return Manifest(items, source=None)
+
+
+def _extract(manifest, out, tiny, clap_override=None):
+    from foleykit.training.extraction import ExtractionConfig, ShardExtractor, extract_embeddings
+
+    cfg = ExtractionConfig(features=("clip", "clap"), clip_role="clip_mapper")
+    ex = ShardExtractor.from_models(cfg, str(tiny), device="cpu")
+    if clap_override is not None:
+        ex = ShardExtractor(cfg, ex.clip, clap_override)
+    extract_embeddings(manifest, out, extractor=ex, progress=False)
+    return out
+
+
+def _run(data, out, models=None):
+    from foleykit.training.accelerate_config import run_training
+
+    cfg = {"task": "mapper", "model": {"kind": "regression_mlp"}, "data": {"train": str(data)},
+           "trainer": {"epochs": 1, "batch_size": 2, "output_dir": str(out), "cpu": True}, "models": models}
+    return run_training(cfg, progress=False)
+
+
+def test_trainer_accepts_targets_of_the_generators_own_clap(clap_manifest, tiny, tmp_path):
+    data = _extract(clap_manifest, tmp_path / "emb", tiny)
+    res = _run(data, tmp_path / "run", models=str(tiny))
+    assert res.global_step >= 1
+
+
+def test_trainer_refuses_targets_of_another_clap(clap_manifest, tiny, tmp_path):
+    from foleykit.encoders.clap import ClapEncoder
+
+    judge = ClapEncoder.from_pretrained(str(tiny / "clap-htsat-unfused"))
+    data = _extract(clap_manifest, tmp_path / "emb", tiny, clap_override=judge)
+    with pytest.raises(InputError) as err:
+        _run(data, tmp_path / "run")
+    msg = str(err.value)
+    assert "\n" not in msg and "clap-htsat-unfused" in msg and "generator's own CLAP" in msg
+    assert not (tmp_path / "run").exists()
+
+
+def test_trainer_refuses_targets_of_another_generators_space(tiny):
+    from foleykit.training.provenance import check_clap_provenance
+
+    rec = {"ref": "/x/audioldm-clap", "space": {"clap": "/x/audioldm-clap", "generator": "/x/gen-a",
+                                                "probe_agreement": 1.0, "same_space": True, "fingerprint": "aaaa"}}
+    check_clap_provenance(rec, "emb", generator="/x/gen-a")  # the same generator
+    check_clap_provenance(rec, "emb", generator="/y/gen-a-copy", generator_fingerprint=lambda: "aaaa")  # same space
+    with pytest.raises(InputError) as err:
+        check_clap_provenance(rec, "emb", generator="/y/gen-b", generator_fingerprint=lambda: "bbbb")
+    assert "/x/gen-a" in str(err.value) and "/y/gen-b" in str(err.value)
