@@ -285,20 +285,31 @@ def test_converted_folder_is_a_complete_clap_model_folder(converted):
     assert (fe.sampling_rate, fe.hop_length, fe.feature_size, fe.frequency_min, fe.frequency_max) == (48_000, 480, 64, 50, 14_000)
 
 
-def test_cli_converts_and_refuses_a_non_empty_output(tmp_path, tiny_models_dir, capsys):
-    from foleykit.cli import app
-    from typer.testing import CliRunner
+def run_cli(*args: str) -> int:
+    from foleykit.cli import main
 
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
+
+
+def test_cli_converts_and_refuses_a_non_empty_output(tmp_path, tiny_models_dir, capsys):
     sd, _ = original_state(seed=3)
     ckpt = write_ckpt(tmp_path / "a.ckpt", sd)
-    runner = CliRunner()
     args = ["models", "import-audioldm-clap", str(ckpt), "-o", str(tmp_path / "out"),
             "--tokenizer", str(tiny_models_dir / "audioldm-s-full-v2")]
-    res = runner.invoke(app, args)
-    assert res.exit_code == 0, res.output
+    assert run_cli(*args) == 0
     assert (tmp_path / "out" / "model.safetensors").is_file()
-    res = runner.invoke(app, args)
-    assert res.exit_code != 0 and "not empty" in res.output
+    capsys.readouterr()
+    assert run_cli(*args) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not empty" in err[0]
+    torch.save({"state_dict": {"model.x": torch.zeros(1)}}, tmp_path / "plain.ckpt")
+    assert run_cli("models", "import-audioldm-clap", str(tmp_path / "plain.ckpt"), "-o", str(tmp_path / "o2")) != 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cond_stage_model" in err[0] and not (tmp_path / "o2").exists()
 
 
 # -- bad input: one line, nothing written ---------------------------------------------------------------

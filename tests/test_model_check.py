@@ -66,18 +66,24 @@ def test_a_judge_in_the_generators_space_is_not_independent(tiny_models_dir, tmp
     assert [c.role for c in report.failures] == ["clap_judge"]
 
 
-def test_cli_prints_a_table_writes_json_and_fails_on_a_mismatch(tiny_models_dir, tiny_cache_env, tmp_path):
-    from typer.testing import CliRunner
+def run_cli(*args: str) -> int:
+    from foleykit.cli import main
 
-    from foleykit.cli import app
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        return int(exc.code or 0)
+    return 0
 
-    runner = CliRunner()
+
+def test_cli_prints_a_table_writes_json_and_fails_on_a_mismatch(tiny_models_dir, tiny_cache_env, tmp_path, capsys):
     out = tmp_path / "check.json"
-    res = runner.invoke(app, ["models", "check", "tiny", "--json", str(out), "--no-generate"])
-    assert res.exit_code == 0, res.output
-    assert "clap_judge" in res.output and json.loads(out.read_text())["ok"] is True
+    assert run_cli("models", "check", "tiny", "--json", str(out)) == 0
+    assert "clap_judge" in capsys.readouterr().out and json.loads(out.read_text())["ok"] is True
     wrong = _set_dir(tmp_path / "wrong", tiny_models_dir, clap="clap-htsat-unfused")
-    res = runner.invoke(app, ["models", "check", str(wrong), "--json", str(tmp_path / "w.json"), "--no-generate",
-                                 "--facts", "tiny"])
-    assert res.exit_code != 0 and "clap-htsat-unfused" in res.output
+    code = run_cli("models", "check", str(wrong), "--json", str(tmp_path / "w.json"), "--no-generate", "--facts", "tiny")
+    cap = capsys.readouterr()
+    assert code != 0 and "clap-htsat-unfused" in cap.out
+    err = cap.err.strip().splitlines()
+    assert len(err) == 1 and "clap (space agreement with the generator)" in err[0]
     assert json.loads((tmp_path / "w.json").read_text())["ok"] is False

@@ -28,7 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .errors import FoleykitError
+from .errors import FoleykitError, InputError
 
 #: Published / hub-config facts of the default set's checkpoints.
 AUDIOLDM_S_UNET_PARAMS_M = 185.04
@@ -130,7 +130,7 @@ def check_model_set(models: str | os.PathLike | None = None, *, facts: str = "au
     ms = resolve_model_set(models)
     kind = ("tiny" if ms.name == "tiny" else "real") if facts == "auto" else facts
     if kind not in ("real", "tiny"):
-        raise FoleykitError(f"facts must be auto, real or tiny, got {facts!r}")
+        raise InputError(f"facts must be auto, real or tiny, got {facts!r}")
     report = CheckReport(model_set=ms.name, facts=kind)
     c = _Checker(report)
     real = kind == "real"
