@@ -24,6 +24,7 @@ of ``foleykit evaluate`` (the model set's ``clap_judge`` role).
 from __future__ import annotations
 
 import hashlib
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -125,6 +126,7 @@ class GeneratorClap:
         self.audio_ref = audio_ref if audio_ref is not None else (audio.loaded_from.ref if audio is not None and audio.loaded_from else None)
         self._probes: torch.Tensor | None = None
         self._space: SpaceCheck | None = None
+        self._lock = threading.Lock()  # the lazily computed probes / space check, shared between threads
 
     # -- construction ------------------------------------------------------------------------------
     @classmethod
@@ -183,9 +185,10 @@ class GeneratorClap:
 
     def probe_embeddings(self) -> torch.Tensor:
         """[P, 512] the generator's text-tower embeddings of :data:`PROBE_CAPTIONS` (cached)."""
-        if self._probes is None:
-            self._probes = self.embed_texts(PROBE_CAPTIONS).cpu()
-        return self._probes
+        with self._lock:
+            if self._probes is None:
+                self._probes = self.embed_texts(PROBE_CAPTIONS).cpu()
+            return self._probes
 
     @property
     def fingerprint(self) -> str:
@@ -198,12 +201,13 @@ class GeneratorClap:
         """The space check of the audio tower's CLAP against the generator's text tower (None: no audio tower)."""
         if self.audio is None:
             return None
-        if self._space is None:
-            ours = self.probe_embeddings()
-            theirs = self.audio.embed_texts(PROBE_CAPTIONS).cpu()
-            self._space = compare_spaces(ours, theirs, clap_ref=self.audio_ref or "in-memory CLAP",
-                                         generator_ref=self.generator_ref)
-        return self._space
+        ours = self.probe_embeddings()
+        with self._lock:
+            if self._space is None:
+                theirs = self.audio.embed_texts(PROBE_CAPTIONS).cpu()
+                self._space = compare_spaces(ours, theirs, clap_ref=self.audio_ref or "in-memory CLAP",
+                                             generator_ref=self.generator_ref)
+            return self._space
 
     @property
     def audio_encoder(self) -> ClapEncoder:
