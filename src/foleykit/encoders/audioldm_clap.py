@@ -52,6 +52,8 @@ import torch
 from ..errors import InputError, OutputError
 
 PREFIX = "cond_stage_model."
+#: Where the RoBERTa tokenizer comes from by default: the generator AudioLDM's CLAP belongs to.
+DEFAULT_TOKENIZER_FROM = "cvssp/audioldm-s-full-v2"
 #: AudioLDM's CLAP sits under ``cond_stage_model.model.`` (the conditioner's ``self.model``).
 MODEL_PREFIXES = ("cond_stage_model.model.", "cond_stage_model.")
 TEXT_HEAD_DIM = 64  # RoBERTa-base: 768 / 12
@@ -209,7 +211,6 @@ def convert_audioldm_clap(checkpoint: str | os.PathLike, output: str | os.PathLi
     from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
     from ..hub import resolve_pretrained
-    from ..model_sets import DEFAULT_MODELS
 
     src = Path(checkpoint).expanduser()
     out = Path(output).expanduser()
@@ -233,7 +234,7 @@ def convert_audioldm_clap(checkpoint: str | os.PathLike, output: str | os.PathLi
         raise InputError(f"{src}: cond_stage_model is not the LAION-CLAP layout AudioLDM-S uses ({what})")
     model.load_state_dict({k: v.float().contiguous() for k, v in renamed.items()}, strict=False)
 
-    tok_ref = tokenizer or DEFAULT_MODELS["audioldm"]
+    tok_ref = tokenizer or DEFAULT_TOKENIZER_FROM
     tok_dir = Path(tok_ref).expanduser()
     if not (tok_dir / "tokenizer_config.json").is_file() and not (tok_dir / "vocab.json").is_file():
         local, _ = resolve_pretrained(tok_ref, subfolder="tokenizer")
