@@ -1,12 +1,19 @@
 """The Python API, with the same names as the CLI: ``foleykit.generate(...)``.
 
 Loading models is the slow part, so pipelines are cached per (method, models, mapper, device,
-dtype) for the life of the process; repeated calls (a notebook, the web app) reuse them.
+dtype, ...) for the life of the process; repeated calls (a notebook, the web app) reuse them. Every
+method can be held at once: the pipelines share their frozen parts (one CLIP, CLAP and generator per
+device and dtype, :mod:`foleykit.pipelines.components`).
+
+Thread safety: :func:`generate` and :func:`load_pipeline` may be called from several threads at once.
+Model loads take one process-wide lock (no two loads interleave; concurrent first calls for a method
+load it once), a failed load is not cached (the next call tries again), and the shared parts lock
+their lazily set state. Calls on one pipeline run concurrently; for throughput on one device, run
+generations one at a time (the web app queues them).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,7 +38,9 @@ class GenerateResult:
     sidecar: Path | None
 
 
-@functools.lru_cache(maxsize=2)
+_PIPELINES: dict[tuple, object] = {}
+
+
 def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str | None = None,
                   device: str = "auto", dtype: str | None = None, grounding: str | None = None,
                   ss2a: str | None = None):
@@ -39,7 +48,35 @@ def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str
 
     ``grounding``: the trained grounding module folder for ``objects`` (else an untrained one).
     ``ss2a``: the SS2A bundle folder or released ``ssv2a.pth`` for ``sources`` (else the model set's).
+
+    Thread-safe: loads run one at a time under the process-wide model-load lock, threads asking for
+    the same pipeline at once get the one loaded copy, and a failed load leaves nothing cached.
     """
+    from .encoders.loading import MODEL_LOAD_LOCK
+
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    key = (method, models, mapper, device, dtype, grounding, ss2a)
+    with MODEL_LOAD_LOCK:
+        pipe = _PIPELINES.get(key)
+        if pipe is None:
+            pipe = _load_pipeline(method, models, mapper, device, dtype, grounding, ss2a)
+            _PIPELINES[key] = pipe
+        return pipe
+
+
+def clear_pipelines() -> None:
+    """Drop every cached pipeline and shared component (tests; freeing memory)."""
+    from .encoders.loading import MODEL_LOAD_LOCK
+    from .pipelines import components
+
+    with MODEL_LOAD_LOCK:
+        _PIPELINES.clear()
+        components.clear()
+
+
+
+def _load_pipeline(method, models, mapper, device, dtype, grounding, ss2a):
     if method == "mapper":
         return MapperPipeline.from_models(models, mapper=mapper, device=device, dtype=dtype)
     if method == "objects":

@@ -110,9 +110,11 @@ class MapperPipeline:
         ms = resolve_model_set(models)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        clip = ClipEncoder.from_pretrained(ms.clip_mapper, device=dev, dtype=dt)
-        clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dt)
-        gen = AudioLDMGenerator.from_pretrained(ms.audioldm, device=dev, dtype=dt)
+        from . import components  # one CLIP, CLAP and generator per process, shared by every method
+
+        clip = components.clip(ms.clip_mapper, dev, dt)
+        clap = components.clap(ms.clap, dev, dt)
+        gen = components.generator(ms.audioldm, dev, dt)
         mapper_ref = mapper or ms.mapper
         if mapper_ref:
             from ..modules.mapper import V2AMapper

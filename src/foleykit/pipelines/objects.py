@@ -291,9 +291,11 @@ class ObjectsPipeline:
         ms = resolve_model_set(models)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        clip = ClipEncoder.from_pretrained(ms.clip, device=dev, dtype=dt)
-        clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dt)
-        gen = AudioLDMGenerator.from_pretrained(ms.audioldm, device=dev, dtype=dt)
+        from . import components  # one CLIP, CLAP and generator per process, shared by every method
+
+        clip = components.clip(ms.clip, dev, dt)
+        clap = components.clap(ms.clap, dev, dt)
+        gen = components.generator(ms.audioldm, dev, dt)
         ref = grounding or ms.extra.get("grounding")
         if ref:
             path = Path(ref).expanduser()
@@ -307,7 +309,8 @@ class ObjectsPipeline:
             record = {"ref": str(path), "trained": trained}
             if not trained:
                 record["note"] = "this grounding module recorded no attention statistics (never trained)"
-            record.update(_use_finetuned_unet(gen, g, path, ms))
+            gen, unet_record = _use_finetuned_unet(gen, g, path, ms)
+            record.update(unet_record)
         else:
             config = GroundingConfig(text_dim=clap.dim, patch_dim=clip.dim, grid_h=clip.patch_grid, grid_w=clip.patch_grid)
             with torch.random.fork_rng(devices=[]):
@@ -334,7 +337,9 @@ class ObjectsPipeline:
             if self._segmenter is None:
                 if not self.sam_ref:
                     raise ModelNotAvailableError("this model set has no 'sam' model: clicks and boxes need SAM")
-                self._segmenter = Segmenter.from_pretrained(self.sam_ref, device=self.clip.device, dtype=self.clip.dtype)
+                from . import components
+
+                self._segmenter = components.segmenter(self.sam_ref, self.clip.device, self.clip.dtype)
             return self._segmenter
 
     @property
@@ -416,8 +421,7 @@ class ObjectsPipeline:
         notes: list[str] = []
         if clicks or boxes:
             seg = self.segmenter
-            seg.set_image(img)
-            res = seg.segment(points=clicks, boxes=boxes)
+            res = seg.segment_image(img, points=clicks, boxes=boxes)
             prompts = [("click", c) for c in clicks] + [("box", b) for b in boxes]
             for (kind, prompt), mask, score in zip(prompts, res.masks, res.scores):
                 obj_label = f"{kind} {len(objects) + 1}"
@@ -613,8 +617,10 @@ GROUNDING_UNET_SUBFOLDER = "unet"
 _UNET_MUST_MATCH = ("in_channels", "out_channels", "class_embed_type", "projection_class_embeddings_input_dim")
 
 
-def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path: Path, ms: ModelSet) -> dict:
-    """Swap the generator's UNet for ``path/unet`` when the grounding folder has one; the record entries.
+def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path: Path,
+                        ms: ModelSet) -> tuple[AudioLDMGenerator, dict]:
+    """The generator with the UNet of ``path/unet`` when the grounding folder has one (a copy: the shared
+    generator is left as it is), and the record entries.
 
     Loaded with the generator's dtype onto its device through :func:`load_pretrained` (the same path as
     every model). Refused when it cannot drive this model set's VAE or take the grounding's condition.
@@ -636,7 +642,7 @@ def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path
         if training.get("task") == "grounding" and options.get("finetune_unet", True):
             rec["unet_note"] = (f"{path} was trained with the UNet fine-tuned but holds no {GROUNDING_UNET_SUBFOLDER}/ "
                                 "sub-folder: the model set's (not fine-tuned) UNet was used")
-        return rec
+        return gen, rec
     try:
         unet, src = load_pretrained(UNet2DConditionModel, str(path), subfolder=GROUNDING_UNET_SUBFOLDER,
                                     torch_dtype=gen.dtype)
@@ -651,8 +657,8 @@ def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path
                 f"grounding {path}: its fine-tuned UNet has {key}={unet.config.get(key)!r}, but the model set "
                 f"{ms.name!r} and the grounding module need {expected!r}; train it from the same model set"
             )
-    gen.unet = to_device(unet, gen.device, gen.dtype)
-    return {"unet": {"ref": str(folder.resolve()), "revision": src.revision, "fine_tuned": True,
+    gen = gen.with_unet(to_device(unet, gen.device, gen.dtype))
+    return gen, {"unet": {"ref": str(folder.resolve()), "revision": src.revision, "fine_tuned": True,
                      "replaces": f"the UNet of {ms.audioldm}"}}
 
 

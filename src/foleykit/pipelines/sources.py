@@ -446,9 +446,11 @@ class SourcesPipeline:
         ms = resolve_model_set(models)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        clip = ClipEncoder.from_pretrained(ms.clip, device=dev, dtype=dt)
-        clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dt)
-        gen = AudioLDMGenerator.from_pretrained(ms.audioldm, device=dev, dtype=dt)
+        from . import components  # one CLIP, CLAP and generator per process, shared by every method
+
+        clip = components.clip(ms.clip, dev, dt)
+        clap = components.clap(ms.clap, dev, dt)
+        gen = components.generator(ms.audioldm, dev, dt)
         bundle = load_ss2a(ss2a if ss2a is not None else ms.extra.get("ss2a"))
         pipe = cls(clip, clap, gen, bundle, detector_ref=ms.extra.get("detector"), prior_ref=ms.extra.get("prior"),
                    model_set=ms)
@@ -462,9 +464,9 @@ class SourcesPipeline:
             if self._detector is None:
                 if not self.detector_ref:
                     raise InputError("this model set has no 'detector' role; pass detect=False (--no-detect) or boxes")
-                self._detector = SoundSourceDetector.from_pretrained(
-                    self.detector_ref, device=self.clip.device, dtype=self._dtype
-                )
+                from . import components
+
+                self._detector = components.detector(self.detector_ref, self.clip.device, self._dtype)
             return self._detector
 
     @property
@@ -472,9 +474,9 @@ class SourcesPipeline:
         """The text prior, or None when the model set has none (texts then use CLIP text)."""
         with self._lock:
             if self._prior is None and self.prior_ref:
-                self._prior = TextToImagePrior.from_pretrained(
-                    self.prior_ref, device=self.clip.device, dtype=self._dtype
-                )
+                from . import components
+
+                self._prior = components.prior(self.prior_ref, self.clip.device, self._dtype)
             return self._prior
 
     @property
