@@ -90,6 +90,20 @@ def _load_pipeline(method, models, mapper, device, dtype, grounding, ss2a):
     raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
+def _video_note(source, video: bool) -> str | None:
+    """The probe's note on a video that claims more than decodes (its usable duration is what is used)."""
+    if not video:
+        return None
+    from .io.video import probe_video
+
+    return probe_video(Path(source).expanduser()).note
+
+
+def _add_note(record: dict, note: str | None) -> None:
+    if note and note not in record.setdefault("notes", []):
+        record["notes"].append(note)
+
+
 def _check_output(output: Path, source, video: bool, overwrite: bool) -> Path:
     inputs = [] if isinstance(source, Image.Image) else [source]
     out = check_output_path(output, inputs)
@@ -215,6 +229,7 @@ def generate(
         checked, preset=preset, num_inference_steps=steps, guidance_scale=guidance,
         num_candidates=candidates, seed=seed, frames_per_window=frames, progress=progress,
     )
+    _add_note(sound.record, _video_note(source, video))
     outputs: list[Path] = []
     sidecar = None
     if out_path is not None:
@@ -283,6 +298,7 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
         num_inference_steps=steps, guidance_scale=guidance, num_candidates=candidates, seed=seed, frame_s=frame,
         progress=progress, save_maps_dir=maps,
     )
+    _add_note(result.record, _video_note(source, video))
     outputs: list[Path] = []
     sidecar = None
     if out_path is not None:
@@ -342,6 +358,9 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
         cycle_samples=DEFAULT_CYCLE_SAMPLES if cycle_samples is None else cycle_samples,
         stems=stems_dir is not None, stereo=stereo, progress=progress,
     )
+    note = _video_note(source, video)
+    _add_note(result.record, note)
+    _add_note(result.mix.record, note)
     outputs: list[Path] = []
     sidecar = None
     if out_path is not None:
