@@ -702,20 +702,26 @@ def write_objects_outputs(
     record: dict,
     stems_dir: str | os.PathLike | None = None,
     video_source: Path | None = None,
+    loudness: float | None = None,
+    stems_relative: bool = False,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Write the blend to ``out_path`` and the stems to ``stems_dir``, each with its JSON sidecar.
+    ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
 
     Everything is first written to staging files beside its target and only then renamed into place,
     so an error leaves no partial set of outputs. Returns (outputs, sidecars, notes).
     """
     from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
-    from ..io.outputs import write_sound
+    from ..io.outputs import level_outputs, write_sound
     from ..io.sidecar import sidecar_path, write_sidecar
 
     if out_path.suffix.lower() == ".mp4" and video_source is None:
         raise OutputError("an .mp4 output needs a video input")
     notes: list[str] = []
+    levels = level_outputs(result.waveform, [o.waveform for o in result.objects] if stems_dir is not None else [],
+                           result.sample_rate, loudness=loudness, stems_relative=stems_relative,
+                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
     stems: list[tuple[Path, ObjectSound]] = []
     stems_final = created = None
     if stems_dir is not None:
@@ -730,18 +736,21 @@ def write_objects_outputs(
     try:
         with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
             main_tmp = paths[1]
-            note = write_sound(main_tmp, result.waveform, result.sample_rate, video_source=video_source)
+            note = write_sound(main_tmp, levels.mix, result.sample_rate, video_source=video_source,
+                               normalize=levels.normalize)
             notes += [note] if note else []
             main_record = dict(record)
             main_record["output"] = {
                 "path": str(out_path.resolve()), "what": "blend", "sample_rate": result.sample_rate,
                 "duration_s": round(result.duration_s, 6), "channels": 1,
             }
+            if levels.record:
+                main_record["output"]["levels"] = levels.record
             if notes:
                 main_record["notes"] = list(main_record.get("notes", [])) + notes
             write_sidecar(main_tmp, main_record)  # = paths[0]
-            for (final, sound), tmp in zip(stems, paths[3::2]):
-                write_audio(tmp, sound.waveform, sound.sample_rate)
+            for (final, sound), tmp, wave in zip(stems, paths[3::2], levels.stems):
+                write_audio(tmp, wave, sound.sample_rate, normalize=levels.normalize)
                 rec = dict(record)
                 rec["object"] = sound.object.to_record()
                 rec["output"] = {"path": str(final.resolve()), "what": f"stem: {sound.object.label}",

@@ -977,8 +977,11 @@ def write_sources_outputs(
     stems_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     video_source: Path | None = None,
+    loudness: float | None = None,
+    stems_relative: bool = False,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Write the mix to ``out_path`` and (with ``stems_dir``) one stem per source, each with a sidecar.
+    ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
 
     All files are written to staging folders beside their targets first and only then renamed into
     place; a clash with an existing stem (without ``overwrite``) or any error leaves nothing behind.
@@ -986,7 +989,7 @@ def write_sources_outputs(
     """
     from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
-    from ..io.outputs import write_sound
+    from ..io.outputs import level_outputs, write_sound
     from ..io.sidecar import sidecar_path, write_sidecar
 
     if out_path.suffix.lower() == ".mp4" and video_source is None:
@@ -1008,11 +1011,15 @@ def write_sources_outputs(
     outputs = [out_path] + [final for final, _, _ in stems]
     sidecars = [sidecar_path(final) for final in outputs]
     mix = result.mix
+    levels = level_outputs(mix.waveform, [sound.waveform for _, _, sound in stems], mix.sample_rate,
+                           loudness=loudness, stems_relative=stems_relative,
+                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
     # Each sidecar before its file: whoever sees a file also sees its sidecar.
     try:
         with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
             main_tmp = paths[1]
-            note = write_sound(main_tmp, mix.waveform, mix.sample_rate, video_source=video_source)
+            note = write_sound(main_tmp, levels.mix, mix.sample_rate, video_source=video_source,
+                               normalize=levels.normalize)
             notes += [note] if note else []
             main_record = dict(record)
             main_record["output"] = {
@@ -1020,11 +1027,13 @@ def write_sources_outputs(
                 "sample_rate": mix.sample_rate, "duration_s": round(mix.duration_s, 6),
                 "channels": 1 if mix.waveform.ndim == 1 else int(mix.waveform.shape[0]),
             }
+            if levels.record:
+                main_record["output"]["levels"] = levels.record
             if notes:
                 main_record["notes"] = list(main_record.get("notes", [])) + notes
             write_sidecar(main_tmp, main_record)  # = paths[0]
-            for (final, name, sound), tmp in zip(stems, paths[3::2]):
-                write_audio(tmp, sound.waveform, sound.sample_rate)
+            for (final, name, sound), tmp, wave in zip(stems, paths[3::2], levels.stems):
+                write_audio(tmp, wave, sound.sample_rate, normalize=levels.normalize)
                 rec = dict(record)
                 rec.pop("notes", None)
                 rec["source"] = sound.record.get("source")
