@@ -88,6 +88,16 @@ def folder_size(path: str | os.PathLike) -> int:
     return total
 
 
+def _served_kind(url_path: str) -> str | None:
+    """What a ``.../file=PATH`` request's file holds by its content (:func:`sniff_media`), if readable."""
+    from urllib.parse import unquote
+
+    try:
+        return sniff_media(unquote(url_path.split("/file=", 1)[1]))
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class SafeServing:
     """ASGI middleware of the app: a total size limit per upload request, and safe serving of files.
 
@@ -110,7 +120,7 @@ class SafeServing:
         if scope.get("method") == "POST" and path.rstrip("/").endswith("/upload"):
             return await self._upload(scope, receive, send)
         if "/file=" in path:
-            return await self.app(scope, receive, self._safe_send(send))
+            return await self.app(scope, receive, self._safe_send(send, _served_kind(path)))
         return await self.app(scope, receive, send)
 
     async def _upload(self, scope, receive, send):
@@ -141,13 +151,16 @@ class SafeServing:
         return await self.app(scope, counted, send)
 
     @staticmethod
-    def _safe_send(send):
+    def _safe_send(send, kind: str | None):
         async def wrapped(message):
             if message.get("type") == "http.response.start":
                 headers = [(k, v) for k, v in message.get("headers", [])
                            if k.lower() not in (b"x-content-type-options", b"content-security-policy")]
                 ctype = next((v.decode("latin-1") for k, v in headers if k.lower() == b"content-type"), "")
-                if ctype.split(";")[0].strip().lower() not in SAFE_INLINE_TYPES:
+                ctype = ctype.split(";")[0].strip().lower()
+                media = ctype.split("/")[0] in ("image", "audio", "video")
+                if ctype not in SAFE_INLINE_TYPES or (media and ctype.split("/")[0] != kind):
+                    # not one of our types, or a name that lies about the content (an SVG called .png)
                     disposition = next((v for k, v in headers if k.lower() == b"content-disposition"), b"")
                     filename = disposition.split(b";", 1)[1] if b";" in disposition else b""
                     headers = [(k, v) for k, v in headers if k.lower() not in (b"content-type", b"content-disposition")]
