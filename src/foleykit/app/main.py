@@ -732,7 +732,7 @@ def launch_app(
                               workdir=Path(workdir) if workdir else None, auth=auth, loudness=loudness)
     warning = bind_warning(host, cfg.auth)
     if warning:
-        log.warning(warning)
+        log.warning("warning: %s", warning)
     if not port:  # 0: any free port
         import socket
 
