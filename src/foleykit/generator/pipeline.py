@@ -22,8 +22,10 @@ BENCHMARKS.md has the figures behind each choice, and what was tried and dropped
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -79,6 +81,16 @@ class AudioLDMGenerator:
         self._uncond: torch.Tensor | None = None
         self._prepared_for: tuple | None = None
         self._compiled_unet = None
+        self._lock = threading.RLock()  # lazy state (unconditional vector, fast-path layouts) is set once
+
+    def with_unet(self, unet) -> AudioLDMGenerator:
+        """A copy that runs ``unet`` and shares everything else (VAE, vocoder, text encoder) with this one:
+        a shared generator is never changed in place. Its UNet gets the fast path on first use."""
+        other = copy.copy(self)
+        other.unet = unet
+        other._prepared_for = None
+        other._compiled_unet = None  # the lock stays shared: preparing converts the shared VAE and vocoder
+        return other
 
     @classmethod
     def from_pretrained(
@@ -140,14 +152,15 @@ class AudioLDMGenerator:
     @torch.no_grad()
     def unconditional_embedding(self) -> torch.Tensor:
         """[512] unit CLAP text embedding of the empty string (AudioLDM's unconditional input)."""
-        if self._uncond is None:
-            if self.text_encoder is None or self.tokenizer is None:
-                raise InputError("this generator has no text encoder, so pass negative_embeds explicitly")
-            tok = self.tokenizer([""], padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").to(self.device)
-            emb = self.text_encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).text_embeds
-            self._uncond = F.normalize(emb.float(), dim=-1)[0]
-        return self._uncond
+        with self._lock:
+            if self._uncond is None:
+                if self.text_encoder is None or self.tokenizer is None:
+                    raise InputError("this generator has no text encoder, so pass negative_embeds explicitly")
+                tok = self.tokenizer([""], padding="max_length", max_length=self.tokenizer.model_max_length,
+                                     truncation=True, return_tensors="pt").to(self.device)
+                emb = self.text_encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).text_embeds
+                self._uncond = F.normalize(emb.float(), dim=-1)[0]
+            return self._uncond
 
     # -- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -261,7 +274,12 @@ class AudioLDMGenerator:
         return self._prepared_for is not None and self._prepared_for[2]
 
     def _prepare(self) -> None:
-        """Apply the CPU fast path once per (device, dtype); a no-op elsewhere or when switched off."""
+        """Apply the CPU fast path once per (device, dtype); a no-op elsewhere or when switched off.
+        Locked: the first threads to generate wait for the one that converts the modules."""
+        with self._lock:
+            self._prepare_unlocked()
+
+    def _prepare_unlocked(self) -> None:
         key = (self.device, self.dtype)
         if self._prepared_for is not None and self._prepared_for[:2] == key:
             return
@@ -281,6 +299,10 @@ class AudioLDMGenerator:
     def _unet_callable(self):
         if not self.compile:
             return self.unet
+        with self._lock:
+            return self._compiled_unet_locked()
+
+    def _compiled_unet_locked(self):
         if self._compiled_unet is None:
             # Frozen weights let inductor pre-pack them for oneDNN/MKL and fold constants; the
             # generator is inference-only, so nothing updates the weights behind its back.
