@@ -15,7 +15,7 @@ from foleykit.training.accelerate_config import find_config, read_config_file
 from foleykit.training.accelerate_tasks import GroundingContrastiveTask, GroundingTask
 from foleykit.training.losses import GroundingBatch, attention_nll_loss, diffusion_loss
 from foleykit.training.synthetic_scenes import attention_mass, make_synthetic_scenes
-from foleykit.training.trainer import Trainer, TrainerConfig
+from foleykit.training.trainer import TensorDictDataset, Trainer, TrainerConfig
 
 #: The paper's AdamW (Sec. 4.1) with the learning rate each test sets.
 PAPER_ADAMW = {"betas": (0.95, 0.999), "eps": 1e-6, "weight_decay": 1e-3}
@@ -42,7 +42,7 @@ def trained_on_scenes(tmp_path_factory):
     out = tmp_path_factory.mktemp("scenes")
     config = _trainer_config(out, lr=5e-3, epochs=7, batch_size=64, log_every_steps=16)  # 7 x 32 steps
     result = Trainer(lambda: GroundingContrastiveTask(cfg, train.audio_bank, temperature=0.1),
-                     _dataset(train.training_data()), config, progress=False).fit()
+                     TensorDictDataset(train.training_data()), config, progress=False).fit()
     windows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
     losses = [w["loss"] for w in windows if w["kind"] == "train"]
     return result.model.eval(), held_out, result, losses
@@ -163,19 +163,13 @@ def _as_data(*batches: GroundingBatch) -> dict[str, torch.Tensor]:
     return {k: torch.cat([getattr(b, k) for b in batches]) for k in GroundingBatch._fields}
 
 
-def _dataset(tensors):
-    from foleykit.training.trainer import TensorDictDataset
-
-    return TensorDictDataset(tensors)
-
-
 def test_finetuning_decreases_loss(tmp_path) -> None:
     unet, scheduler, batch = _tiny_unet(), _scheduler(), _batch()
     torch.manual_seed(0)
     task = GroundingTask(GCFG, unet, scheduler, cond_dropout=0.1, null_cond=torch.randn(512))  # CLAP("") stand-in
     before = _fixed_loss(task.model, unet, scheduler, batch)
     config = _trainer_config(tmp_path, lr=1e-3, epochs=15, batch_size=4)  # the one batch, 15 steps
-    result = Trainer(task, _dataset(_as_data(batch)), config, progress=False).fit()
+    result = Trainer(task, TensorDictDataset(_as_data(batch)), config, progress=False).fit()
     after = _fixed_loss(task.model, unet, scheduler, batch)
     assert result.global_step == 15 and len(result.history) == 15
     assert after < 0.8 * before, (before, after)
@@ -194,7 +188,7 @@ def test_frozen_unet_is_unchanged_but_grounding_learns(tmp_path) -> None:
     grounding = task.model
     grounding_before = {k: v.clone() for k, v in grounding.state_dict().items()}
     config = _trainer_config(tmp_path, lr=1e-3, epochs=1, batch_size=4)
-    result = Trainer(task, _dataset(_as_data(*(_batch(i) for i in range(3)))), config, progress=False).fit()
+    result = Trainer(task, TensorDictDataset(_as_data(*(_batch(i) for i in range(3)))), config, progress=False).fit()
     assert result.global_step == 3
     assert not (result.final_dir / "unet").exists()  # a frozen UNet is not exported
     assert all(torch.equal(unet_before[k], v) for k, v in unet.state_dict().items())
