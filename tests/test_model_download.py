@@ -58,9 +58,10 @@ def _size(path: str) -> int:
 
 
 def fake_lister(repo: str, revision: str | None):
-    if repo not in REPOS:
+    """Any other repo lists like a transformers model; ``org/missing*`` does not exist."""
+    if repo.startswith("org/missing"):
         raise FileNotFoundError(f"404 {repo}")
-    return SHA, [PlannedFile(p, _size(p)) for p in REPOS[repo]]
+    return SHA, [PlannedFile(p, _size(p)) for p in REPOS.get(repo, TRANSFORMERS_ROOT + DUPLICATES)]
 
 
 def _default_set() -> ModelSet:
@@ -85,8 +86,8 @@ def test_each_role_gets_exactly_the_folders_and_files_it_loads():
     assert audioldm.size == expected_bytes and audioldm.commit == SHA
     assert plan.size == sum(r.size for r in plan.roles)
     assert any("audioldm" in line and "unet, vae, vocoder" in line for line in plan.lines())
-    # The LAION CLAP is no substitute for AudioLDM's own audio tower: the plan says how to make it.
-    assert AUDIOLDM_CLAP_NOTE in plan.notes
+    # AudioLDM's own CLAP audio tower is not on the hub: the plan says how to make it.
+    assert AUDIOLDM_CLAP_NOTE in plan.notes + [why for _, why in plan.skipped]
 
 
 def test_select_files_rules_by_hand():
@@ -233,3 +234,29 @@ def test_downloaded_files_resolve_offline_from_the_hf_cache(tmp_path, monkeypatc
     for sub in ("unet", "vae", "vocoder", "scheduler", "text_encoder", "tokenizer"):
         local, _ = resolve_pretrained(DEFAULT_MODELS["audioldm"], subfolder=sub)
         assert (local / sub).is_dir()
+
+
+def test_cli_prints_the_plan_and_downloads_with_progress(tmp_path, monkeypatch, capsys):
+    from foleykit import model_download
+    from foleykit.cli import main
+
+    hub = FakeHub(tmp_path)
+    monkeypatch.setattr(model_download, "_require_hub", lambda: None)
+    monkeypatch.setattr(model_download, "hub_listing", fake_lister)
+    monkeypatch.setattr(model_download, "_hub_download", hub.download)
+    monkeypatch.setattr(model_download, "_in_hub_cache", hub.is_cached)
+    main(["models", "download", "default", "--role", "audioldm", "--dry-run"])
+    out = capsys.readouterr().out
+    assert "audioldm" in out and "[unet, vae, vocoder, scheduler, text_encoder, tokenizer]" in out
+    assert f"{len(AUDIOLDM_NEEDED)} files" in out and not hub.calls
+    main(["models", "download", "default", "--dry-run"])
+    assert "import-audioldm-clap" in capsys.readouterr().out
+    main(["models", "download", "default", "--role", "audioldm", "--role", "clip"])
+    out = capsys.readouterr().out
+    assert f"[{len(AUDIOLDM_NEEDED) + len(TRANSFORMERS_ROOT)}/" in out
+    assert len(hub.calls) == len(AUDIOLDM_NEEDED) + len(TRANSFORMERS_ROOT) and "done:" in out
+    main(["models", "download", "default", "--role", "clip"])  # again: nothing to fetch
+    assert "already in the cache" in capsys.readouterr().out and len(hub.calls) == len(AUDIOLDM_NEEDED) + len(TRANSFORMERS_ROOT)
+    with pytest.raises(SystemExit) as exc:
+        main(["models", "download", "default", "--role", "nope"])
+    assert exc.value.code != 0 and "has no role 'nope'" in capsys.readouterr().err
