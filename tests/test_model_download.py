@@ -13,7 +13,7 @@ from foleykit.model_download import (
     plan_downloads,
     select_files,
 )
-from foleykit.model_sets import DEFAULT_EXTRA_MODELS, DEFAULT_MODELS, ModelSet
+from foleykit.model_sets import DEFAULT_EXTRA_MODELS, DEFAULT_MODELS, ModelSet, resolve_model_set
 
 SHA = "0123456789abcdef0123456789abcdef01234567"
 TRANSFORMERS_ROOT = [
@@ -45,7 +45,6 @@ BIN_ONLY = ["config.json", "preprocessor_config.json", "pytorch_model.bin", "tf_
 REPOS = {
     DEFAULT_MODELS["clip"]: TRANSFORMERS_ROOT + DUPLICATES,
     DEFAULT_MODELS["clip_mapper"]: TRANSFORMERS_ROOT + DUPLICATES,
-    DEFAULT_MODELS["clap"]: TRANSFORMERS_ROOT + DUPLICATES,
     DEFAULT_MODELS["audioldm"]: AUDIOLDM_NEEDED + AUDIOLDM_OTHERS,
     DEFAULT_EXTRA_MODELS["sam"]: BIN_ONLY,
     DEFAULT_EXTRA_MODELS["detector"]: TRANSFORMERS_ROOT + DUPLICATES,
@@ -64,8 +63,14 @@ def fake_lister(repo: str, revision: str | None):
     return SHA, [PlannedFile(p, _size(p)) for p in REPOS.get(repo, TRANSFORMERS_ROOT + DUPLICATES)]
 
 
+@pytest.fixture(autouse=True)
+def empty_foleykit_cache(tmp_path_factory, monkeypatch):
+    """No converted AudioLDM CLAP lying around from the machine's own cache."""
+    monkeypatch.setenv("FOLEYKIT_CACHE", str(tmp_path_factory.mktemp("fk-cache")))
+
+
 def _default_set() -> ModelSet:
-    return ModelSet(name="default", **DEFAULT_MODELS, extra=dict(DEFAULT_EXTRA_MODELS))
+    return resolve_model_set("default")
 
 
 def _files(plan, role: str) -> list[str]:
@@ -99,12 +104,13 @@ def test_select_files_rules_by_hand():
     assert [f.path for f in select_files(listing, ())] == ["root.json"]
 
 
-def test_a_role_whose_converted_clap_is_not_on_the_hub_is_skipped_with_the_way_to_make_it(tmp_path):
+@pytest.mark.parametrize("clap", [None, "audioldm-clap"])  # not converted yet / a name that is no hub id
+def test_a_role_whose_converted_clap_is_not_on_the_hub_is_skipped_with_the_way_to_make_it(tmp_path, clap):
     local_clip = tmp_path / "clip"
     local_clip.mkdir()
     ms = ModelSet(name="mine", clip=str(local_clip), clip_mapper=DEFAULT_MODELS["clip_mapper"],
-                  clap="audioldm-clap", audioldm=DEFAULT_MODELS["audioldm"])
-    plan = plan_downloads(ms, lister=fake_lister)
+                  clap=clap, audioldm=DEFAULT_MODELS["audioldm"])
+    plan = plan_downloads(ms, roles=["clip", "clip_mapper", "clap", "audioldm"], lister=fake_lister)
     skipped = dict(plan.skipped)
     assert skipped["clip"] == f"local folder {local_clip}"
     assert skipped["clap"] == AUDIOLDM_CLAP_NOTE and "import-audioldm-clap" in AUDIOLDM_CLAP_NOTE
