@@ -132,7 +132,8 @@ def test_bad_roles_and_unlistable_repos_are_one_line_errors():
         plan_downloads(ms, roles=["clip"], lister=fake_lister)
     REPOS["org/no-unet"] = [p for p in AUDIOLDM_NEEDED if not p.startswith("unet/")]
     try:
-        ms = ModelSet(name="x", clip="org/no-unet", clip_mapper="org/no-unet", clap="org/no-unet", audioldm="org/no-unet")
+        ms = ModelSet(name="x", clip="org/no-unet", clip_mapper="org/no-unet", clap="org/no-unet",
+                      audioldm="org/no-unet")
         with pytest.raises(ModelNotAvailableError, match="lacks the folder.*unet"):
             plan_downloads(ms, roles=["audioldm"], lister=fake_lister)
     finally:
@@ -262,7 +263,8 @@ def test_cli_prints_the_plan_and_downloads_with_progress(tmp_path, monkeypatch, 
     assert f"[{len(AUDIOLDM_NEEDED) + len(TRANSFORMERS_ROOT)}/" in out
     assert len(hub.calls) == len(AUDIOLDM_NEEDED) + len(TRANSFORMERS_ROOT) and "done:" in out
     main(["models", "download", "default", "--role", "clip"])  # again: nothing to fetch
-    assert "already in the cache" in capsys.readouterr().out and len(hub.calls) == len(AUDIOLDM_NEEDED) + len(TRANSFORMERS_ROOT)
+    assert "already in the cache" in capsys.readouterr().out
+    assert len(hub.calls) == len(AUDIOLDM_NEEDED) + len(TRANSFORMERS_ROOT)
     with pytest.raises(SystemExit) as exc:
         main(["models", "download", "default", "--role", "nope"])
     assert exc.value.code != 0 and "has no role 'nope'" in capsys.readouterr().err

@@ -216,8 +216,7 @@ class _Released:
         x = torch.cat([tokens, x], dim=1)
         for i in range(STYLER["num_layers"]):
             x = _transformer_layer(sd, f"styler.style_encoder.encoder.{i}", x, heads)
-        mu = _lin(sd, "styler.out_mu", F.gelu(_ln(sd, "styler.head_mu.model.1", _lin(sd, "styler.head_mu.model.0", x[:, 0]))))
-        return F.normalize(mu, dim=-1)
+        return _readout(sd, "styler.", x[:, 0])
 
     def cycle_mix(self, clips, fixed_src=None, rounds=1):
         """Pipeline.cycle_mix with one candidate per round; returns every round's mixture.
@@ -255,7 +254,13 @@ def _released_aggregate(sd: dict, frame_claps: torch.Tensor) -> torch.Tensor:
     x = torch.cat([sd["pred_token"].double()[None].expand(frame_claps.shape[0], -1, -1), frame_claps], dim=1)
     x = x + sd["pe.pe"].double()[: x.shape[1], 0]
     x = _transformer_layer(sd, "encoder.encoder.0", x, 8)
-    return F.normalize(_lin(sd, "out_mu", F.gelu(_ln(sd, "head_mu.model.1", _lin(sd, "head_mu.model.0", x[:, 0])))), dim=-1)
+    return _readout(sd, "", x[:, 0])
+
+
+def _readout(sd: dict, key: str, token: torch.Tensor) -> torch.Tensor:
+    """μ head (Linear, LayerNorm, Dropout, GELU) then out_mu; the mean of the draws, L2-normalised."""
+    hidden = F.gelu(_ln(sd, f"{key}head_mu.model.1", _lin(sd, f"{key}head_mu.model.0", token)))
+    return F.normalize(_lin(sd, f"{key}out_mu", hidden), dim=-1)
 
 
 def _image_slots(global_clip: torch.Tensor, crops: list[torch.Tensor]) -> torch.Tensor:

@@ -209,7 +209,8 @@ def plan_downloads(
             if ref is not None and Path(str(ref)).expanduser().is_dir():
                 plan.skipped.append((role, f"local folder {ref}"))
             else:
-                plan.skipped.append((role, NOT_ON_HUB.get(role, f"{ref!r} is neither a hub id nor a local folder")))
+                why = NOT_ON_HUB.get(role, f"{ref!r} is neither a hub id nor a local folder")
+                plan.skipped.append((role, why))
             continue
         folders = ROLE_SUBFOLDERS.get(role, ())
         revision = (revisions or {}).get(role)
@@ -221,10 +222,12 @@ def plan_downloads(
         files = select_files(listing, folders)
         if not files:
             raise ModelNotAvailableError(
-                f"{ref} has none of the files the {role} role loads (folders: {', '.join(folders) or 'root'})")
+                f"{ref} has none of the files the {role} role loads "
+                f"(folders: {', '.join(folders) or 'root'})")
         missing = [d for d in folders if not any(f.path.startswith(d + "/") for f in files)]
         if missing:
-            raise ModelNotAvailableError(f"{ref} lacks the folder(s) {', '.join(missing)} that the {role} role loads")
+            raise ModelNotAvailableError(
+                f"{ref} lacks the folder(s) {', '.join(missing)} that the {role} role loads")
         plan.roles.append(RolePlan(role, str(ref), revision, commit, folders, files))
     clap = available.get("clap")
     clap_is_local = clap is not None and Path(str(clap)).expanduser().is_dir()
@@ -239,10 +242,11 @@ def _require_hub() -> None:
     from .hub import hub_reachable
 
     if constants.HF_HUB_OFFLINE:
-        raise ModelNotAvailableError("models download needs the hub, but HF_HUB_OFFLINE=1 is set; unset it for "
-                                     "this command")
+        raise ModelNotAvailableError(
+            "models download needs the hub, but HF_HUB_OFFLINE=1 is set; unset it for this command")
     if not hub_reachable():
-        raise ModelNotAvailableError(f"the hub ({constants.ENDPOINT}) is unreachable; models download needs it")
+        raise ModelNotAvailableError(
+            f"the hub ({constants.ENDPOINT}) is unreachable; models download needs it")
 
 
 # ---------------------------------------------------------------------- fetching

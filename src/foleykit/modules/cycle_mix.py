@@ -14,8 +14,9 @@ Selection criteria:
 
 Differences from the released code, on purpose: empty (padding) slots and the feedback slot are not
 scored (the released score included them, so it changed with the number of slots); a Remixer of
-ours is given the padding mask (released weights get the released tokens, below); std is the population std; every random draw comes from the caller's
-``torch.Generator``, so a seed fixes the result.
+ours is given the padding mask (released weights get the released tokens, below); std is the
+population std; every random draw comes from the caller's ``torch.Generator``, so a seed fixes the
+result.
 
 Released weights (a Remixer with ``attend_to_padding=True``, as imported from ``ssv2a.pth``): the
 released code has no padding mask and always runs all M = 64 slots through its encoders, so an empty
@@ -348,7 +349,8 @@ def cycle_mix(
             best_similarity = torch.where(improved[:, None], picked_similarity, best_similarity)
         best_score = torch.where(use_relevance, -best_key, best_key)
         used = tuple("relevance" if r else "spread" for r in use_relevance.tolist())
-        return CycleMixResult(F.normalize(best_clap, dim=-1), best_score, best_similarity[:, :caller_slots], used)
+        similarity = best_similarity[:, :caller_slots]  # the caller's slots (released: padded to 64 here)
+        return CycleMixResult(F.normalize(best_clap, dim=-1), best_score, similarity, used)
     finally:
         manifold.train(modes[0])
         remixer.train(modes[1])
