@@ -47,7 +47,7 @@ import torch
 from PIL import Image
 
 from ..devices import resolve_device, resolve_dtype
-from ..encoders.clap import ClapEncoder
+from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.segmenter import Segmenter, image_key
 from ..errors import InputError, ModelNotAvailableError, OutputError
@@ -237,7 +237,7 @@ class ObjectsPipeline:
     def __init__(
         self,
         clip: ClipEncoder,
-        clap: ClapEncoder,
+        clap: GeneratorClap,
         grounding: GroundingModule,
         generator: AudioLDMGenerator,
         *,
@@ -292,8 +292,8 @@ class ObjectsPipeline:
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
         clip = ClipEncoder.from_pretrained(ms.clip, device=dev, dtype=dt)
-        clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dt)
         gen = AudioLDMGenerator.from_pretrained(ms.audioldm, device=dev, dtype=dt)
+        clap = GeneratorClap.for_generator(gen, ms.clap)  # the generator's own CLAP space
         ref = grounding or ms.extra.get("grounding")
         if ref:
             path = Path(ref).expanduser()
@@ -595,11 +595,12 @@ class ObjectsPipeline:
 
     def models_record(self) -> dict:
         rec = {}
-        for role, enc in (("clip", self.clip), ("clap", self.clap), ("audioldm", self.generator),
+        for role, enc in (("clip", self.clip), ("audioldm", self.generator),
                           ("sam", self._segmenter)):
             src = getattr(enc, "loaded_from", None)
             if src is not None:
                 rec[role] = {"ref": src.ref, "revision": src.revision}
+        rec["clap"] = self.clap.record()
         unet = self.grounding_record.get("unet")
         if unet:  # the fine-tuned UNet from the grounding folder replaced the model set's
             rec["audioldm_unet"] = {"ref": unet["ref"], "revision": unet["revision"]}
