@@ -118,8 +118,11 @@ def test_a_role_whose_converted_clap_is_not_on_the_hub_is_skipped_with_the_way_t
     assert plan.notes == []  # said once, as the skip reason
 
 
-def test_tiny_set_is_all_local(tiny_cache_env):
-    plan = plan_downloads("tiny", lister=fake_lister)
+def test_tiny_set_is_all_local_and_needs_no_hub(tiny_cache_env, monkeypatch):
+    from foleykit import model_download
+
+    monkeypatch.setattr(model_download, "_require_hub", lambda: pytest.fail("the hub was asked for"))
+    plan = plan_downloads("tiny")
     assert plan.roles == [] and plan.notes == []
     assert all(why.startswith("local folder") or role == "mapper" for role, why in plan.skipped)
 

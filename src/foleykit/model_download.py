@@ -120,7 +120,7 @@ class DownloadPlan:
             rev = f"@{r.commit[:10]}" if r.commit else (f"@{r.revision}" if r.revision else "")
             out.append(f"{r.role:<12} {r.repo}{rev}  [{where}]  {len(r.files)} files, {format_size(r.size)}")
         out.append(f"{'total':<12} {self.num_files} files, {format_size(self.size)}")
-        out += [f"skipped {role}: {why}" for role, why in self.skipped]
+        out += [f"{role:<12} nothing to fetch: {why}" for role, why in self.skipped]
         out += [f"note: {n}" for n in self.notes]
         return out
 
@@ -199,9 +199,14 @@ def plan_downloads(
     if unknown:
         raise InputError(f"model set {ms.name!r} has no role {', '.join(map(repr, unknown))}; "
                          f"its roles: {', '.join(available)}")
-    if lister is None:
-        _require_hub()
-        lister = hub_listing
+    if lister is None:  # the hub is needed only once a role has to be listed (tiny needs nothing)
+        checked: list[bool] = []
+
+        def lister(repo: str, revision: str | None) -> tuple[str | None, list[PlannedFile]]:
+            if not checked:
+                _require_hub()
+                checked.append(True)
+            return hub_listing(repo, revision)
     plan = DownloadPlan(roles=[])
     for role in wanted:
         ref = available[role]
@@ -216,6 +221,8 @@ def plan_downloads(
         revision = (revisions or {}).get(role)
         try:
             commit, listing = lister(str(ref), revision)
+        except ModelNotAvailableError:
+            raise
         except Exception as exc:  # missing repo, revision, network: one line
             raise ModelNotAvailableError(f"could not list the files of {ref} for the {role} role "
                                          f"({type(exc).__name__}: {exc})") from None
