@@ -22,7 +22,8 @@ LAYER = {
     "encoders": 2, "generator": 2,
     "modules": 3, "model_sets": 3,  # model_sets builds the tiny stand-ins of encoders, generator and modules
     "pipelines": 4, "training": 4, "evaluation": 4,
-    "api": 5, "__init__": 5,  # the package's own __init__ is the API facade (foleykit.generate, ...)
+    "api": 5, "__init__": 5,
+    "model_check": 5,  # loads encoders, the generator and pipeline bundles of a model set (foleykit models check)  # the package's own __init__ is the API facade (foleykit.generate, ...)
     "distributed": 6, "app": 6,
     "cli": 7,
 }

@@ -75,7 +75,7 @@ def test_parallel_first_loads_of_all_methods_succeed_and_share_components(tiny_m
     assert mapper.clap is objects.clap is sources.clap
     assert objects.clip is sources.clip and mapper.clip is not objects.clip
     roles = sorted(k[0] for k in components.loaded())
-    assert roles == ["audioldm", "clap", "clip", "clip"]
+    assert roles == ["audioldm", "clip", "clip", "generator_clap"]
 
     # ... and they generate: a request on each method works after the parallel loads.
     from PIL import Image

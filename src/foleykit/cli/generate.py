@@ -39,7 +39,7 @@ def generate(
     candidates: Candidates = 1,
     frames: Annotated[Optional[int], typer.Option(help="Video frames per 10 s window: mapper averages them (default 16), sources aggregates them (default 64).")] = None,
     device: Device = "auto",
-    dtype: Dtype = None,
+    dtype: Dtype = "auto",
     overwrite: OverwriteOutput = False,
     quiet: Quiet = False,
     click: Annotated[Optional[list[str]], typer.Option("--click", help="objects: an object at pixel X,Y (repeatable).")] = None,

@@ -14,7 +14,9 @@ import typer
 
 Models = Annotated[Optional[str], typer.Option(help="Model set: default | tiny | DIR (env FOLEYKIT_MODELS).")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | mps")]
-Dtype = Annotated[Optional[str], typer.Option(help="float32 | float16 | bfloat16 (default: fp16 on CUDA, else fp32).")]
+Dtype = Annotated[str, typer.Option(
+    help="auto | float32 | bfloat16 | float16. auto: bfloat16 on CPUs with native bf16 (avx512_bf16 or AMX), "
+         "float32 on other CPUs, float16 on CUDA. The sidecar records the dtype used.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 OverwriteOutput = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")]
 Mapper = Annotated[Optional[str], typer.Option(help="Trained V2A-Mapper folder (foleykit train mapper).")]

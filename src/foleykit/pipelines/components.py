@@ -53,10 +53,13 @@ def clip(ref: str, device, dtype):
     return shared("clip", ref, device, dtype, ClipEncoder.from_pretrained)
 
 
-def clap(ref: str, device, dtype):
-    from ..encoders.clap import ClapEncoder
+def generator_clap(generator_ref: str, clap_ref: str | None, device, dtype):
+    """The generator's own CLAP (its text tower + AudioLDM's audio tower), shared like the generator."""
+    from ..encoders.generator_clap import GeneratorClap
 
-    return shared("clap", ref, device, dtype, ClapEncoder.from_pretrained)
+    gen = generator(generator_ref, device, dtype)
+    return shared("generator_clap", f"{generator_ref}+{clap_ref}", device, dtype,
+                  lambda _ref, **_: GeneratorClap.for_generator(gen, clap_ref))
 
 
 def generator(ref: str, device, dtype):

@@ -16,7 +16,7 @@ import torch
 from PIL import Image
 
 from ..devices import resolve_device, resolve_dtype
-from ..encoders.clap import ClapEncoder
+from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..errors import InputError
 from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
@@ -85,7 +85,7 @@ def check_input(source: str | Path | Image.Image, duration_s: float | None = Non
 class MapperPipeline:
     """Image/video to audio with V2A-Mapper (or the zero-shot bridge when no mapper is trained)."""
 
-    def __init__(self, clip: ClipEncoder, mapper, generator: AudioLDMGenerator, clap: ClapEncoder | None = None,
+    def __init__(self, clip: ClipEncoder, mapper, generator: AudioLDMGenerator, clap: GeneratorClap | None = None,
                  *, model_set: ModelSet | None = None, mapper_ref: str | None = None) -> None:
         self.mapper_ref = mapper_ref
         self.clip = clip
@@ -114,8 +114,8 @@ class MapperPipeline:
         from . import components  # one CLIP, CLAP and generator per process, shared by every method
 
         clip = components.clip(ms.clip_mapper, dev, dt)
-        clap = components.clap(ms.clap, dev, dt)
         gen = components.generator(ms.audioldm, dev, dt)
+        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
         mapper_ref = mapper or ms.mapper
         if mapper_ref:
             from ..modules.mapper import V2AMapper
@@ -242,10 +242,12 @@ class MapperPipeline:
 
     def models_record(self) -> dict:
         rec = {}
-        for role, enc in (("clip", self.clip), ("clap", self.clap), ("audioldm", self.generator)):
+        for role, enc in (("clip", self.clip), ("audioldm", self.generator)):
             src = getattr(enc, "loaded_from", None)
             if src is not None:
                 rec[role] = {"ref": src.ref, "revision": src.revision}
+        if self.clap is not None:
+            rec["clap"] = self.clap.record()
         if self.model_set is not None:
             rec["model_set"] = self.model_set.name
         return rec

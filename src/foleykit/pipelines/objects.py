@@ -47,7 +47,7 @@ import torch
 from PIL import Image
 
 from ..devices import resolve_device, resolve_dtype
-from ..encoders.clap import ClapEncoder
+from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.segmenter import Segmenter, image_key
 from ..errors import InputError, ModelNotAvailableError, OutputError
@@ -237,7 +237,7 @@ class ObjectsPipeline:
     def __init__(
         self,
         clip: ClipEncoder,
-        clap: ClapEncoder,
+        clap: GeneratorClap,
         grounding: GroundingModule,
         generator: AudioLDMGenerator,
         *,
@@ -294,8 +294,8 @@ class ObjectsPipeline:
         from . import components  # one CLIP, CLAP and generator per process, shared by every method
 
         clip = components.clip(ms.clip, dev, dt)
-        clap = components.clap(ms.clap, dev, dt)
         gen = components.generator(ms.audioldm, dev, dt)
+        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
         ref = grounding or ms.extra.get("grounding")
         if ref:
             path = Path(ref).expanduser()
@@ -599,11 +599,12 @@ class ObjectsPipeline:
 
     def models_record(self) -> dict:
         rec = {}
-        for role, enc in (("clip", self.clip), ("clap", self.clap), ("audioldm", self.generator),
+        for role, enc in (("clip", self.clip), ("audioldm", self.generator),
                           ("sam", self._segmenter)):
             src = getattr(enc, "loaded_from", None)
             if src is not None:
                 rec[role] = {"ref": src.ref, "revision": src.revision}
+        rec["clap"] = self.clap.record()
         unet = self.grounding_record.get("unet")
         if unet:  # the fine-tuned UNet from the grounding folder replaced the model set's
             rec["audioldm_unet"] = {"ref": unet["ref"], "revision": unet["revision"]}

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..devices import resolve_device, resolve_dtype
-from ..encoders.clap import ClapEncoder
+from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.detector import (
     DEFAULT_MAX_DETECTIONS,
@@ -400,7 +400,7 @@ class SourcesPipeline:
     def __init__(
         self,
         clip: ClipEncoder,
-        clap: ClapEncoder,
+        clap: GeneratorClap,
         generator: AudioLDMGenerator,
         ss2a: SS2ABundle,
         *,
@@ -449,8 +449,8 @@ class SourcesPipeline:
         from . import components  # one CLIP, CLAP and generator per process, shared by every method
 
         clip = components.clip(ms.clip, dev, dt)
-        clap = components.clap(ms.clap, dev, dt)
         gen = components.generator(ms.audioldm, dev, dt)
+        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
         bundle = load_ss2a(ss2a if ss2a is not None else ms.extra.get("ss2a"))
         pipe = cls(clip, clap, gen, bundle, detector_ref=ms.extra.get("detector"), prior_ref=ms.extra.get("prior"),
                    model_set=ms)
@@ -956,11 +956,12 @@ class SourcesPipeline:
 
     def models_record(self) -> dict:
         rec = {}
-        for role, enc in (("clip", self.clip), ("clap", self.clap), ("audioldm", self.generator),
+        for role, enc in (("clip", self.clip), ("audioldm", self.generator),
                           ("detector", self._detector), ("prior", self._prior)):
             src = getattr(enc, "loaded_from", None)
             if src is not None:
                 rec[role] = {"ref": src.ref, "revision": src.revision}
+        rec["clap"] = self.clap.record()
         if self.model_set is not None:
             rec["model_set"] = self.model_set.name
         return rec
