@@ -752,7 +752,8 @@ class SourcesPipeline:
         if report:
             report(0.15, "mixing sources")
         sources = visual + text_sources + audio_sources
-        single_image = len(img_list) == 1
+        # Released weights: an image with texts or audios is the released multimodal layout (srcs_to_audio).
+        single_image = len(img_list) == 1 and not (self.ss2a.released_tokens and (text_sources or audio_sources))
         mix_clap, tracks, cm = self._mix(sources, single_image=single_image, seed=seed,
                                          cycle=(cycle_rounds, cycle_samples, var_samples, criterion))
         notes += _cycle_mix_notes(sources, single_image, criterion, [cm["criterion_used"]])
