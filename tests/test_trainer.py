@@ -169,6 +169,13 @@ def test_grounding_through_the_tiny_unet(tmp_path, tiny_models_dir):
     assert res.global_step == 2 and (res.final_dir / "unet" / "config.json").is_file()
     after = res.module.unet.state_dict()
     assert any(not torch.equal(after[k], unet_before[k]) for k in after)  # fine-tuned jointly
+    # Dropped conditions train the branch inference uses: the null condition is the generator's CLAP("").
+    from foleykit.generator.pipeline import AudioLDMGenerator
+
+    from foleykit.model_sets import resolve_model_set
+
+    generator = AudioLDMGenerator.from_pretrained(resolve_model_set(str(tiny_models_dir)).audioldm, device="cpu")
+    torch.testing.assert_close(res.module.model.null_cond, generator.unconditional_embedding(), rtol=0, atol=1e-6)
 
 
 def test_paper_run_files():

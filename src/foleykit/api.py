@@ -376,8 +376,15 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
                       cycle_samples, criterion, levels) -> GenerateResult:
     """``generate`` for method ``sources``: the mix (or stereo mix) to ``output``, per-source stems to ``stems``."""
     from .pipelines.objects import check_stems_dir
-    from .pipelines.sources import (DEFAULT_CYCLE_ROUNDS, DEFAULT_CYCLE_SAMPLES, DEFAULT_MAX_DETECTIONS,
-                                    DEFAULT_THRESHOLD, parse_source_box, parse_weighted_items, write_sources_outputs)
+    from .pipelines.sources import (
+        DEFAULT_CYCLE_ROUNDS,
+        DEFAULT_CYCLE_SAMPLES,
+        DEFAULT_MAX_DETECTIONS,
+        DEFAULT_THRESHOLD,
+        parse_source_box,
+        parse_weighted_items,
+        write_sources_outputs,
+    )
 
     if clicks or maps:
         raise InputError("clicks and maps need method 'objects'; method 'sources' takes --box, --mask, --text, --audio")
@@ -437,3 +444,93 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
         if notes:
             result.mix.record.setdefault("notes", []).extend(notes)
     return GenerateResult(sound=result.mix, seed=result.seed, outputs=outputs, sidecar=sidecar)
+
+
+def train(task: str, data=None, output: str | Path | None = None, *, run_file: str | None = None,
+          model: dict | None = None, options: dict | None = None, trainer: dict | None = None, val_data=None,
+          seed: int | None = None, device: str = "auto", manifold: str | Path | None = None,
+          models: str | None = None, settings: list[str] | tuple[str, ...] = (), resume: bool = True,
+          overwrite: bool = False, progress: bool = True):
+    """Train one of foleykit's learnable modules on the accelerate trainer: what ``foleykit train TASK`` runs.
+
+    ``task``: mapper | manifold | remixer | temporal | grounding. The run starts from the task's paper
+    settings (``configs/<DEFAULT_RUN_FILES[task]>.yaml``, or ``run_file``), then takes the arguments given,
+    then ``settings`` (``"key.path=value"`` strings, like ``--set``; last wins).
+
+    ``data`` / ``val_data``: an extraction folder, a ``.safetensors``/``.pt``/``.npz`` file of named tensors,
+    or a dict of tensors (the batch keys of the task, e.g. ``{"clip": ..., "clap": ...}``); no
+    ``val_data`` holds out ``trainer["val_fraction"]`` of ``data``. ``output``: the run folder
+    (checkpoints, metrics.jsonl, the trained model). ``model`` / ``options`` / ``trainer``: entries of the
+    run file's sections to set (``None`` sets null, e.g. "take this size from the data";
+    ``trainer={"optimizer": {"lr": 1e-3}}`` keeps the other optimizer settings).
+    ``seed``: None keeps the run file's (so a rerun resumes), -1 draws one; ``result.seed`` is the one used.
+    ``device``: auto | cpu | cuda | mps. ``manifold`` (remixer): a trained manifold folder that computes
+    the source codes the data lacks; ``models`` (grounding): the model set whose AudioLDM UNet is trained.
+    ``resume``: continue from the run folder's newest checkpoint; ``overwrite``: discard a previous run there.
+
+    Returns the trainer's result: ``.model`` the trained module, ``.history`` per-epoch metrics,
+    ``.final_dir``, ``.seed``.
+    """
+    from .training.accelerate_config import (
+        DEFAULT_RUN_FILES,
+        apply_overrides,
+        find_config,
+        read_config_file,
+        run_training,
+        set_values,
+    )
+
+    if task not in DEFAULT_RUN_FILES:
+        raise InputError(f"unknown task {task!r}; choose one of {', '.join(DEFAULT_RUN_FILES)}")
+    name = run_file or DEFAULT_RUN_FILES[task]
+    cfg = read_config_file(find_config(name))
+    if cfg.get("task") != task:
+        raise InputError(f"run file {name} is for task {cfg.get('task')!r}, not {task!r}")
+    if seed is not None and seed < 0:
+        from .seeding import resolve_seed
+
+        seed = resolve_seed(None)
+    model = dict(model or {})
+    if task == "mapper" and "kind" in model and "depth" not in model \
+            and model["kind"] != (cfg.get("model") or {}).get("kind"):
+        model["depth"] = None  # the run file's depth is for its kind: take the paper's best for this one
+    values: dict = {f"model.{k}": v for k, v in model.items()}
+    values.update({f"options.{k}": v for k, v in (options or {}).items()})
+    values.update(_dotted("trainer", trainer or {}))
+    given = {"trainer.output_dir": output, "trainer.seed": seed, "data.manifold": manifold, "models": models}
+    values.update({k: v for k, v in given.items() if v is not None})
+    values.update(_device_settings(device))
+    cfg = apply_overrides(set_values(cfg, values), list(settings))
+    for key, source in (("train", data), ("val", val_data)):  # after the copies above: tensors are not copied
+        if source is not None:
+            cfg.setdefault("data", {})[key] = source if isinstance(source, dict) else str(source)
+    return run_training(cfg, progress=progress, resume="auto" if resume else None, overwrite=overwrite)
+
+
+def _dotted(prefix: str, values: dict) -> dict:
+    """{"optimizer": {"lr": 1}} under "trainer" → {"trainer.optimizer.lr": 1}: nested sections update, not replace."""
+    out = {}
+    for k, v in values.items():
+        if isinstance(v, dict):
+            out.update(_dotted(f"{prefix}.{k}", v))
+        else:
+            out[f"{prefix}.{k}"] = v
+    return out
+
+
+def _device_settings(device: str) -> dict:
+    """The trainer setting for ``device`` (accelerate picks the accelerator itself unless told cpu)."""
+    if device == "auto":
+        return {}
+    if device == "cpu":
+        return {"trainer.cpu": True}
+    import torch
+
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InputError("--device mps: no MPS device is available")
+    if device not in ("cuda", "mps"):
+        raise InputError(f"--device must be auto, cpu, cuda or mps, got {device!r}")
+    return {}
+
