@@ -68,6 +68,10 @@ def generate(
     cycle_rounds: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix rounds (default 4).")] = None,
     cycle_samples: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix candidates per round (default 16).")] = None,
     criterion: Annotated[str, typer.Option(help="sources: Cycle Mix selection, spread (released) | relevance.")] = "spread",
+    route: Annotated[str, typer.Option(help="objects/sources: auto (trained or released module when given or in the model set, else training-free) | trained | released (sources: --ss2a ssv2a.pth) | training-free.")] = "auto",
+    vocabulary: Annotated[Optional[str], typer.Option(help="training-free route: the bridge's vocabulary, sounds (AudioSet + VGGSound, default) | objects | a text file (one name per line).")] = None,
+    bridge_top_k: Annotated[Optional[int], typer.Option(help="training-free route: vocabulary words mixed per source (default 3).")] = None,
+    bridge_temperature: Annotated[Optional[float], typer.Option(help="training-free route: softmax temperature over the words' CLIP similarities (default 0.01).")] = None,
 ) -> None:
     """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds)."""
     from .api import generate as api_generate
@@ -85,7 +89,8 @@ def generate(
         audios=[str(a) for a in audio or []], images=[str(i) for i in image or []], masks=list(mask or []),
         stereo=stereo, text_mode=text_mode, ss2a=ss2a, detect=detect, threshold=threshold,
         max_detections=max_detections, detector_size=detector_size, max_sources=max_sources,
-        cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion,
+        cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion, route=route,
+        vocabulary=vocabulary, bridge_top_k=bridge_top_k, bridge_temperature=bridge_temperature,
     )
     for path in res.outputs:
         typer.echo(f"wrote {path} ({res.sound.duration_s:.2f} s, {res.sound.sample_rate} Hz)")
@@ -93,6 +98,8 @@ def generate(
         typer.echo(f"wrote {res.sidecar}")
     for note in res.sound.record.get("notes", []):
         typer.echo(f"note: {note}", err=True)
+    if res.sound.record.get("route"):
+        typer.echo(f"route: {res.sound.record['route']['name']} ({res.sound.record['route']['why']})")
     typer.echo(f"seed: {res.seed}")
 
 

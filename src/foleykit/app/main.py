@@ -341,8 +341,12 @@ class _App:
                 silent.unlink(missing_ok=True)
             downloads.append(str(mp4))
             status = f"Done: {sound.duration_s:.2f} s at {sound.sample_rate} Hz, seed {sound.seed}."
-            if method == "objects" and not result.record["grounding"].get("trained", False):
-                status += " Note: no trained grounding module is loaded, so the sound is not meaningful."
+            route = (getattr(sound, "record", None) or {}).get("route")
+            if route:  # objects, sources: trained / released / training-free (pipelines/training_free.py)
+                status += f" Route: {route['name']} ({route['why']})."
+            if method == "objects" and route and route["name"] == "trained" \
+                    and not result.record["grounding"].get("trained", False):
+                status += " Note: the grounding module was never trained, so the sound is not meaningful."
             for n in notes:
                 status += f"\n\nNote: {n}"
             return gr.update(value=str(blend)), downloads, status

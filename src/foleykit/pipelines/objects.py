@@ -541,7 +541,7 @@ class ObjectsPipeline:
             "method": "objects",
             "input_kind": source_kind,
             "route": route_record(self.route, self.route_why,
-                                  self.free.bridge(bridge) if self.free is not None else None),
+                                  self.free.bridge(bridge) if self.free is not None else None, bridge),
             "grounding": dict(self.grounding_record) if self.grounding is not None else None,
             "objects": [o.to_record() for o in plan.objects],
             "blend": {

@@ -240,6 +240,7 @@ class SourcesResult:
     record: dict
     sources: list[SoundSource] = field(default_factory=list)
     mono_mix: SoundResult | None = None
+    condition: torch.Tensor | None = None  # [512] the mix's CLAP condition (images)
 
     @property
     def seed(self) -> int:
@@ -806,7 +807,7 @@ class SourcesPipeline:
         if report:
             report(1.0, "done")
         return SourcesResult(mix=mix, stems=stem_results, record=record, sources=sources,
-                             mono_mix=mono if stereo else None)
+                             mono_mix=mono if stereo else None, condition=mix_clap)
 
     # -- mixing ------------------------------------------------------------------------------------
     def _slots(self, sources: Sequence[SoundSource], single_image: bool):
@@ -965,7 +966,7 @@ class SourcesPipeline:
             "method": "sources",
             "input_kind": kind,
             "route": route_record(self.route, self.route_why,
-                                  self.free.bridge(bridge) if self.free is not None else None),
+                                  self.free.bridge(bridge) if self.free is not None else None, bridge),
             "sources": [s.to_record() for s in sources],
             "slot_layout": "slot 0 = the image's global source (feedback slot)" if single_image
             else "slot 0 = empty feedback slot; every image's global source has its own slot",

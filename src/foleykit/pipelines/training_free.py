@@ -102,6 +102,7 @@ def choose_route(method: str, route: str | None, given: str | os.PathLike | None
         raise InputError(f"route must be one of {', '.join(ROUTES)}, got {route!r}")
     flag = "--ss2a" if method == "sources" else "--grounding"
     what = "SS2A weights" if method == "sources" else "a grounding module"
+    none = "no SS2A weights" if method == "sources" else "no grounding module"
     ref = str(given) if given is not None else role
     if route == TRAINING_FREE:
         if given is not None:
@@ -109,7 +110,7 @@ def choose_route(method: str, route: str | None, given: str | os.PathLike | None
         return TRAINING_FREE, None, "asked for (--route training-free)"
     if route == "auto":
         if ref is None:
-            return TRAINING_FREE, None, f"no {what} given ({flag}) and none in the model set"
+            return TRAINING_FREE, None, f"{none} given ({flag}) and none in the model set"
         kind = "released" if method == "sources" and is_released_ss2a(ref) else "trained"
         return kind, ref, f"{what} {'given' if given is not None else 'in the model set'}"
     if route == "released":
@@ -132,14 +133,16 @@ def choose_route(method: str, route: str | None, given: str | os.PathLike | None
     return "trained", ref, "asked for (--route trained)"
 
 
-def route_record(route: str, why: str, bridge: ZeroShotBridge | None = None) -> dict:
+def route_record(route: str, why: str, bridge: ZeroShotBridge | None = None,
+                 settings: BridgeSettings | None = None) -> dict:
+    """The sidecar's ``route``: its name, why it ran and (training-free) the bridge with this call's settings."""
     rec: dict = {"name": route, "why": why}
     if route == TRAINING_FREE:
         rec["how"] = ("each source's own CLAP vector: images and regions through CLIP ViT-L/14 and the zero-shot "
                       "bridge, texts through the CLAP text tower, audios through the CLAP audio tower; no trained "
                       "module")
         if bridge is not None:
-            rec["bridge"] = bridge.record()
+            rec["bridge"] = bridge.record(settings)
     return rec
 
 

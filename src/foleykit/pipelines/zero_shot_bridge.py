@@ -225,7 +225,11 @@ class ZeroShotBridge:
         clap = self._clap_text.to(clip_embeds.device)[idx]  # [B, k, clap_dim]
         return F.normalize((weights[..., None] * clap).sum(1), dim=-1)
 
-    def record(self) -> dict:
-        return {"kind": self.kind, **self.settings.to_record(), "vocabulary": self.vocabulary_name,
+    def record(self, settings: BridgeSettings | None = None) -> dict:
+        """Vocabulary, prompts and embeddings' provenance; ``top_k``/``temperature`` of ``settings`` (a call's)
+        when given, else the bridge's own."""
+        s = self.settings if settings is None else settings
+        rec = {**self.settings.to_record(), "top_k": s.top_k, "temperature": s.temperature}
+        return {"kind": self.kind, **rec, "vocabulary": self.vocabulary_name,
                 "vocabulary_size": len(self.vocabulary), "vocabulary_hash": vocabulary_hash(self.vocabulary),
                 "embeddings": dict(self.cache)}
