@@ -320,14 +320,15 @@ def test_the_mix_is_the_weighted_sum_and_a_text_source_pulls_it_toward_its_vecto
 
 
 def test_cut_out_puts_the_object_on_grey_and_letterboxes_it():
-    from foleykit.pipelines.training_free import cut_out
+    from foleykit.io.image import cut_out
+    from foleykit.pipelines.training_free import NEUTRAL_GREY
 
     arr = np.full((40, 60, 3), 200, np.uint8)
     arr[10:20, 5:45] = (10, 20, 30)
     mask = np.zeros((40, 60), bool)
     mask[10:20, 5:45] = True
     mask[10, 5] = False  # a corner outside the object, inside its box
-    crop, box = cut_out(Image.fromarray(arr), mask)
+    crop, box = cut_out(Image.fromarray(arr), mask, NEUTRAL_GREY)
     assert box == (5.0, 10.0, 45.0, 20.0) and crop.size == (40, 40)
     c = np.asarray(crop)
     top = (40 - 10) // 2  # the 40x10 cut-out is centred on a 40x40 square
@@ -367,10 +368,11 @@ def test_clicked_objects_take_the_training_free_route(objects, setup, tmp_path):
     assert (a.cond - b.cond).norm() > 1e-4
     assert not np.allclose(r.objects[0].waveform, r.objects[1].waveform)
     # Each click's vector is the bridge's vector for its cut-out (object on grey, letterboxed).
-    from foleykit.pipelines.training_free import cut_out
+    from foleykit.io.image import cut_out
+    from foleykit.pipelines.training_free import NEUTRAL_GREY
 
     for o in (a, b):
-        crop, _ = cut_out(img, o.mask)
+        crop, _ = cut_out(img, o.mask, NEUTRAL_GREY)
         assert np.array_equal(np.asarray(crop), np.asarray(o.crop))
         expected = _bridge_by_hand(setup, objects.clip.embed_images([crop], normalize=True)[0].cpu())
         assert torch.allclose(o.cond, expected, atol=1e-5)

@@ -81,7 +81,7 @@ from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
 from ..generator.pipeline import AudioLDMGenerator
 from ..generator.presets import get_preset
 from ..io.audio import SILENCE_PEAK, load_audio
-from ..io.image import crop_box, letterbox, load_image
+from ..io.image import crop_box, cut_out, load_image
 from ..model_sets import ModelSet, resolve_model_set
 from ..modules.cycle_mix import CRITERIA, cycle_mix, manifold_codes, pack_sources, stack_slots
 from ..seeding import make_generator, resolve_seed
@@ -268,11 +268,7 @@ _crop_box = crop_box
 
 
 def _mask_region(img: Image.Image, mask: np.ndarray) -> tuple[Image.Image, tuple[float, float, float, float]]:
-    ys, xs = np.nonzero(mask)
-    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
-    arr = np.asarray(img).copy()
-    arr[~mask] = 0  # released SS2A: the image multiplied by the mask
-    return letterbox(Image.fromarray(arr[y0:y1, x0:x1])), (float(x0), float(y0), float(x1), float(y1))
+    return cut_out(img, mask, background=(0, 0, 0))  # released SS2A: the image multiplied by the mask
 
 
 #: Mask files whose compression noise would turn black pixels nonzero.

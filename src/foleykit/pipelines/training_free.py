@@ -42,13 +42,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
 
 from ..errors import InputError
-from ..io.image import letterbox
+from ..io.image import cut_out
 from ..modules.cycle_mix import CRITERIA, CycleMixResult, score_candidates
 from ..seeding import make_generator
 from .zero_shot_bridge import BridgeSettings, ZeroShotBridge
@@ -60,7 +59,6 @@ __all__ = [
     "MixResult",
     "TrainingFree",
     "choose_route",
-    "cut_out",
     "generator_clap",
     "is_released_ss2a",
     "mix_vectors",
@@ -200,16 +198,6 @@ def mix_vectors(vectors: torch.Tensor, weights: Sequence[float] | torch.Tensor, 
 # ---------------------------------------------------------------------- per-source vectors
 
 
-def cut_out(image: Image.Image, mask: np.ndarray, background: tuple[int, int, int] = NEUTRAL_GREY
-            ) -> tuple[Image.Image, tuple[float, float, float, float]]:
-    """The masked object on a neutral background, cropped to its box and letterboxed; and that box."""
-    ys, xs = np.nonzero(mask)
-    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
-    arr = np.asarray(image.convert("RGB")).copy()
-    arr[~mask.astype(bool)] = background
-    return letterbox(Image.fromarray(arr[y0:y1, x0:x1])), (float(x0), float(y0), float(x1), float(y1))
-
-
 class TrainingFree:
     """The training-free route's state: the CLIP encoder, the generator CLAP and the bridges (one per
     vocabulary and prompt pair, built on first use and then reused; safe under concurrent calls)."""
@@ -321,7 +309,7 @@ class TrainingFree:
                 label = f"{kind} {len(objects) + 1}"
                 if not mask.any():
                     raise InputError(f"{label}: SAM found no object there; click on (or box) a visible object")
-                crop, bbox = cut_out(img, mask)
+                crop, bbox = cut_out(img, mask, NEUTRAL_GREY)
                 crops.append(crop)
                 objects.append(SelectedObject(len(objects) + 1, kind, tuple(prompt), None, torch.zeros(0), None,
                                               mask=mask, sam_score=score, crop=crop,
