@@ -415,3 +415,22 @@ def test_objects_cli_routes_and_bad_input_are_one_line(public_set, tmp_path, cap
     side = json.loads((tmp_path / "o.wav.json").read_text())
     assert side["route"]["bridge"]["vocabulary"] == "objects" and side["route"]["bridge"]["top_k"] == 2
     assert len(side["objects"][0]["bridge_words"]) == 2
+
+
+def test_a_video_takes_the_training_free_route_frame_by_frame(sources, tmp_path):
+    import av
+
+    video = tmp_path / "clip.mp4"
+    with av.open(str(video), "w") as out:
+        vs = out.add_stream("libx264", rate=10)
+        vs.width, vs.height, vs.pix_fmt = 64, 48, "yuv420p"
+        for i in range(10):
+            frame = np.full((48, 64, 3), (i * 25) % 255, dtype=np.uint8)
+            for pkt in vs.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                out.mux(pkt)
+        for pkt in vs.encode():
+            out.mux(pkt)
+    r = sources(video, texts=["rain"], detect=False, frames=3, num_inference_steps=1, seed=1, progress=False)
+    assert r.record["route"]["name"] == "training-free" and r.record["ss2a"] is None
+    assert r.record["video"]["aggregation"].startswith("mean of per-frame training-free mixes")
+    assert r.mix.waveform.shape == (16000,) and np.isfinite(r.mix.waveform).all()

@@ -365,6 +365,14 @@ class ObjectsPipeline:
                 self._patch_cache.popitem(last=False)
             return emb
 
+    def segment_prompts(self, img: Image.Image, clicks, boxes) -> list[tuple[str, tuple, np.ndarray, float]]:
+        """SAM masks of the clicks, then the boxes: (kind, prompt, H×W bool mask, SAM score) each."""
+        seg = self.segmenter
+        seg.set_image(img)
+        res = seg.segment(points=clicks, boxes=boxes)
+        prompts = [("click", c) for c in clicks] + [("box", b) for b in boxes]
+        return [(kind, tuple(p), m, s) for (kind, p), m, s in zip(prompts, res.masks, res.scores)]
+
     def _stats(self) -> tuple[float, float] | None:
         if int(self.grounding.ref_attn_count) > 0:
             return self.grounding.reference_attention_stats()
@@ -428,11 +436,7 @@ class ObjectsPipeline:
         objects: list[SelectedObject] = []
         notes: list[str] = []
         if clicks or boxes:
-            seg = self.segmenter
-            seg.set_image(img)
-            res = seg.segment(points=clicks, boxes=boxes)
-            prompts = [("click", c) for c in clicks] + [("box", b) for b in boxes]
-            for (kind, prompt), mask, score in zip(prompts, res.masks, res.scores):
+            for kind, prompt, mask, score in self.segment_prompts(img, clicks, boxes):
                 obj_label = f"{kind} {len(objects) + 1}"
                 sel = self._selection(mask, obj_label)
                 weights = self._mask_weights(sel, stats)

@@ -301,11 +301,7 @@ class TrainingFree:
         self.bridge(settings)  # vocabulary and top_k checked before SAM runs
         crops, objects = [img], []
         if clicks or boxes:
-            seg = pipe.segmenter
-            seg.set_image(img)
-            res = seg.segment(points=clicks, boxes=boxes)
-            prompts = [("click", c) for c in clicks] + [("box", b) for b in boxes]
-            for (kind, prompt), mask, score in zip(prompts, res.masks, res.scores):
+            for kind, prompt, mask, score in pipe.segment_prompts(img, clicks, boxes):
                 label = f"{kind} {len(objects) + 1}"
                 if not mask.any():
                     raise InputError(f"{label}: SAM found no object there; click on (or box) a visible object")
