@@ -120,7 +120,10 @@ class _App:
     def preload(self) -> None:
         methods = available_methods()
         if "objects" in methods:
-            _ = self.pipeline("objects").segmenter
+            pipe = self.pipeline("objects")
+            _ = pipe.segmenter
+            if pipe.free is not None:  # training-free route: the bridge's vocabulary, embedded once (or read)
+                pipe.free.bridge()
 
     # -- sessions ----------------------------------------------------------------------------
     def _new_session(self) -> dict:

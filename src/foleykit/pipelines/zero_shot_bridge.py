@@ -108,8 +108,6 @@ def encoder_identity(encoder) -> str | None:
 
 _memory: dict[str, torch.Tensor] = {}
 _memory_lock = threading.Lock()
-#: Text-encoder batches run by :func:`cached_text_embeddings` (tests count them).
-forward_calls = [0]
 
 
 def _check_tokens(encoder, words: Sequence[str], what: str, source: str) -> None:
@@ -147,7 +145,6 @@ def cached_text_embeddings(encoder, words: Sequence[str], prompt: str, *, side: 
         except (OSError, KeyError, RuntimeError, ValueError):
             pass  # a damaged cache file is recomputed and replaced
     _check_tokens(encoder, words, side.upper(), source)
-    forward_calls[0] += 1
     emb = F.normalize(encoder.embed_texts([prompt.format(w) for w in words]).float(), dim=-1).cpu().contiguous()
     if identity is not None:
         with _memory_lock:
