@@ -9,6 +9,10 @@ condition → AudioLDM. Each selected object gets its own attention weights over
   variance → substituted for the softmax weights (the paper's test-time mask substitution);
 * a **text** → the grounding module's own learned attention for that CLAP text query.
 
+Without a grounding module (none is published) the **training-free route** runs instead
+(:mod:`foleykit.pipelines.training_free`): each clicked object is cut out on grey and bridged from CLIP
+to CLAP through a vocabulary of sounds; texts use the CLAP text tower.
+
 What comes out (:class:`ObjectsResult`): one sound per object, and a **blend**. "Blended in the
 scene's context" means here: a *single* diffusion pass conditioned on the union of all selected
 objects (clicks/boxes: union of their masks; texts: their attention normalised to a peak of 1; the

@@ -12,6 +12,11 @@ Perception → CMSS manifold → Remixer + Cycle Mix → AudioLDM, for any compo
   or, as a documented fallback, plain CLIP text embeddings (``text_mode="clip"``).
 * **audios**: CLAP audio embeddings (their Remixer token has v = 0, paper §Remixer).
 
+Routes: with SS2A weights (a trained bundle or the released checkpoint) the manifold and Remixer run as
+below; without them the **training-free route** runs instead (:mod:`foleykit.pipelines.training_free`:
+each source's own CLAP vector through CLIP and the zero-shot bridge, the weighted mix refined like
+Cycle Mix, stems from each source's vector). Perception, weights, stems, stereo and video are shared.
+
 Slots (:func:`~foleykit.modules.cycle_mix.pack_sources`): with one image, slot 0 holds its global
 CLIP (the released image-to-audio layout, and the Cycle Mix feedback slot); with several images or
 none, slot 0 is the empty feedback slot and every image's global source gets a slot of its own
