@@ -67,7 +67,7 @@ def build_encoders(smoke: bool, device: str):
     )
 
     from foleykit.encoders.loading import LoadedFrom
-    from foleykit.model_sets import byte_level_vocab, clip_vocab
+    from foleykit.encoders.tiny_vocab import byte_level_vocab, clip_vocab
 
     torch.manual_seed(0)
     clip_model = CLIPModel(CLIPConfig(

@@ -407,7 +407,7 @@ def test_objects_cli_routes_and_bad_input_are_one_line(public_set, tmp_path, cap
         with pytest.raises(SystemExit) as e:
             main(base + extra)
         err = capsys.readouterr().err.strip().splitlines()
-        assert e.value.code == 2 and len(err) == 1 and message in err[0], (extra, err)
+        assert e.value.code == 1 and len(err) == 1 and message in err[0], (extra, err)
         assert sorted(p.name for p in tmp_path.iterdir()) == ["empty-words.txt", "scene.png"]
     main(base + ["--click", "75,85", "--vocabulary", "objects", "--bridge-top-k", "2", "--seed", "1"])
     assert "route: training-free (no grounding module given (--grounding) and none in the model set)" \
