@@ -455,3 +455,13 @@ def test_benchmark_smoke(setup, capsys, monkeypatch):
     assert set(fractions) == {"route_no_detect_image_only", "route_no_detect_image_plus_text",
                               "route_no_detect_image_plus_3_regions_plus_text"}
     assert all(f > 0 for f in fractions.values())
+
+
+def test_the_mapper_without_weights_bridges_with_the_same_vocabulary(public_set):
+    from foleykit.api import load_pipeline
+
+    mapper = load_pipeline("mapper", str(public_set), None, "cpu", None)
+    r = mapper(_scene(), duration_s=DUR, num_inference_steps=1, seed=1, progress=False)
+    rec = r.record["mapper"]
+    assert rec["kind"] == "zero_shot_bridge" and rec["vocabulary"] == "sounds" and rec["vocabulary_size"] == 806
+    assert rec["clip_prompt"] == "a photo of {}" and rec["clap_prompt"] == "the sound of {}"
