@@ -658,10 +658,12 @@ class SourcesPipeline:
         if bridge is not None and self.free is None:
             raise InputError("bridge settings (vocabulary, top-k, temperature) apply to the training-free route only")
         bridge = (bridge or BridgeSettings()).check()
-        if self.free is not None:
-            self.free.bridge(bridge)  # vocabulary and top_k checked (and embedded once) before any perception
         report = progress if callable(progress) else None
         bars = bool(progress) and report is None
+        if self.free is not None:  # vocabulary and top_k checked (and embedded once per model) before perception
+            if report:
+                report(0.0, "sound vocabulary (embedded once per model, then read from the cache)")
+            self.free.bridge(bridge)
         texts = [(v.strip() if isinstance(v, str) else v, w) for v, w in (_split_weight(t) for t in texts)]
         audios = [_split_weight(a) for a in audios]
         boxes = [_split_weight(b) for b in boxes]
