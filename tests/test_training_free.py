@@ -176,15 +176,17 @@ def test_vocabulary_embeddings_are_cached_on_disk_and_reused(sources, tmp_path):
 
     zsb._memory.clear()
     calls = {"clip": 0, "clap": 0}
+    # The text towers' forward passes: CLIP's text features, the generator CLAP's text encoder.
+    towers = (("clip", sources.clip.model, "get_text_features"), ("clap", sources.clap.text_encoder, "forward"))
     originals = {}
-    for side, enc in (("clip", sources.clip), ("clap", sources.clap)):
-        originals[side] = enc.model.get_text_features
+    for side, module, name in towers:
+        originals[side] = getattr(module, name)
 
         def counting(*a, _side=side, **kw):
             calls[_side] += 1
             return originals[_side](*a, **kw)
 
-        enc.model.get_text_features = counting
+        setattr(module, name, counting)
     try:
         settings = BridgeSettings(vocabulary="objects")
         first = TrainingFree(sources.clip, sources.clap, cache_dir=tmp_path).bridge(settings)
@@ -200,8 +202,8 @@ def test_vocabulary_embeddings_are_cached_on_disk_and_reused(sources, tmp_path):
             BridgeSettings(vocabulary="objects", clap_prompt="{} noise"))
         assert calls["clip"] == before["clip"] and calls["clap"] > before["clap"]
     finally:
-        for side, enc in (("clip", sources.clip), ("clap", sources.clap)):
-            enc.model.get_text_features = originals[side]
+        for side, module, name in towers:
+            delattr(module, name) if name == "forward" else setattr(module, name, originals[side])
 
 
 # ---------------------------------------------------------------------- routes

@@ -17,6 +17,7 @@ from .options import (
     OverwriteOutput,
     Preset,
     Quiet,
+    Loudness,
     Steps,
 )
 
@@ -38,7 +39,7 @@ def generate(
     candidates: Candidates = 1,
     frames: Annotated[Optional[int], typer.Option(help="Video frames per 10 s window: mapper averages them (default 16), sources aggregates them (default 64).")] = None,
     device: Device = "auto",
-    dtype: Dtype = None,
+    dtype: Dtype = "auto",
     overwrite: OverwriteOutput = False,
     quiet: Quiet = False,
     click: Annotated[Optional[list[str]], typer.Option("--click", help="objects: an object at pixel X,Y (repeatable).")] = None,
@@ -63,12 +64,18 @@ def generate(
     cycle_rounds: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix rounds (default 4).")] = None,
     cycle_samples: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix candidates per round (default 16).")] = None,
     criterion: Annotated[str, typer.Option(help="sources: Cycle Mix selection, spread (released) | relevance.")] = "spread",
+    loudness: Loudness = None,
+    stems_relative: Annotated[bool, typer.Option("--stems-relative", help="objects/sources: level the stems by one common gain (the mix's), keeping their relative levels; default: each stem on its own.")] = False,
     route: Annotated[str, typer.Option(help="objects/sources: auto (the trained or released module when given or in the model set, else training-free) | trained | released (sources: --ss2a ssv2a.pth) | training-free.")] = "auto",
     vocabulary: Annotated[Optional[str], typer.Option(help="training-free route: the bridge's vocabulary, sounds (AudioSet + VGGSound, default) | objects | a text file (one name per line).")] = None,
     bridge_top_k: Annotated[Optional[int], typer.Option(help="training-free route: vocabulary words mixed per source (default 3).")] = None,
     bridge_temperature: Annotated[Optional[float], typer.Option(help="training-free route: softmax temperature over the words' CLIP similarities (default 0.01).")] = None,
 ) -> None:
-    """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds)."""
+    """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds).
+
+    Budget per request: at most 16 sources of all kinds together (--click, --box, --text, --audio,
+    --image, --mask), each text at most 300 characters.
+    """
     from ..api import generate as api_generate
 
     if method is None:
@@ -84,8 +91,9 @@ def generate(
         audios=[str(a) for a in audio or []], images=[str(i) for i in image or []], masks=list(mask or []),
         stereo=stereo, text_mode=text_mode, ss2a=ss2a, detect=detect, threshold=threshold,
         max_detections=max_detections, detector_size=detector_size, max_sources=max_sources,
-        cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion, route=route,
-        vocabulary=vocabulary, bridge_top_k=bridge_top_k, bridge_temperature=bridge_temperature,
+        cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion, loudness=loudness,
+        stems_relative=stems_relative, route=route, vocabulary=vocabulary, bridge_top_k=bridge_top_k,
+        bridge_temperature=bridge_temperature,
     )
     for path in res.outputs:
         typer.echo(f"wrote {path} ({res.sound.duration_s:.2f} s, {res.sound.sample_rate} Hz)")

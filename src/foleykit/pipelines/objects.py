@@ -51,7 +51,7 @@ import torch
 from PIL import Image
 
 from ..devices import resolve_device, resolve_dtype
-from ..encoders.clap import ClapEncoder
+from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.segmenter import Segmenter, image_key
 from ..errors import InputError, ModelNotAvailableError, OutputError
@@ -249,7 +249,7 @@ class ObjectsPipeline:
     def __init__(
         self,
         clip: ClipEncoder,
-        clap: ClapEncoder,
+        clap: GeneratorClap,
         grounding: GroundingModule | None,
         generator: AudioLDMGenerator,
         *,
@@ -312,9 +312,11 @@ class ObjectsPipeline:
         route_name, ref, why = choose_route("objects", route, grounding, ms.extra.get("grounding"))
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        clip = ClipEncoder.from_pretrained(ms.clip, device=dev, dtype=dt)
-        clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dt)
-        gen = AudioLDMGenerator.from_pretrained(ms.audioldm, device=dev, dtype=dt)
+        from . import components  # one CLIP, CLAP and generator per process, shared by every method
+
+        clip = components.clip(ms.clip, dev, dt)
+        gen = components.generator(ms.audioldm, dev, dt)
+        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
         if route_name == TRAINING_FREE:
             return cls(clip, clap, None, gen, sam_ref=ms.extra.get("sam"), model_set=ms, route=(route_name, why))
         path = Path(ref).expanduser()
@@ -328,7 +330,8 @@ class ObjectsPipeline:
         record = {"ref": str(path), "trained": trained}
         if not trained:
             record["note"] = "this grounding module recorded no attention statistics (never trained)"
-        record.update(_use_finetuned_unet(gen, g, path, ms))
+        gen, unet_record = _use_finetuned_unet(gen, g, path, ms)
+        record.update(unet_record)
         if float(g.null_cond.norm()) == 0:
             g.set_null_condition(gen.unconditional_embedding().cpu())
         g = g.to(device=dev).eval()
@@ -344,7 +347,9 @@ class ObjectsPipeline:
             if self._segmenter is None:
                 if not self.sam_ref:
                     raise ModelNotAvailableError("this model set has no 'sam' model: clicks and boxes need SAM")
-                self._segmenter = Segmenter.from_pretrained(self.sam_ref, device=self.clip.device, dtype=self.clip.dtype)
+                from . import components
+
+                self._segmenter = components.segmenter(self.sam_ref, self.clip.device, self.clip.dtype)
             return self._segmenter
 
     @property
@@ -371,9 +376,7 @@ class ObjectsPipeline:
 
     def segment_prompts(self, img: Image.Image, clicks, boxes) -> list[tuple[str, tuple, np.ndarray, float]]:
         """SAM masks of the clicks, then the boxes: (kind, prompt, H×W bool mask, SAM score) each."""
-        seg = self.segmenter
-        seg.set_image(img)
-        res = seg.segment(points=clicks, boxes=boxes)
+        res = self.segmenter.segment_image(img, points=clicks, boxes=boxes)
         prompts = [("click", c) for c in clicks] + [("box", b) for b in boxes]
         return [(kind, tuple(p), m, s) for (kind, p), m, s in zip(prompts, res.masks, res.scores)]
 
@@ -626,11 +629,12 @@ class ObjectsPipeline:
 
     def models_record(self) -> dict:
         rec = {}
-        for role, enc in (("clip", self.clip), ("clap", self.clap), ("audioldm", self.generator),
+        for role, enc in (("clip", self.clip), ("audioldm", self.generator),
                           ("sam", self._segmenter)):
             src = getattr(enc, "loaded_from", None)
             if src is not None:
                 rec[role] = {"ref": src.ref, "revision": src.revision}
+        rec["clap"] = self.clap.record()
         unet = self.grounding_record.get("unet")
         if unet:  # the fine-tuned UNet from the grounding folder replaced the model set's
             rec["audioldm_unet"] = {"ref": unet["ref"], "revision": unet["revision"]}
@@ -644,8 +648,10 @@ GROUNDING_UNET_SUBFOLDER = "unet"
 _UNET_MUST_MATCH = ("in_channels", "out_channels", "class_embed_type", "projection_class_embeddings_input_dim")
 
 
-def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path: Path, ms: ModelSet) -> dict:
-    """Swap the generator's UNet for ``path/unet`` when the grounding folder has one; the record entries.
+def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path: Path,
+                        ms: ModelSet) -> tuple[AudioLDMGenerator, dict]:
+    """The generator with the UNet of ``path/unet`` when the grounding folder has one (a copy: the shared
+    generator is left as it is), and the record entries.
 
     Loaded with the generator's dtype onto its device through :func:`load_pretrained` (the same path as
     every model). Refused when it cannot drive this model set's VAE or take the grounding's condition.
@@ -667,7 +673,7 @@ def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path
         if training.get("task") == "grounding" and options.get("finetune_unet", True):
             rec["unet_note"] = (f"{path} was trained with the UNet fine-tuned but holds no {GROUNDING_UNET_SUBFOLDER}/ "
                                 "sub-folder: the model set's (not fine-tuned) UNet was used")
-        return rec
+        return gen, rec
     try:
         unet, src = load_pretrained(UNet2DConditionModel, str(path), subfolder=GROUNDING_UNET_SUBFOLDER,
                                     torch_dtype=gen.dtype)
@@ -682,8 +688,8 @@ def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path
                 f"grounding {path}: its fine-tuned UNet has {key}={unet.config.get(key)!r}, but the model set "
                 f"{ms.name!r} and the grounding module need {expected!r}; train it from the same model set"
             )
-    gen.unet = to_device(unet, gen.device, gen.dtype)
-    return {"unet": {"ref": str(folder.resolve()), "revision": src.revision, "fine_tuned": True,
+    gen = gen.with_unet(to_device(unet, gen.device, gen.dtype))
+    return gen, {"unet": {"ref": str(folder.resolve()), "revision": src.revision, "fine_tuned": True,
                      "replaces": f"the UNet of {ms.audioldm}"}}
 
 
@@ -727,20 +733,26 @@ def write_objects_outputs(
     record: dict,
     stems_dir: str | os.PathLike | None = None,
     video_source: Path | None = None,
+    loudness: float | None = None,
+    stems_relative: bool = False,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Write the blend to ``out_path`` and the stems to ``stems_dir``, each with its JSON sidecar.
+    ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
 
     Everything is first written to staging files beside its target and only then renamed into place,
     so an error leaves no partial set of outputs. Returns (outputs, sidecars, notes).
     """
     from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
-    from ..io.outputs import write_sound
+    from ..io.outputs import level_outputs, write_sound
     from ..io.sidecar import sidecar_path, write_sidecar
 
     if out_path.suffix.lower() == ".mp4" and video_source is None:
         raise OutputError("an .mp4 output needs a video input")
     notes: list[str] = []
+    levels = level_outputs(result.waveform, [o.waveform for o in result.objects] if stems_dir is not None else [],
+                           result.sample_rate, loudness=loudness, stems_relative=stems_relative,
+                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
     stems: list[tuple[Path, ObjectSound]] = []
     stems_final = created = None
     if stems_dir is not None:
@@ -755,18 +767,21 @@ def write_objects_outputs(
     try:
         with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
             main_tmp = paths[1]
-            note = write_sound(main_tmp, result.waveform, result.sample_rate, video_source=video_source)
+            note = write_sound(main_tmp, levels.mix, result.sample_rate, video_source=video_source,
+                               normalize=levels.normalize)
             notes += [note] if note else []
             main_record = dict(record)
             main_record["output"] = {
                 "path": str(out_path.resolve()), "what": "blend", "sample_rate": result.sample_rate,
                 "duration_s": round(result.duration_s, 6), "channels": 1,
             }
+            if levels.record:
+                main_record["output"]["levels"] = levels.record
             if notes:
                 main_record["notes"] = list(main_record.get("notes", [])) + notes
             write_sidecar(main_tmp, main_record)  # = paths[0]
-            for (final, sound), tmp in zip(stems, paths[3::2]):
-                write_audio(tmp, sound.waveform, sound.sample_rate)
+            for (final, sound), tmp, wave in zip(stems, paths[3::2], levels.stems):
+                write_audio(tmp, wave, sound.sample_rate, normalize=levels.normalize)
                 rec = dict(record)
                 rec["object"] = sound.object.to_record()
                 rec["output"] = {"path": str(final.resolve()), "what": f"stem: {sound.object.label}",

@@ -5,7 +5,9 @@ The image (or crop) is scored against CLIP text embeddings of a vocabulary of so
 (``clip_prompt``, default ``"a photo of {}"``); the ``top_k`` best words are weighted by a softmax of
 their cosine similarities over ``temperature`` (0.01 = CLIP's own logit scale of 100), and their
 CLAP text embeddings (``clap_prompt``, default ``"the sound of {}"``) are averaged with those
-weights and renormalised. It is coarser than a trained mapper but needs no training data.
+weights and renormalised. The CLAP side is the generator's own text tower
+(:class:`~foleykit.encoders.generator_clap.GeneratorClap`): the space AudioLDM was trained on. It is
+coarser than a trained mapper but needs no training data.
 
 Vocabulary (:mod:`foleykit.vocabulary`): by default the 527 AudioSet and 309 VGGSound classes,
 deduplicated (806 names); ``objects`` (the detector's 126 visible things) or a text file, one name
@@ -98,11 +100,12 @@ def encoder_identity(encoder) -> str | None:
     if src is None:
         return None
     parts = [type(encoder).__name__, str(src.ref), str(src.revision), str(getattr(encoder, "dtype", ""))]
-    folder = Path(src.path)
-    if folder.is_dir():
-        for f in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin")]):
+    folder = Path(src.path) if src.path else None
+    if folder is not None and folder.is_dir():  # a generator's folder: its text tower's weights
+        for f in sorted([*folder.glob("*.safetensors"), *folder.glob("*.bin"),
+                         *folder.glob("text_encoder/*.safetensors"), *folder.glob("text_encoder/*.bin")]):
             st = f.stat()
-            parts.append(f"{f.name}:{st.st_size}:{st.st_mtime_ns}")
+            parts.append(f"{f.relative_to(folder)}:{st.st_size}:{st.st_mtime_ns}")
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 

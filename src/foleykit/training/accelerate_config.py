@@ -297,6 +297,11 @@ def run_training(config: Mapping[str, Any], *, progress: bool = True, resume: st
     in_memory = bool(data.get("in_memory", True))
     load = dict(in_memory=in_memory, optional=OPTIONAL_KEYS, what=DATA_WHAT[task],
                 prepare=_remixer_prepare(data, keys) if task == "remixer" else None)
+    from .provenance import check_training_data
+
+    for part in ("train", "val"):  # embeddings from the encoders the module will meet, else one line
+        if data.get(part):
+            check_training_data(data[part], keys, config.get("models"))
     train_ds, fp, shapes = load_training_data(data["train"], keys, **load)
     check_item_shapes(task, shapes, data["train"])
     if task == "remixer" and data.get("manifold"):
