@@ -4,7 +4,8 @@ What the route adds before diffusion (``pipelines/training_free.py``), each part
 route's own code (``TrainingFree``) in one run:
 
 * once per model: the bridge vocabulary (806 AudioSet + VGGSound names) through the CLIP ViT-L/14
-  text tower and the CLAP (RoBERTa-base) text tower, written to the on-disk cache; and a later run's
+  text tower and the generator's CLAP text tower (AudioLDM's ``text_encoder``: RoBERTa-base), written
+  to the on-disk cache; and a later run's
   cost of reading that cache instead (what every run after the first pays);
 * per image with ``--no-detect``: CLIP ViT-L/14 on the whole image, the bridge (cosines to 806 words,
   top 3, softmax, CLAP captions averaged), the mix (4 rounds x 16 candidate weightings), and one text
@@ -46,19 +47,19 @@ from bench_sources import build_generator, timed  # noqa: E402
 
 
 def build_encoders(smoke: bool, device: str):
-    """(CLIP ViT-L/14, CLAP) encoders: real sizes with random weights, or the tiny stand-ins."""
-    from foleykit.encoders.clap import ClapEncoder
+    """(CLIP ViT-L/14, the generator's CLAP text tower): real sizes with random weights, or the tiny stand-ins."""
     from foleykit.encoders.clip import ClipEncoder
+    from foleykit.encoders.generator_clap import GeneratorClap
 
     if smoke:
         from foleykit.model_sets import resolve_model_set
 
         ms = resolve_model_set("tiny")
-        return ClipEncoder.from_pretrained(ms.clip, device=device), ClapEncoder.from_pretrained(ms.clap, device=device)
+        return (ClipEncoder.from_pretrained(ms.clip, device=device),
+                GeneratorClap.from_pretrained(ms.audioldm, None, device=device))
     from transformers import (
-        ClapConfig,
-        ClapFeatureExtractor,
-        ClapModel,
+        ClapTextConfig,
+        ClapTextModelWithProjection,
         CLIPConfig,
         CLIPImageProcessorPil,
         CLIPModel,
@@ -81,14 +82,13 @@ def build_encoders(smoke: bool, device: str):
                                                          crop_size={"height": 224, "width": 224}),
                        CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=77, pad_token="!"))
     bvocab, bmerges = byte_level_vocab()
-    clap_model = ClapModel(ClapConfig(text_config=dict(vocab_size=len(bvocab), bos_token_id=0, pad_token_id=1,
-                                                       eos_token_id=2),
-                                      projection_dim=512)).eval().to(device)
-    clap = ClapEncoder(clap_model, ClapFeatureExtractor(), RobertaTokenizer(vocab=bvocab, merges=bmerges,
-                                                                            model_max_length=77))
+    # AudioLDM-S's text_encoder: RoBERTa-base with a 512-d projection (ClapTextConfig defaults).
+    text = ClapTextModelWithProjection(ClapTextConfig(vocab_size=len(bvocab), bos_token_id=0, pad_token_id=1,
+                                                      eos_token_id=2, projection_dim=512)).eval().to(device)
+    clap = GeneratorClap(text, RobertaTokenizer(vocab=bvocab, merges=bmerges, model_max_length=77),
+                         text_loaded_from=LoadedFrom("bench/audioldm-text-encoder-random", "seed-0", ""))
     # Provenance, so the bridge caches their embeddings on disk as it does for loaded checkpoints.
     clip.loaded_from = LoadedFrom("bench/clip-vit-large-patch14-random", "seed-0", "")
-    clap.loaded_from = LoadedFrom("bench/clap-htsat-roberta-random", "seed-0", "")
     return clip, clap
 
 
@@ -133,7 +133,7 @@ def main() -> None:
                  "processor": platform.processor() or None, "smoke": args.smoke}
     clip, clap = build_encoders(args.smoke, dev)
     out["params"] = {"clip_vit_l14": sum(p.numel() for p in clip.model.parameters()),
-                     "clap": sum(p.numel() for p in clap.model.parameters())}
+                     "generator_clap_text": sum(p.numel() for p in clap.text_encoder.parameters())}
     words = sound_vocabulary()
     rng = np.random.default_rng(0)
     image = Image.fromarray(rng.integers(0, 255, (853, 1280, 3), dtype=np.uint8))
