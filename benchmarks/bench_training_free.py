@@ -43,7 +43,7 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from bench_sources import build_generator, timed  # noqa: E402
+from bench_sources import build_generator, real_size_clip_l14, timed  # noqa: E402
 
 
 def build_encoders(smoke: bool, device: str):
@@ -60,9 +60,7 @@ def build_encoders(smoke: bool, device: str):
     from transformers import (
         ClapTextConfig,
         ClapTextModelWithProjection,
-        CLIPConfig,
         CLIPImageProcessorPil,
-        CLIPModel,
         CLIPTokenizer,
         RobertaTokenizer,
     )
@@ -71,12 +69,7 @@ def build_encoders(smoke: bool, device: str):
     from foleykit.encoders.tiny_vocab import byte_level_vocab, clip_vocab
 
     torch.manual_seed(0)
-    clip_model = CLIPModel(CLIPConfig(
-        text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
-        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                           patch_size=14, image_size=224),
-        projection_dim=768,
-    )).eval().to(device)
+    clip_model = real_size_clip_l14(device)
     vocab, merges = clip_vocab()
     clip = ClipEncoder(clip_model, CLIPImageProcessorPil(size={"shortest_edge": 224},
                                                          crop_size={"height": 224, "width": 224}),

@@ -438,27 +438,6 @@ def test_a_video_takes_the_training_free_route_frame_by_frame(sources, tmp_path)
     assert r.mix.waveform.shape == (16000,) and np.isfinite(r.mix.waveform).all()
 
 
-def test_benchmark_smoke(setup, capsys, monkeypatch):
-    """benchmarks/bench_training_free.py --smoke: every part of the route and the generation, tiny models."""
-    import runpy
-    import sys
-
-    bench = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_training_free.py"
-    monkeypatch.setattr(sys, "argv", [str(bench), "--smoke"])
-    grad = torch.is_grad_enabled()
-    try:
-        runpy.run_path(str(bench), run_name="__main__")
-    finally:
-        torch.set_grad_enabled(grad)
-    out = json.loads(capsys.readouterr().out)
-    assert out["smoke"] is True and out["vocabulary"]["words"] == 806
-    assert out["vocabulary"]["embedded_words_timed"] == 128 and out["fast_generation_10s"]["steps"] == 10
-    fractions = out["summary"]["fraction_of_fast_generation"]
-    assert set(fractions) == {"route_no_detect_image_only", "route_no_detect_image_plus_text",
-                              "route_no_detect_image_plus_3_regions_plus_text"}
-    assert all(f > 0 for f in fractions.values())
-
-
 def test_the_mapper_without_weights_bridges_with_the_same_vocabulary(public_set):
     from foleykit.api import load_pipeline
 
