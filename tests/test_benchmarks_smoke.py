@@ -22,6 +22,7 @@ EXPECTED = {
     "bench_generate_variants.py": ["| unet_step | stock |", "| unet_step | cl+int8_linear |", "| vocoder | conv1d_as_cl_2d |"],
     "bench_click.py": ['"click_total"', '"tiny SAM stand-in'],
     "bench_sources.py": ['"fraction_of_fast_generation"', '"cycle_mix"'],
+    "bench_training_free.py": ['"route_no_detect_image_plus_text"', '"read_from_disk_cache_each_run"'],
     "bench_evaluate.py": ['"all 10 metrics (tagger = PANNs)"', '"cached"'],
     "bench_training.py": ["V2A-Mapper trainer", "CMSS manifold trainer", "smoke run"],
 }

@@ -65,11 +65,13 @@ _PIPELINES: dict[tuple, object] = {}
 
 def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str | None = None,
                   device: str = "auto", dtype: str | None = None, grounding: str | None = None,
-                  ss2a: str | None = None):
+                  ss2a: str | None = None, route: str = "auto"):
     """Load (once per process) the pipeline of ``method`` on a model set.
 
-    ``grounding``: the trained grounding module folder for ``objects`` (else an untrained one).
-    ``ss2a``: the SS2A bundle folder or released ``ssv2a.pth`` for ``sources`` (else the model set's).
+    ``grounding``: the trained grounding module folder for ``objects`` (else the model set's, else the
+    training-free route). ``ss2a``: the SS2A bundle folder or released ``ssv2a.pth`` for ``sources`` (else
+    the model set's, else the training-free route). ``route``: auto | trained | released | training-free
+    (objects and sources; :func:`foleykit.pipelines.training_free.choose_route`).
 
     Thread-safe: loads run one at a time under the process-wide model-load lock, threads asking for
     the same pipeline at once get the one loaded copy, and a failed load leaves nothing cached.
@@ -78,11 +80,11 @@ def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str
 
     if method not in METHODS:
         raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
-    key = (method, models, mapper, device, dtype, grounding, ss2a)
+    key = (method, models, mapper, device, dtype, grounding, ss2a, route)
     with MODEL_LOAD_LOCK:
         pipe = _PIPELINES.get(key)
         if pipe is None:
-            pipe = _load_pipeline(method, models, mapper, device, dtype, grounding, ss2a)
+            pipe = _load_pipeline(method, models, mapper, device, dtype, grounding, ss2a, route)
             _PIPELINES[key] = pipe
         return pipe
 
@@ -98,17 +100,17 @@ def clear_pipelines() -> None:
 
 
 
-def _load_pipeline(method, models, mapper, device, dtype, grounding, ss2a):
+def _load_pipeline(method, models, mapper, device, dtype, grounding, ss2a, route="auto"):
     if method == "mapper":
         return MapperPipeline.from_models(models, mapper=mapper, device=device, dtype=dtype)
     if method == "objects":
         from .pipelines.objects import ObjectsPipeline
 
-        return ObjectsPipeline.from_models(models, grounding=grounding, device=device, dtype=dtype)
+        return ObjectsPipeline.from_models(models, grounding=grounding, device=device, dtype=dtype, route=route)
     if method == "sources":
         from .pipelines.sources import SourcesPipeline
 
-        return SourcesPipeline.from_models(models, ss2a=ss2a, device=device, dtype=dtype)
+        return SourcesPipeline.from_models(models, ss2a=ss2a, device=device, dtype=dtype, route=route)
     raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
@@ -201,6 +203,10 @@ def generate(
     loudness: float | None = None,
     stems_relative: bool = False,
     max_prompts: int = MAX_PROMPTS,
+    route: str = "auto",
+    vocabulary: str | None = None,
+    bridge_top_k: int | None = None,
+    bridge_temperature: float | None = None,
 ) -> GenerateResult:
     """Generate the sound of ``source`` (an image or a video); write it to ``output`` if given.
 
@@ -218,6 +224,12 @@ def generate(
     carry a weight (``"rain@0.5"`` or ``("rain", 0.5)``). ``stems`` (a folder) gets one file per source,
     ``stereo`` pans each region by its position; a video goes through temporal aggregation over
     ``frames`` (default 64) frames per window. See :mod:`foleykit.pipelines.sources`.
+
+    ``route`` (objects, sources): ``auto`` (the trained or released module when given or in the model set,
+    else training-free), ``trained``, ``released`` (sources: the released ``ssv2a.pth`` as ``ss2a``) or
+    ``training-free`` (each source through CLIP and the zero-shot bridge, no trained module; see
+    :mod:`foleykit.pipelines.training_free`). The bridge's ``vocabulary`` (``sounds``, ``objects`` or a text
+    file, one name per line), ``bridge_top_k`` and ``bridge_temperature`` apply to the training-free route.
 
     Levels: by default each file is peak-normalised to -1 dBFS; ``loudness`` (LUFS, e.g. -23 for EBU
     R128, -14 for streaming) brings the output to that integrated loudness (ITU-R BS.1770), true-peak
@@ -243,6 +255,7 @@ def generate(
         raise InputError("clicks, boxes, texts, stems and maps need method 'objects' (or 'sources' for boxes, texts, stems)")
     if method != "sources" and (audios or images or masks or stereo or ss2a):
         raise InputError("audio sources, extra images, masks, stereo and ss2a weights need method 'sources'")
+    bridge = _bridge_settings(method, route, vocabulary, bridge_top_k, bridge_temperature)
     if method == "sources":
         return _generate_sources(
             source, output, models=models, seed=seed, duration=duration, steps=steps, preset=preset,
@@ -251,14 +264,15 @@ def generate(
             images=images or [], masks=masks or [], stems=stems, stereo=stereo, text_mode=text_mode, ss2a=ss2a,
             detect=detect, threshold=threshold, max_detections=max_detections, detector_size=detector_size,
             max_sources=max_sources, cycle_rounds=cycle_rounds,
-            cycle_samples=cycle_samples, criterion=criterion, levels=levels,
+            cycle_samples=cycle_samples, criterion=criterion, levels=levels, route=route, bridge=bridge,
         )
     if method == "objects":
         return _generate_objects(
             source, output, models=models, seed=seed, duration=duration, steps=steps, preset=preset,
             guidance=guidance, candidates=candidates, device=device, dtype=dtype, overwrite=overwrite,
             progress=progress, clicks=clicks or [], boxes=boxes or [], texts=texts or [], stems=stems,
-            context=context, grounding=grounding, maps=maps, frame=frame, levels=levels,
+            context=context, grounding=grounding, maps=maps, frame=frame, levels=levels, route=route,
+            bridge=bridge,
         )
     _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
                       frames=frames)
@@ -293,6 +307,33 @@ def generate(
     return GenerateResult(sound=sound, seed=sound.seed, outputs=outputs, sidecar=sidecar)
 
 
+def _bridge_settings(method, route, vocabulary, top_k, temperature):
+    """The bridge's settings when any was given (checked here, before any model loads), else None."""
+    from .pipelines.training_free import ROUTES
+    from .pipelines.zero_shot_bridge import BridgeSettings
+    from .vocabulary import load_vocabulary
+
+    if route not in ROUTES:
+        raise InputError(f"route must be one of {', '.join(ROUTES)}, got {route!r}")
+    if method == "mapper" and route != "auto":
+        raise InputError("--route applies to methods objects and sources; the mapper uses --mapper DIR or the bridge")
+    if vocabulary is None and top_k is None and temperature is None:
+        return None
+    if method == "mapper":
+        raise InputError("the bridge's vocabulary, top-k and temperature apply to methods objects and sources")
+    if route in ("trained", "released"):
+        raise InputError(f"the bridge's vocabulary, top-k and temperature apply to the training-free route, not "
+                         f"--route {route}")
+    defaults = BridgeSettings()
+    settings = BridgeSettings(vocabulary=None if vocabulary is None else str(vocabulary),
+                              top_k=defaults.top_k if top_k is None else top_k,
+                              temperature=defaults.temperature if temperature is None else temperature).check()
+    words, name = load_vocabulary(settings.vocabulary)
+    if settings.top_k > len(words):
+        raise InputError(f"bridge top_k {settings.top_k} is larger than the vocabulary {name} ({len(words)} names)")
+    return settings
+
+
 def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, video_source: Path | None, *,
                               loudness: float | None = None) -> Path:
     """The audio (or muxed mp4) and its sidecar, staged and renamed into place together (sidecar first)."""
@@ -314,7 +355,7 @@ def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, 
 
 def _generate_objects(source, output, *, models, seed, duration, steps, preset, guidance, candidates, device, dtype,
                       overwrite, progress, clicks, boxes, texts, stems, context, grounding, maps, frame,
-                      levels) -> GenerateResult:
+                      levels, route="auto", bridge=None) -> GenerateResult:
     """``generate`` for method ``objects``: blend to ``output``, per-object stems to ``stems``."""
     from .pipelines.objects import check_stems_dir, parse_box, parse_point, stem_names, write_objects_outputs
 
@@ -343,11 +384,11 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
             Segmenter._check_point(c, src.size[0], src.size[1], f"click {i + 1}")
         for i, b in enumerate(boxes):
             Segmenter._check_box(b, src.size[0], src.size[1], f"box {i + 1}")
-    pipe = load_pipeline("objects", models, None, device, dtype, grounding)
+    pipe = load_pipeline("objects", models, None, device, dtype, grounding, None, route)
     result = pipe(
         src, clicks=clicks, boxes=boxes, texts=texts, context=context, duration_s=duration, preset=preset,
         num_inference_steps=steps, guidance_scale=guidance, num_candidates=candidates, seed=seed, frame_s=frame,
-        progress=progress, save_maps_dir=maps,
+        progress=progress, save_maps_dir=maps, bridge=bridge,
     )
     _add_note(result.record, _video_note(source, video))
     outputs: list[Path] = []
@@ -357,7 +398,8 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
             "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
             "parameters": {"method": "objects", "models": models, "clicks": [list(c) for c in clicks],
                            "boxes": [list(b) for b in boxes], "texts": list(texts), "context": context,
-                           "grounding": grounding, "duration": duration, "steps": steps, "preset": preset,
+                           "grounding": grounding, "route": route, "duration": duration, "steps": steps,
+                           "preset": preset, "bridge": bridge.to_record() if bridge else None,
                            "guidance": result.record["generator"].get("guidance_scale"), "candidates": candidates,
                            "frame": frame, "device": device, "dtype": dtype},
             "seed": result.seed,
@@ -373,7 +415,7 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
 def _generate_sources(source, output, *, models, seed, duration, steps, preset, guidance, candidates, frames, device,
                       dtype, overwrite, progress, clicks, maps, boxes, texts, audios, images, masks, stems, stereo,
                       text_mode, ss2a, detect, threshold, max_detections, detector_size, max_sources, cycle_rounds,
-                      cycle_samples, criterion, levels) -> GenerateResult:
+                      cycle_samples, criterion, levels, route="auto", bridge=None) -> GenerateResult:
     """``generate`` for method ``sources``: the mix (or stereo mix) to ``output``, per-source stems to ``stems``."""
     from .pipelines.objects import check_stems_dir
     from .pipelines.sources import (
@@ -404,7 +446,7 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
     if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
         raise InputError(f"input {source} does not exist or is not a file")
     src = source if isinstance(source, Image.Image) else Path(source).expanduser()
-    pipe = load_pipeline("sources", models, None, device, dtype, None, ss2a)
+    pipe = load_pipeline("sources", models, None, device, dtype, None, ss2a, route)
     result = pipe(
         src, texts=texts, audios=audios, boxes=boxes, masks=list(masks), images=images, detect=detect,
         threshold=DEFAULT_THRESHOLD if threshold is None else threshold, max_sources=max_sources, text_mode=text_mode,
@@ -414,7 +456,7 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
         num_candidates=candidates, seed=seed, frames=frames, criterion=criterion,
         cycle_rounds=DEFAULT_CYCLE_ROUNDS if cycle_rounds is None else cycle_rounds,
         cycle_samples=DEFAULT_CYCLE_SAMPLES if cycle_samples is None else cycle_samples,
-        stems=stems_dir is not None, stereo=stereo, progress=progress,
+        stems=stems_dir is not None, stereo=stereo, progress=progress, bridge=bridge,
     )
     note = _video_note(source, video)
     _add_note(result.record, note)
@@ -424,7 +466,8 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
     if out_path is not None:
         record = {
             "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
-            "parameters": {"method": "sources", "models": models, "ss2a": ss2a, "texts": [list(t) for t in texts],
+            "parameters": {"method": "sources", "models": models, "ss2a": ss2a, "route": route,
+                           "bridge": bridge.to_record() if bridge else None, "texts": [list(t) for t in texts],
                            "audios": [[str(a), w] for a, w in audios], "boxes": [[list(b), w] for b, w in boxes],
                            "images": [[str(i), w] for i, w in images], "masks": [str(m) for m in masks],
                            "stereo": stereo, "text_mode": text_mode, "detect": detect, "threshold": threshold,

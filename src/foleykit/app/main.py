@@ -167,7 +167,10 @@ class _App:
     def preload(self) -> None:
         methods = available_methods()
         if "objects" in methods:
-            _ = self.pipeline("objects").segmenter
+            pipe = self.pipeline("objects")
+            _ = pipe.segmenter
+            if pipe.free is not None:  # training-free route: the bridge's vocabulary, embedded once (or read)
+                pipe.free.bridge()
 
     # -- sessions ----------------------------------------------------------------------------
     def _new_session(self, incoming: str | os.PathLike | None = None) -> dict:
@@ -459,8 +462,8 @@ class _App:
                                                       stems_dir=job / "stems", loudness=target)
             blend, stems = outputs[0], outputs[1:]
             notes = list(result.record.get("notes", [])) + notes
-            if not result.record["grounding"].get("trained", False):
-                notes.insert(0, "no trained grounding module is loaded, so the sound is not meaningful.")
+            if result.record["grounding"] is not None and not result.record["grounding"].get("trained", False):
+                notes.insert(0, "the grounding module was never trained, so the sound is not meaningful.")
             sound = result
         elif method == "mapper":
             if state.get("objects") or text_list:
@@ -483,6 +486,9 @@ class _App:
         progress(0.97, desc=f"{method}: writing the mp4")
         downloads.append(str(self._mp4(state, img, blend, job)))
         status = f"Done ({method}): {sound.duration_s:.2f} s at {sound.sample_rate} Hz, seed {sound.seed}."
+        route = (getattr(sound, "record", None) or {}).get("route")
+        if route:  # objects, sources: trained / released / training-free (pipelines/training_free.py)
+            status += f" Route: {route['name']} ({route['why']})."
         if target is not None:
             status += f" Loudness target {target:g} LUFS."
         for n in notes:

@@ -66,6 +66,10 @@ def generate(
     criterion: Annotated[str, typer.Option(help="sources: Cycle Mix selection, spread (released) | relevance.")] = "spread",
     loudness: Loudness = None,
     stems_relative: Annotated[bool, typer.Option("--stems-relative", help="objects/sources: level the stems by one common gain (the mix's), keeping their relative levels; default: each stem on its own.")] = False,
+    route: Annotated[str, typer.Option(help="objects/sources: auto (the trained or released module when given or in the model set, else training-free) | trained | released (sources: --ss2a ssv2a.pth) | training-free.")] = "auto",
+    vocabulary: Annotated[Optional[str], typer.Option(help="training-free route: the bridge's vocabulary, sounds (AudioSet + VGGSound, default) | objects | a text file (one name per line).")] = None,
+    bridge_top_k: Annotated[Optional[int], typer.Option(help="training-free route: vocabulary words mixed per source (default 3).")] = None,
+    bridge_temperature: Annotated[Optional[float], typer.Option(help="training-free route: softmax temperature over the words' CLIP similarities (default 0.01).")] = None,
 ) -> None:
     """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds).
 
@@ -88,7 +92,8 @@ def generate(
         stereo=stereo, text_mode=text_mode, ss2a=ss2a, detect=detect, threshold=threshold,
         max_detections=max_detections, detector_size=detector_size, max_sources=max_sources,
         cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion, loudness=loudness,
-        stems_relative=stems_relative,
+        stems_relative=stems_relative, route=route, vocabulary=vocabulary, bridge_top_k=bridge_top_k,
+        bridge_temperature=bridge_temperature,
     )
     for path in res.outputs:
         typer.echo(f"wrote {path} ({res.sound.duration_s:.2f} s, {res.sound.sample_rate} Hz)")
@@ -96,4 +101,7 @@ def generate(
         typer.echo(f"wrote {res.sidecar}")
     for note in res.sound.record.get("notes", []):
         typer.echo(f"note: {note}", err=True)
+    route_rec = res.sound.record.get("route")
+    if route_rec:  # objects, sources: which route ran and why (pipelines/training_free.py)
+        typer.echo(f"route: {route_rec['name']} ({route_rec['why']})")
     typer.echo(f"seed: {res.seed}")

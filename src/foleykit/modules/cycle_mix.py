@@ -228,7 +228,7 @@ class CycleMixResult:
     criterion_used: tuple[str, ...] = ()  # per scene: "spread" or "relevance" (see the module docstring)
 
 
-def _score(similarity: Tensor, scored: Tensor, criterion: str, slot_weights: Tensor | None = None) -> Tensor:
+def score_candidates(similarity: Tensor, scored: Tensor, criterion: str, slot_weights: Tensor | None = None) -> Tensor:
     """similarity [B, S, M], scored [B, M] → [B, S] (lower is better for spread, higher for relevance).
 
     ``slot_weights`` [B, M] (optional, >= 0) turn the mean and std into weighted ones; they are
@@ -336,9 +336,9 @@ def cycle_mix(
                 generator=generator,
             ).view(b, samples, -1)
             similarity = torch.einsum("bsc,bmc->bsm", candidates, tracks)
-            key = -_score(similarity, scored, "relevance", weights)
+            key = -score_candidates(similarity, scored, "relevance", weights)
             if not use_relevance.all():
-                key = torch.where(use_relevance[:, None], key, _score(similarity, scored, "spread", weights))
+                key = torch.where(use_relevance[:, None], key, score_candidates(similarity, scored, "spread", weights))
             pick = key.argmin(dim=1)
             rows = torch.arange(b, device=device)
             round_key = key[rows, pick]

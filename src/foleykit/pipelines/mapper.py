@@ -233,7 +233,7 @@ class MapperPipeline:
 
     def _mapper_record(self, cond: torch.Tensor, mapper_steps: int | None) -> dict:
         if isinstance(self.mapper, ZeroShotBridge):
-            return {"kind": "zero_shot_bridge", "note": "no trained mapper given; see foleykit train mapper"}
+            return {**self.mapper.record(), "note": "no trained mapper given; see foleykit train mapper"}
         c = self.mapper.config
         rec = {"kind": c.kind, "depth": c.depth, "width": c.width, "ref": self.mapper_ref}
         if c.is_diffusion:
