@@ -294,6 +294,11 @@ def run_training(config: Mapping[str, Any], *, progress: bool = True, resume: st
     data = dict(config.get("data") or {})
     if not data.get("train"):
         raise InputError("run file: data.train (an extraction folder or a tensors file) is required")
+    from .provenance import check_provenance, read_provenance
+
+    for source in (data["train"], data.get("val")):
+        if source:  # before any loading: data made by other encoders than inference's is refused at once
+            check_provenance(task, read_provenance(source), source, clap_model=data.get("clap_model"))
     keys = {**DEFAULT_KEYS[task], **(data.get("keys") or {})}
     in_memory = bool(data.get("in_memory", True))
     load = dict(in_memory=in_memory, optional=OPTIONAL_KEYS, what=DATA_WHAT[task],

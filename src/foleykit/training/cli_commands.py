@@ -350,7 +350,10 @@ def _report_training(res) -> None:
     if res.history:
         last = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.history[-1].items()}
         typer.echo(f"last epoch: {json.dumps(last)}")
-    if res.stopped_early:
+    if res.stopped_early and res.final_dir is not None:
+        typer.echo(f"stopped at step {res.global_step} (--max-steps); wrote {res.final_dir} (the run folder "
+                   f"{res.output_dir} loads as the model too); rerun without --max-steps (or a larger one) to continue")
+    elif res.stopped_early:
         typer.echo(f"stopped at step {res.global_step}; rerun the same command to continue from {res.output_dir}")
     elif res.final_dir is not None:
         typer.echo(f"wrote {res.final_dir} (the run folder {res.output_dir} loads as the model too)")

@@ -909,6 +909,20 @@ class ExtractionRun:
     def shard_dir(self) -> Path:
         return self.out_dir / SHARD_DIR
 
+    def provenance(self) -> dict[str, Any]:
+        """Which encoders made the features (CLIP role, model id, width; CLAP id, width), for the
+        trainers' check (:mod:`foleykit.training.provenance`); not part of the run's identity."""
+        from .provenance import encoder_record
+
+        out: dict[str, Any] = {}
+        clip_dims = [s[-1] for f, s in self.shapes.items() if f.startswith("clip")]
+        if self.config.needs_clip:
+            out["clip"] = encoder_record(self.config.clip_role, self.models.get("clip"),
+                                         clip_dims[0] if clip_dims else None)
+        if self.config.needs_clap:
+            out["clap"] = encoder_record("clap", self.models.get("clap"), (self.shapes.get("clap") or [None])[-1])
+        return out
+
     def _prepare(self, restart: bool) -> None:
         out = self.out_dir
         if out.exists() and not out.is_dir():
@@ -1045,6 +1059,7 @@ class ExtractionRun:
             },
             "config": self.config.run_fields(),
             "models": self.models,
+            "provenance": self.provenance(),
             "features": {name: {"shape": shape, "dtype": self.config.tensor_dtype(name)}
                          for name, shape in self.shapes.items()},
             "num_shards": len(self.specs),
