@@ -28,12 +28,14 @@ Format_ = Annotated[str, typer.Option("--format", help="auto | vggsound | vggss 
 VideoDir_ = Annotated[Optional[Path], typer.Option(help="Folder of the videos (<id>.mp4) for VGGSound/VGG-SS/AudioCaps.")]
 ImageDir_ = Annotated[Optional[Path], typer.Option(help="Folder of the frames (<id>.jpg) for VGG-SS.")]
 AudioDir_ = Annotated[Optional[Path], typer.Option(help="Folder of the audio (<id>.wav) for VGGSound/VGG-SS/AudioCaps.")]
+MediaDir_ = Annotated[Optional[Path], typer.Option(help="jsonl manifests (e.g. from `foleykit protocol`): folder holding <id>.mp4/.jpg/.png/.wav for items that name no media.")]
 Split_ = Annotated[Optional[str], typer.Option(help="Keep only this split (train/test/...).")]
 Quiet_ = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 
 
 def read_manifest_for_cli(path: Path, fmt: str = "auto", *, video_dir: Path | None = None,
-                          image_dir: Path | None = None, audio_dir: Path | None = None, split: str | None = None):
+                          image_dir: Path | None = None, audio_dir: Path | None = None, split: str | None = None,
+                          media_dir: Path | None = None):
     """Read a manifest passing only the folder options its format understands; ``split`` filters."""
     from ..data.manifests import detect_format, read_manifest
 
@@ -45,7 +47,7 @@ def read_manifest_for_cli(path: Path, fmt: str = "auto", *, video_dir: Path | No
     if reader is None:
         raise InputError(f"unknown manifest format {fmt!r}")
     accepted = set(inspect.signature(reader).parameters)
-    given = {"video_dir": video_dir, "image_dir": image_dir, "audio_dir": audio_dir}
+    given = {"video_dir": video_dir, "image_dir": image_dir, "audio_dir": audio_dir, "media_dir": media_dir}
     opts = {k: v for k, v in given.items() if v is not None}
     unsupported = sorted(k for k in opts if k not in accepted)
     if unsupported:
@@ -143,6 +145,8 @@ def extract_cmd(
         typer.echo(f"{res.num_noted} items kept with a note (e.g. no box and no detection: zero crops); "
                    "EmbeddingStore(OUTPUT).notes lists them")
     typer.echo(f"wrote {res.out_dir}")
+    if res.num_items and not res.num_extracted:
+        raise InputError(f"{manifest}: none of its {res.num_items} items could be read (see the reasons above)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -160,6 +164,12 @@ def _load_detector(spec: str, *, models: Optional[str] = None, device: str = "au
     if ":" not in spec:
         raise InputError(f"--detector must be 'owlv2' or module:function returning a detector callable, got {spec!r}")
     module, func = spec.split(":", 1)
+    import os
+    import sys
+
+    cwd_added = os.getcwd() not in sys.path and "" not in sys.path
+    if cwd_added:  # a module in the current folder (as `python -m` finds it)
+        sys.path.insert(0, os.getcwd())
     try:
         factory = getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as exc:
@@ -237,7 +247,7 @@ def batch_generate_cmd(
     preset: Annotated[str, typer.Option(help="paper | fast")] = "fast",
     guidance: Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale.")] = None,
     candidates: Annotated[int, typer.Option(help="Clips drawn per item; the closest in CLAP is kept.")] = 1,
-    frames: Annotated[int, typer.Option(help="Video frames averaged per 10 s window.")] = 16,
+    frames: Annotated[Optional[int], typer.Option(help="Video frames per 10 s window (default as generate: sources 64, else 16).")] = None,
     suffix: Annotated[str, typer.Option(help=".wav | .flac | .mp4 (video items muxed; images get .wav)")] = ".wav",
     skip_existing: Annotated[bool, typer.Option("--skip-existing/--no-skip-existing", help="Keep the outputs this same run already made (resume); a folder of a run with other settings (manifest, generation settings, models) is refused. --no-skip-existing regenerates every item.")] = True,
     format: Format_ = "auto",
@@ -251,15 +261,24 @@ def batch_generate_cmd(
     ray_address: Annotated[Optional[str], typer.Option(help="Ray cluster address.")] = None,
     actors: Annotated[Optional[int], typer.Option(help="Ray actors.")] = None,
     gpus_per_actor: Annotated[float, typer.Option(help="GPUs per Ray actor.")] = 0.0,
+    media_dir: MediaDir_ = None,
+    ss2a: Annotated[Optional[str], typer.Option(help="sources: SS2A bundle folder (or the released ssv2a.pth).")] = None,
+    grounding: Annotated[Optional[str], typer.Option(help="objects: trained grounding module folder.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads while generating (default: all; Ray: one per actor CPU). The same number on both paths makes single-process and --ray outputs bit-identical.")] = None,
     quiet: Quiet_ = False,
 ) -> None:
-    """Generate a sound for every item of a manifest (resumable with --skip-existing)."""
+    """Generate a sound for every item of a manifest (resumable with --skip-existing).
+
+    objects/sources take each item's own prompts from manifest columns: clicks "X,Y;X,Y",
+    boxes "X0,Y0,X1,Y1;..." (pixels), texts "rain|dog barking". Exits 1 when any item failed."""
     from ..distributed.batch import BatchGenerateConfig, batch_generate
 
     cfg = BatchGenerateConfig(method=method, models=models, mapper=mapper, seed=seed, duration=duration, steps=steps,
                               preset=preset, guidance=guidance, candidates=candidates, frames=frames, device=device,
-                              dtype=dtype, suffix=suffix, skip_existing=skip_existing)
-    m = read_manifest_for_cli(manifest, format, video_dir=video_dir, image_dir=image_dir, audio_dir=audio_dir, split=split)
+                              dtype=dtype, suffix=suffix, skip_existing=skip_existing, ss2a=ss2a, grounding=grounding,
+                              threads=threads)
+    m = read_manifest_for_cli(manifest, format, video_dir=video_dir, image_dir=image_dir, audio_dir=audio_dir,
+                              split=split, media_dir=media_dir)
     if ray or ray_address:
         from ..distributed.ray_jobs import ray_batch_generate
 
@@ -271,9 +290,18 @@ def batch_generate_cmd(
                f"in {rep.seconds:.1f} s")
     if rep.fingerprint:
         typer.echo(f"run fingerprint: {rep.fingerprint['value'][:16]} (batch_run.json)")
-    for s in [s for s in rep.statuses if s.status == "failed"][:10]:
+    failed = [s for s in rep.statuses if s.status == "failed"]
+    for s in failed[:10]:
         typer.echo(f"  failed {s.id}: {s.reason}")
     typer.echo(f"wrote {rep.report_path}")
+    if failed:
+        reasons: dict[str, int] = {}
+        for s in failed:
+            reasons[s.reason or "?"] = reasons.get(s.reason or "?", 0) + 1
+        top = max(reasons, key=reasons.get)
+        typer.echo(f"foleykit: error: {len(failed)} of {rep.total} items failed (most often: {top}); "
+                   f"the list is in {rep.report_path}", err=True)
+        raise typer.Exit(1)
 
 
 # ------------------------------------------------------------------------------------------------
