@@ -18,6 +18,8 @@ from .io.sidecar import sidecar_path, write_sidecar
 from .pipelines.mapper import MapperPipeline, SoundResult, check_input, is_video_path
 
 METHODS = ("mapper", "objects", "sources")
+#: What happens to a video's own soundtrack in an .mp4 output (see foleykit.io.video.mux_audio).
+ORIGINAL_AUDIO = ("replace", "keep", "duck")
 AUDIO_SUFFIXES = (".wav", ".flac")
 
 
@@ -53,13 +55,17 @@ def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str
     raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
 
 
-def _check_output(output: Path, source, video: bool, overwrite: bool) -> Path:
+def _check_output(output: Path, source, video: bool, overwrite: bool, original_audio: str = "replace") -> Path:
     inputs = [] if isinstance(source, Image.Image) else [source]
     out = check_output_path(output, inputs)
-    allowed = AUDIO_SUFFIXES + ((".mp4",) if video else ())
+    allowed = AUDIO_SUFFIXES + (".mp4",)  # an image's .mp4 is a still video with the sound
     if output.suffix.lower() not in allowed:
         kind = "a video" if video else "an image"
         raise OutputError(f"output {output}: for {kind} write {' or '.join(allowed)}")
+    if original_audio not in ORIGINAL_AUDIO:
+        raise InputError(f"original audio must be one of {', '.join(ORIGINAL_AUDIO)}, got {original_audio!r}")
+    if original_audio != "replace" and not (video and output.suffix.lower() == ".mp4"):
+        raise InputError(f"--original-audio {original_audio} needs a video input and an .mp4 output")
     if out.exists() and not overwrite:
         raise OutputError(f"output {out} already exists; pass --overwrite to replace it")
     return out
@@ -125,6 +131,8 @@ def generate(
     cycle_rounds: int | None = None,
     cycle_samples: int | None = None,
     criterion: str = "spread",
+    original_audio: str = "replace",
+    duck_db: float | None = None,
 ) -> GenerateResult:
     """Generate the sound of ``source`` (an image or a video); write it to ``output`` if given.
 
@@ -142,7 +150,13 @@ def generate(
     carry a weight (``"rain@0.5"`` or ``("rain", 0.5)``). ``stems`` (a folder) gets one file per source,
     ``stereo`` pans each region by its position; a video goes through temporal aggregation over
     ``frames`` (default 64) frames per window. See :mod:`foleykit.pipelines.sources`.
+
+    An ``.mp4`` output of a video lasts as long as the sound (a shorter ``duration`` cuts the video);
+    ``original_audio`` keeps (``keep``) or lowers by ``duck_db`` dB (``duck``, default 12) the video's
+    own soundtrack under the new one instead of replacing it. An ``.mp4`` output of an image is a
+    still video of it with the sound.
     """
+    mux = {"original_audio": original_audio, "duck_db": duck_db}
     if frames is None:
         frames = 64 if method == "sources" else 16
     if method == "mapper" and (clicks or boxes or texts or stems or maps):
@@ -157,19 +171,20 @@ def generate(
             images=images or [], masks=masks or [], stems=stems, stereo=stereo, text_mode=text_mode, ss2a=ss2a,
             detect=detect, threshold=threshold, max_detections=max_detections, detector_size=detector_size,
             max_sources=max_sources, cycle_rounds=cycle_rounds,
-            cycle_samples=cycle_samples, criterion=criterion,
+            cycle_samples=cycle_samples, criterion=criterion, mux=mux,
         )
     if method == "objects":
         return _generate_objects(
             source, output, models=models, seed=seed, duration=duration, steps=steps, preset=preset,
             guidance=guidance, candidates=candidates, device=device, dtype=dtype, overwrite=overwrite,
             progress=progress, clicks=clicks or [], boxes=boxes or [], texts=texts or [], stems=stems,
-            context=context, grounding=grounding, maps=maps, frame=frame,
+            context=context, grounding=grounding, maps=maps, frame=frame, mux=mux,
         )
     _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
                       frames=frames)
     video = not isinstance(source, Image.Image) and is_video_path(source)
-    out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
+    out_path = _check_output(Path(output).expanduser(), source, video, overwrite, original_audio) \
+        if output is not None else None
     if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
         raise InputError(f"input {source} does not exist or is not a file")
     checked = check_input(source, duration)  # decode/probe before any model loads
@@ -192,17 +207,20 @@ def generate(
             "seed": sound.seed,
             **sound.record,
         }
-        sidecar = _write_output_and_sidecar(out_path, sound, record, Path(source).expanduser() if video else None)
+        record["parameters"].update(original_audio=original_audio, duck_db=duck_db)
+        visual = source if isinstance(source, Image.Image) else Path(source).expanduser()
+        sidecar = _write_output_and_sidecar(out_path, sound, record, visual, mux)
         outputs.append(out_path)
     return GenerateResult(sound=sound, seed=sound.seed, outputs=outputs, sidecar=sidecar)
 
 
-def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, video_source: Path | None) -> Path:
-    """The audio (or muxed mp4) and its sidecar, staged and renamed into place together (sidecar first)."""
-    from .io.outputs import write_sound
+def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, visual, mux: dict) -> Path:
+    """The audio (or mp4) and its sidecar, staged and renamed into place together (sidecar first)."""
+    from .io.outputs import write_sound, written_format
 
     with staged_outputs(sidecar_path(out_path), out_path) as (_, staged_out):
-        note = write_sound(staged_out, sound.waveform, sound.sample_rate, video_source=video_source)
+        note = write_sound(staged_out, sound.waveform, sound.sample_rate, video_source=visual, **mux)
+        record["output"].update(written_format(staged_out))  # what the file holds (mp4: 48 kHz stereo AAC)
         if note:
             record["notes"] = list(record.get("notes", [])) + [note]
             sound.record.setdefault("notes", []).append(note)
@@ -211,7 +229,8 @@ def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, 
 
 
 def _generate_objects(source, output, *, models, seed, duration, steps, preset, guidance, candidates, device, dtype,
-                      overwrite, progress, clicks, boxes, texts, stems, context, grounding, maps, frame) -> GenerateResult:
+                      overwrite, progress, clicks, boxes, texts, stems, context, grounding, maps, frame,
+                      mux) -> GenerateResult:
     """``generate`` for method ``objects``: blend to ``output``, per-object stems to ``stems``."""
     from .pipelines.objects import check_stems_dir, parse_box, parse_point, stem_names, write_objects_outputs
 
@@ -222,7 +241,8 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
     _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
                       frames=16)  # objects reads one frame; frames per window do not apply
     video = not isinstance(source, Image.Image) and is_video_path(source)
-    out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
+    out_path = _check_output(Path(output).expanduser(), source, video, overwrite, mux["original_audio"]) \
+        if output is not None else None
     stems_dir = None
     if stems is not None:
         if out_path is None:
@@ -259,8 +279,10 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
             "seed": result.seed,
             **result.record,
         }
+        record["parameters"].update(mux)
         outputs, sidecars, _ = write_objects_outputs(
-            result, out_path, record=record, stems_dir=stems_dir, video_source=src if video else None,
+            result, out_path, record=record, stems_dir=stems_dir, mux=mux,
+            video_source=src if video or out_path.suffix.lower() == ".mp4" else None,
         )
         sidecar = sidecars[0]
     return GenerateResult(sound=result, seed=result.seed, outputs=outputs, sidecar=sidecar)
@@ -269,7 +291,7 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
 def _generate_sources(source, output, *, models, seed, duration, steps, preset, guidance, candidates, frames, device,
                       dtype, overwrite, progress, clicks, maps, boxes, texts, audios, images, masks, stems, stereo,
                       text_mode, ss2a, detect, threshold, max_detections, detector_size, max_sources, cycle_rounds,
-                      cycle_samples, criterion) -> GenerateResult:
+                      cycle_samples, criterion, mux) -> GenerateResult:
     """``generate`` for method ``sources``: the mix (or stereo mix) to ``output``, per-source stems to ``stems``."""
     from .pipelines.objects import check_stems_dir
     from .pipelines.sources import (DEFAULT_CYCLE_ROUNDS, DEFAULT_CYCLE_SAMPLES, DEFAULT_MAX_DETECTIONS,
@@ -284,7 +306,8 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
     images = [(Path(i).expanduser(), w) for i, w in parse_weighted_items(images)]
     boxes = [parse_source_box(b) for b in boxes]
     video = not isinstance(source, Image.Image) and is_video_path(source)
-    out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
+    out_path = _check_output(Path(output).expanduser(), source, video, overwrite, mux["original_audio"]) \
+        if output is not None else None
     stems_dir = None
     if stems is not None:
         if out_path is None:
@@ -322,9 +345,10 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
             "seed": result.seed,
             **result.record,
         }
+        record["parameters"].update(mux)
         outputs, sidecars, notes = write_sources_outputs(
-            result, out_path, record=record, stems_dir=stems_dir, overwrite=overwrite,
-            video_source=src if video else None,
+            result, out_path, record=record, stems_dir=stems_dir, overwrite=overwrite, mux=mux,
+            video_source=src if video or out_path.suffix.lower() == ".mp4" else None,
         )
         sidecar = sidecars[0]
         if notes:

@@ -28,10 +28,29 @@ def _err(msg: str) -> None:
     typer.echo(f"foleykit: error: {msg}", err=True)
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"foleykit {version('foleykit')}")
+        except PackageNotFoundError:  # a source checkout that was never installed
+            typer.echo("foleykit (not installed: version unknown)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print foleykit's version and exit.")] = None,
+) -> None:
+    """Generate the sound of a picture: image/video in, soundtrack out."""
+
+
 @app.command()
 def generate(
     input: Annotated[Path, typer.Argument(help="Image (jpg/png/...) or video (mp4/mov/...).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output .wav/.flac, or .mp4 for a video input.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .wav/.flac, or .mp4 (a video: its video with the new sound, cut to the sound's length; an image: a still video).")],
     method: Annotated[Optional[str], typer.Option(help="mapper | objects | sources (default: sources when --audio/--stereo/--image/--mask/--ss2a is given, objects when --click/--box/--text is, else mapper).")] = None,
     models: Annotated[Optional[str], typer.Option(help="Model set: default | tiny | DIR (env FOLEYKIT_MODELS).")] = None,
     mapper: Annotated[Optional[str], typer.Option(help="Trained V2A-Mapper folder (foleykit train mapper).")] = None,
@@ -68,6 +87,8 @@ def generate(
     cycle_rounds: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix rounds (default 4).")] = None,
     cycle_samples: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix candidates per round (default 16).")] = None,
     criterion: Annotated[str, typer.Option(help="sources: Cycle Mix selection, spread (released) | relevance.")] = "spread",
+    original_audio: Annotated[str, typer.Option("--original-audio", help="video to .mp4: the video's own soundtrack is replaced (default), kept under the new one, or ducked (lowered by --duck-db).")] = "replace",
+    duck_db: Annotated[Optional[float], typer.Option("--duck-db", help="--original-audio duck: dB the original is lowered by (default 12).")] = None,
 ) -> None:
     """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds)."""
     from .api import generate as api_generate
@@ -86,7 +107,11 @@ def generate(
         stereo=stereo, text_mode=text_mode, ss2a=ss2a, detect=detect, threshold=threshold,
         max_detections=max_detections, detector_size=detector_size, max_sources=max_sources,
         cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion,
+        original_audio=original_audio, duck_db=duck_db,
     )
+    grounding_record = res.sound.record.get("grounding") or {}
+    if method == "objects" and grounding_record.get("trained") is False:
+        typer.echo(f"warning: {grounding_record.get('note')}", err=True)
     for path in res.outputs:
         typer.echo(f"wrote {path} ({res.sound.duration_s:.2f} s, {res.sound.sample_rate} Hz)")
     if res.sidecar is not None:

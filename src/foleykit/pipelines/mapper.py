@@ -21,12 +21,12 @@ from ..errors import InputError
 from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
 from ..generator.pipeline import AudioLDMGenerator
 from ..generator.presets import get_preset
+from ..io._checks import VIDEO_SUFFIXES  # noqa: F401 - re-exported (the suffixes are io's)
 from ..io.image import load_image
 from ..model_sets import ModelSet, resolve_model_set
 from ..seeding import make_generator, resolve_seed
 from .zero_shot_bridge import ZeroShotBridge
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
 DEFAULT_IMAGE_DURATION_S = 10.0
 
 

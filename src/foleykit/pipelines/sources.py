@@ -974,7 +974,8 @@ def write_sources_outputs(
     record: dict,
     stems_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
-    video_source: Path | None = None,
+    video_source: object = None,
+    mux: dict | None = None,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Write the mix to ``out_path`` and (with ``stems_dir``) one stem per source, each with a sidecar.
 
@@ -984,11 +985,11 @@ def write_sources_outputs(
     """
     from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
-    from ..io.outputs import write_sound
+    from ..io.outputs import write_sound, written_format
     from ..io.sidecar import sidecar_path, write_sidecar
 
     if out_path.suffix.lower() == ".mp4" and video_source is None:
-        raise OutputError("an .mp4 output needs a video input")
+        raise OutputError("an .mp4 output needs a video or picture input")
     notes: list[str] = []
     stems: list[tuple[Path, str, SoundResult]] = []  # (final path, stem name, sound)
     d = created = None
@@ -1010,7 +1011,7 @@ def write_sources_outputs(
     try:
         with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
             main_tmp = paths[1]
-            note = write_sound(main_tmp, mix.waveform, mix.sample_rate, video_source=video_source)
+            note = write_sound(main_tmp, mix.waveform, mix.sample_rate, video_source=video_source, **(mux or {}))
             notes += [note] if note else []
             main_record = dict(record)
             main_record["output"] = {
@@ -1018,6 +1019,7 @@ def write_sources_outputs(
                 "sample_rate": mix.sample_rate, "duration_s": round(mix.duration_s, 6),
                 "channels": 1 if mix.waveform.ndim == 1 else int(mix.waveform.shape[0]),
             }
+            main_record["output"].update(written_format(main_tmp))  # what the file holds (mp4: 48 kHz stereo)
             if notes:
                 main_record["notes"] = list(main_record.get("notes", [])) + notes
             write_sidecar(main_tmp, main_record)  # = paths[0]
