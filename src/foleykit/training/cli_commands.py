@@ -305,6 +305,50 @@ def batch_generate_cmd(
 
 
 # ------------------------------------------------------------------------------------------------
+# build-data
+# ------------------------------------------------------------------------------------------------
+
+
+@scale_app.command("build-data")
+def build_data_cmd(
+    task: Annotated[str, typer.Argument(help="remixer | temporal | grounding: whose training data to build.")],
+    extraction: Annotated[Path, typer.Argument(help="Extraction folder (remixer: extract_ss2a_scenes; temporal: extract_ss2a; grounding: extract_grounding).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The tensors file to write (.safetensors).")],
+    manifold: Annotated[Optional[Path], typer.Option(help="remixer: trained manifold folder that makes the source codes.")] = None,
+    ss2a: Annotated[Optional[Path], typer.Option(help="temporal: SS2A bundle folder with trained manifold/ and remixer/.")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="grounding: the manifest the extraction was made from (its audio becomes latents).")] = None,
+    models: Annotated[Optional[str], typer.Option(help="grounding: model set whose AudioLDM VAE and text tower are used.")] = None,
+    seconds: Annotated[float, typer.Option(help="grounding: seconds of audio per item (AudioLDM: 10.24).")] = 10.24,
+    seed: Annotated[int, typer.Option(help="temporal: Cycle Mix seed.")] = 0,
+    media_dir: MediaDir_ = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Build exactly the tensors file a trainer reads from an extraction (and trained modules)."""
+    from .builders import BUILD_TASKS, build_grounding_pairs, build_remixer_scenes, build_temporal_windows
+
+    if task not in BUILD_TASKS:
+        raise InputError(f"build-data: task must be one of {', '.join(BUILD_TASKS)}, got {task!r}")
+    if output.exists() and not overwrite:
+        raise InputError(f"{output} exists; pass --overwrite to replace it")
+    need = {"remixer": ("--manifold", manifold), "temporal": ("--ss2a", ss2a), "grounding": ("--manifest", manifest)}
+    flag, value = need[task]
+    if value is None:
+        raise InputError(f"build-data {task} needs {flag}")
+    if task == "remixer":
+        path = build_remixer_scenes(extraction, output, manifold=manifold)
+    elif task == "temporal":
+        path = build_temporal_windows(extraction, output, ss2a=ss2a, seed=seed)
+    else:
+        m = read_manifest_for_cli(manifest, media_dir=media_dir)
+        path = build_grounding_pairs(extraction, output, manifest=m, models=models, seconds=seconds)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    typer.echo(f"wrote {path}: {json.dumps(shapes)}")
+
+
+# ------------------------------------------------------------------------------------------------
 # train <task> / train run
 # ------------------------------------------------------------------------------------------------
 
@@ -474,7 +518,9 @@ def train_mapper_cmd(
     device: Device_ = "auto", set_: Set_ = None, resume: Resume_ = True, overwrite: Overwrite_ = False,
     quiet: Quiet_ = False,
 ) -> None:
-    """Train a V2A-Mapper on (CLIP, CLAP) pairs: 'clip' [N,D] + 'clap' [N,512] (paper settings: mapper_v2a)."""
+    """Train a V2A-Mapper on (CLIP, CLAP) pairs: 'clip' [N,512] + 'clap' [N,512] (paper settings: mapper_v2a).
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_v2a_mapper` (CLIP ViT-B/32, the mapper's)."""
     _train_task("mapper", **_common_options(locals()),
                 model={"kind": kind, "width": width, "depth": depth})
 
@@ -496,7 +542,9 @@ def train_manifold_cmd(
     device: Device_ = "auto", set_: Set_ = None, resume: Resume_ = True, overwrite: Overwrite_ = False,
     quiet: Quiet_ = False,
 ) -> None:
-    """Train the SS2A CMSS manifold (CCMR + mean teacher) on 'clip' [N,768] + 'clap' [N,512] pairs; exports the teacher."""
+    """Train the SS2A CMSS manifold (CCMR + mean teacher) on 'clip' [N,768] + 'clap' [N,512] pairs; exports the teacher.
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_ss2a` (CLIP ViT-L/14)."""
     w = _widths(widths)
     _train_task("manifold", **_common_options(locals()),
                 model={"manifold_dim": manifold_dim, "projector_widths": w, "reconstructor_widths": w},
@@ -521,7 +569,10 @@ def train_remixer_cmd(
     device: Device_ = "auto", set_: Set_ = None, resume: Resume_ = True, overwrite: Overwrite_ = False,
     quiet: Quiet_ = False,
 ) -> None:
-    """Train the SS2A Sound Source Remixer (L_mix) on scenes: 'clips' [N,M,768], 'target_clap' [N,512], 'codes' [N,M,S] or --manifold."""
+    """Train the SS2A Sound Source Remixer (L_mix) on scenes: 'clips' [N,M,768], 'target_clap' [N,512], 'codes' [N,M,S] or --manifold.
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_ss2a_scenes`, then
+    `foleykit build-data remixer EMB --manifold BUNDLE/manifold -o scenes.safetensors`."""
     extra: dict[str, Any] = {}
     model: dict[str, Any] = {"embed_dim": embed_dim, "num_layers": layers, "num_heads": heads,
                              "token_dropout": token_dropout}
@@ -545,7 +596,10 @@ def train_temporal_cmd(
     device: Device_ = "auto", set_: Set_ = None, resume: Resume_ = True, overwrite: Overwrite_ = False,
     quiet: Quiet_ = False,
 ) -> None:
-    """Train the SS2A temporal aggregation (L_ta) on 'frame_claps' [N,T,512] → 'target_clap' [N,512] (+ 'padding_mask')."""
+    """Train the SS2A temporal aggregation (L_ta) on 'frame_claps' [N,T,512] → 'target_clap' [N,512] (+ 'padding_mask').
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_ss2a` (videos), then
+    `foleykit build-data temporal EMB --ss2a BUNDLE -o windows.safetensors`."""
     _train_task("temporal", **_common_options(locals()),
                 model={"num_layers": layers, "num_heads": heads})
 
@@ -563,7 +617,10 @@ def train_grounding_cmd(
     device: Device_ = "auto", set_: Set_ = None, resume: Resume_ = True, overwrite: Overwrite_ = False,
     quiet: Quiet_ = False,
 ) -> None:
-    """Train the Sounding-that-Object grounding module through the AudioLDM UNet on 'latents', 'text_emb', 'patch_emb'."""
+    """Train the Sounding-that-Object grounding module through the AudioLDM UNet on 'latents', 'text_emb', 'patch_emb'.
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_grounding`, then
+    `foleykit build-data grounding EMB --manifest MANIFEST --models SET -o pairs.safetensors`."""
     _train_task("grounding", **_common_options(locals()),
                 options={"finetune_unet": finetune_unet}, extra={"models": models})
 
