@@ -1,4 +1,4 @@
-"""The dataset-scale CLI commands (mounted on a scratch typer app, as cli.py will mount them)."""
+"""The dataset-scale CLI commands (extract, curate, batch-generate, train) through foleykit's typer app."""
 
 from __future__ import annotations
 
@@ -9,35 +9,14 @@ import torch
 import typer
 from typer.testing import CliRunner
 
+from foleykit.cli import app as cli_app
 from foleykit.data.synthetic import make_synthetic_dataset
 from foleykit.errors import InputError
-from foleykit.training.cli_commands import register, scale_app
 
 
 @pytest.fixture(scope="module")
 def app() -> typer.Typer:
-    root = typer.Typer()
-    root.add_typer(scale_app)
-    train = typer.Typer()
-    register(train)
-    root.add_typer(train, name="train")
-    return root
-
-
-def test_register_leaves_existing_train_commands_alone():
-    train = typer.Typer()
-
-    @train.command("manifold")
-    def existing() -> None:
-        """cli.py's own trainer."""
-
-    assert register(train) == ["mapper", "remixer", "temporal", "grounding", "run"]
-    names = [c.name for c in train.registered_commands]
-    assert names.count("manifold") == 1 and train.registered_commands[0].callback is existing
-    other = typer.Typer()
-    other.command("manifold")(existing)
-    assert register(other, replace=True)[:2] == ["mapper", "manifold"]
-    assert [c.name for c in other.registered_commands].count("manifold") == 1
+    return cli_app
 
 
 @pytest.fixture(scope="module")

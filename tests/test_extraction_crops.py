@@ -206,13 +206,9 @@ def test_crop_settings_do_not_touch_other_runs_and_no_detector_is_refused(manife
 
 
 def test_cli_extract_clip_crops(manifest_path, tiny_models_dir, tmp_path):
-    import typer
     from typer.testing import CliRunner
 
-    from foleykit.training.cli_commands import scale_app
-
-    app = typer.Typer()
-    app.add_typer(scale_app)
+    from foleykit.cli import app
     args = ["extract", manifest_path, "-o", tmp_path / "emb", "--features", "clip_crops", "--max-crops", 3,
             "--detector-max-detections", 2, "--models", tiny_models_dir, "--device", "cpu", "-q"]
     res = CliRunner().invoke(app, [str(a) for a in args])

@@ -272,7 +272,7 @@ def test_cli_bad_objects_fail_with_one_line_and_write_nothing(tiny_models_dir, t
     with pytest.raises(SystemExit) as e:
         main(["generate", str(img), *extra, "-o", str(out), "--stems", str(tmp_path / "stems"),
               "--models", str(tiny_models_dir), "--duration", str(DUR), "--steps", str(STEPS), "--device", "cpu", "-q"])
-    assert e.value.code == 2
+    assert e.value.code == 1  # a user error (usage errors are 2)
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("foleykit: error:") and message in err[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scene.png"]
@@ -286,7 +286,7 @@ def test_cli_not_an_image(tiny_models_dir, tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         main(["generate", str(bogus), "--click", "1,1", "-o", str(tmp_path / "o.wav"), "--models", str(tiny_models_dir),
               "--device", "cpu", "-q"])
-    assert e.value.code == 2
+    assert e.value.code == 1
     assert "not a recognised image format" in capsys.readouterr().err
     assert not (tmp_path / "o.wav").exists()
 

@@ -233,7 +233,7 @@ def test_bad_input_is_one_line_and_writes_nothing(inputs, tmp_path, capsys, extr
     paths = {k: str(v) for k, v in inputs.items()} | {"missing": str(tmp_path / "nope.wav")}
     args = [a.format(**paths) for a in extra]
     assert run_cli("generate", str(inputs["scene"]), "--method", "sources", *args, "--stems", str(stems),
-                   "-o", str(out), *FAST) == 2
+                   "-o", str(out), *FAST) == 1
     err = capsys.readouterr().err.strip()
     assert err.startswith("foleykit: error:") and message in err and len(err.splitlines()) == 1
     assert not out.exists() and not stems.exists() and list(tmp_path.iterdir()) == []
@@ -244,7 +244,7 @@ def test_stem_clash_leaves_no_partial_output(inputs, tmp_path, capsys):
     stems.mkdir()
     (stems / "00-image.wav").write_bytes(b"keep me")
     assert run_cli("generate", str(inputs["scene"]), "--method", "sources", "--no-detect", "--stems", str(stems),
-                   "-o", str(out), *FAST) == 2
+                   "-o", str(out), *FAST) == 1
     assert "already holds 00-image.wav" in capsys.readouterr().err
     assert not out.exists() and sorted(p.name for p in stems.iterdir()) == ["00-image.wav"]
     assert (stems / "00-image.wav").read_bytes() == b"keep me"
@@ -282,11 +282,11 @@ def test_train_commands_build_a_bundle_that_generates(inputs, tmp_path, capsys):
     # Bad training files: one clear line each.
     (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 40)
     capsys.readouterr()
-    assert run_cli("train", "manifold", str(tmp_path / "junk.safetensors"), "-o", str(tmp_path / "m2"), *common) == 2
+    assert run_cli("train", "manifold", str(tmp_path / "junk.safetensors"), "-o", str(tmp_path / "m2"), *common) == 1
     assert "cannot read embedding pairs" in capsys.readouterr().err
-    assert run_cli("train", "temporal", str(tmp_path / "pairs.safetensors"), "-o", str(tmp_path / "t2"), *common) == 2
+    assert run_cli("train", "temporal", str(tmp_path / "pairs.safetensors"), "-o", str(tmp_path / "t2"), *common) == 1
     assert "missing tensor 'frame_claps'" in capsys.readouterr().err
-    assert run_cli("train", "remixer", str(tmp_path / "scenes.safetensors"), "-o", str(tmp_path / "r2"), *common) == 2
+    assert run_cli("train", "remixer", str(tmp_path / "scenes.safetensors"), "-o", str(tmp_path / "r2"), *common) == 1
     assert "pass --manifold" in capsys.readouterr().err
     assert not (tmp_path / "m2").exists() and not (tmp_path / "t2").exists()
 

@@ -35,7 +35,7 @@ def test_two_process_run_resumes_exactly(tmp_path):
 
     def launch(out, *extra, port):
         cmd = [torchrun, "--nproc_per_node", "2", "--master_addr", "127.0.0.1", "--master_port", str(port),
-               "-m", "foleykit.training.accelerate_config", str(tmp_path / "run.yaml"), "--quiet",
+               "-m", "foleykit.cli", "train", "run", str(tmp_path / "run.yaml"), "--quiet",
                "--set", f"trainer.output_dir={out}", *extra]
         res = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
         assert res.returncode == 0, res.stdout[-3000:] + res.stderr[-3000:]

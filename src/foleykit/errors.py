@@ -2,7 +2,8 @@
 
 Anything that is the user's input or environment (bad file, impossible parameter, missing model
 while offline) raises a subclass of :class:`FoleykitError`. The CLI prints its message as one line
-on stderr and exits non-zero; everything else is a bug and keeps its traceback.
+on stderr and exits 1 (3 for a model that is not available); a usage error (unknown command or option,
+a malformed argument) is click's and exits 2; everything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 class FoleykitError(Exception):
     """An error caused by the input or the environment, with a message meant for the user."""
 
-    exit_code: int = 2
+    exit_code: int = 1
 
 
 class InputError(FoleykitError):

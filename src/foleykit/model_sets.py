@@ -24,6 +24,7 @@ import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from .encoders.tiny_vocab import byte_level_vocab, clip_vocab
 from .errors import InputError
 
 #: Bump when the tiny stand-ins change, so stale caches are rebuilt.
@@ -211,39 +212,6 @@ def _import_builder(target: str):
         return getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError):
         return None
-
-
-def _byte_symbols() -> list[str]:
-    """The 256 printable symbols byte-level BPE uses for raw bytes (GPT-2's reversible mapping)."""
-    keep = list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
-    symbols = {b: chr(b) for b in keep}
-    extra = 0
-    for b in range(256):
-        if b not in symbols:
-            symbols[b] = chr(256 + extra)
-            extra += 1
-    return [symbols[b] for b in range(256)]
-
-
-def byte_level_vocab() -> tuple[dict[str, int], list[str]]:
-    """A RoBERTa (byte-level BPE) vocabulary of the 256 byte symbols plus specials, no merges."""
-    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
-    for ch in _byte_symbols():
-        vocab.setdefault(ch, len(vocab))
-    vocab["<mask>"] = len(vocab)
-    return vocab, []
-
-
-def clip_vocab() -> tuple[dict[str, int], list[str]]:
-    """A CLIP BPE vocabulary: byte symbols and their end-of-word forms, no merges."""
-    vocab: dict[str, int] = {}
-    for ch in _byte_symbols():
-        vocab.setdefault(ch, len(vocab))
-    for ch in _byte_symbols():
-        vocab.setdefault(ch + "</w>", len(vocab))
-    vocab["<|startoftext|>"] = len(vocab)
-    vocab["<|endoftext|>"] = len(vocab)
-    return vocab, []
 
 
 def _write_tiny_clip(path: Path, *, projection_dim: int, patch_size: int, seed: int) -> None:

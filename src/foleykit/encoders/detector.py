@@ -324,7 +324,7 @@ def write_tiny_detector(path: str | Path, *, seed: int = 0) -> Path:
         Owlv2Processor,
     )
 
-    from ..model_sets import clip_vocab
+    from .tiny_vocab import clip_vocab
 
     path = Path(path)
     vocab, merges = clip_vocab()

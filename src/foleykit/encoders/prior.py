@@ -165,7 +165,7 @@ def write_tiny_prior(path: str | Path, *, seed: int = 0) -> Path:
     from diffusers import PriorTransformer, UnCLIPScheduler
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, CLIPTokenizer
 
-    from ..model_sets import clip_vocab
+    from .tiny_vocab import clip_vocab
 
     path = Path(path)
     vocab, merges = clip_vocab()

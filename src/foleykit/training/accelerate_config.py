@@ -1,4 +1,4 @@
-"""Run files (YAML or JSON) for the accelerate trainer, the data they point at, and a launcher.
+"""Run files (YAML or JSON) for the accelerate trainer, the data they point at, and :func:`run_training`.
 
 A run file::
 
@@ -15,13 +15,12 @@ A run file::
     models: null                                # model set (grounding: whose AudioLDM UNet)
 
 ``configs/`` holds the papers' settings. Launch on one machine with ``foleykit train run FILE`` or on
-many GPUs / nodes with ``accelerate launch -m foleykit.training.accelerate_config FILE``.
+many GPUs / nodes with ``accelerate launch -m foleykit.cli train run FILE``.
 Overrides: ``--set trainer.epochs=3 --set data.train=DIR`` (values parsed as YAML).
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -319,29 +318,3 @@ def run_training(config: Mapping[str, Any], *, progress: bool = True, resume: st
                       task_name=task, run_config=json.loads(json.dumps(config, default=str)), progress=progress,
                       overwrite=overwrite)
     return trainer.fit()
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    """``accelerate launch -m foleykit.training.accelerate_config RUN_FILE [--set k=v ...]``."""
-    from ..errors import FoleykitError
-
-    ap = argparse.ArgumentParser(prog="foleykit.training.accelerate_config", description=main.__doc__)
-    ap.add_argument("config", help="run file (YAML/JSON) or the name of one in configs/")
-    ap.add_argument("--set", dest="overrides", action="append", default=[], help="key.path=value (repeatable)")
-    ap.add_argument("--no-resume", action="store_true", help="refuse to continue from existing checkpoints")
-    ap.add_argument("--overwrite", action="store_true", help="discard a previous run in the output folder")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
-    try:
-        cfg = apply_overrides(read_config_file(find_config(args.config)), args.overrides)
-        res = run_training(cfg, progress=not args.quiet, resume=None if args.no_resume else "auto",
-                           overwrite=args.overwrite)
-    except FoleykitError as exc:
-        raise SystemExit(f"foleykit: error: {exc}") from None
-    if res.final_dir is not None:
-        print(f"wrote {res.final_dir}")
-    print(f"steps: {res.global_step}, epochs: {res.epochs_done}, seed: {res.seed}")
-
-
-if __name__ == "__main__":
-    main()

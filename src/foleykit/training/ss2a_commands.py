@@ -1,7 +1,7 @@
 """Single-device SS2A trainers on cached embeddings (files of named tensors), and the Remixer's codes.
 
 ``foleykit train manifold|remixer|temporal`` use the accelerate trainer
-(:mod:`foleykit.training.cli_commands`); these functions remain as a library path and share the file
+(:mod:`foleykit.cli.train`); these functions remain as a library path and share the file
 layouts (``.safetensors``, ``.pt`` weights-only or ``.npz``; N examples, one row each):
 
 ========  =================================================================================

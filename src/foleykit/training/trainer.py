@@ -29,8 +29,8 @@ What the :class:`Trainer` does:
   batch, optimizer, seed, processes) or a trained model without checkpoints is refused unless
   ``overwrite`` (which discards the previous run's files, and only those).
 
-Multi-GPU / multi-node: ``accelerate launch -m foleykit.training.accelerate_config CONFIG`` (or the
-``foleykit train ...`` commands under ``accelerate launch``) — nothing in the loop changes.
+Multi-GPU / multi-node: the ``foleykit train ...`` commands under ``accelerate launch -m foleykit.cli train …``
+— nothing in the loop changes.
 """
 
 from __future__ import annotations

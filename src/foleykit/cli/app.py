@@ -1,0 +1,27 @@
+"""``foleykit app``: the web app (gradio) over the library."""
+
+# No ``from __future__ import annotations``: typer reads the annotations at runtime.
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .options import Device, Models
+
+commands = typer.Typer()
+
+
+@commands.command("app")
+def app_cmd(
+    models: Models = None,
+    port: Annotated[int, typer.Option(help="Port to listen on (0 = a free one).")] = 7860,
+    host: Annotated[str, typer.Option(help="Address to bind; 127.0.0.1 keeps it on this machine.")] = "127.0.0.1",
+    grounding: Annotated[Optional[str], typer.Option(help="Trained grounding module folder (objects).")] = None,
+    mapper: Annotated[Optional[str], typer.Option(help="Trained V2A-Mapper folder (mapper).")] = None,
+    workdir: Annotated[Optional[Path], typer.Option(help="The app's work folder (uploads, results); default: a temp folder.")] = None,
+    device: Device = "auto",
+) -> None:
+    """Start the web app: upload a picture, click the objects that should sound, listen, download."""
+    from ..app import launch_app
+
+    launch_app(models=models, host=host, port=port, grounding=grounding, mapper=mapper, workdir=workdir, device=device)

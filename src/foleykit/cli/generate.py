@@ -1,0 +1,97 @@
+"""``foleykit generate``: the sound of one image or video, by any of the three methods."""
+
+# No ``from __future__ import annotations``: typer reads the annotations at runtime.
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from .options import (
+    Candidates,
+    Device,
+    Dtype,
+    Duration,
+    Guidance,
+    Mapper,
+    Models,
+    OverwriteOutput,
+    Preset,
+    Quiet,
+    Steps,
+)
+
+commands = typer.Typer()
+
+
+@commands.command()
+def generate(
+    input: Annotated[Path, typer.Argument(help="Image (jpg/png/...) or video (mp4/mov/...).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .wav/.flac, or .mp4 (a video: its video with the new sound, cut to the sound's length; an image: a still video).")],
+    method: Annotated[Optional[str], typer.Option(help="mapper | objects | sources (default: sources when --audio/--stereo/--image/--mask/--ss2a is given, objects when --click/--box/--text is, else mapper).")] = None,
+    models: Models = None,
+    mapper: Mapper = None,
+    seed: Annotated[Optional[int], typer.Option(help="Random seed; omitted or -1 = random (the seed used is printed).")] = None,
+    duration: Duration = None,
+    steps: Steps = None,
+    preset: Preset = "fast",
+    guidance: Guidance = None,
+    candidates: Candidates = 1,
+    frames: Annotated[Optional[int], typer.Option(help="Video frames per 10 s window: mapper averages them (default 16), sources aggregates them (default 64).")] = None,
+    device: Device = "auto",
+    dtype: Dtype = None,
+    overwrite: OverwriteOutput = False,
+    quiet: Quiet = False,
+    click: Annotated[Optional[list[str]], typer.Option("--click", help="objects: an object at pixel X,Y (repeatable).")] = None,
+    box: Annotated[Optional[list[str]], typer.Option("--box", help="objects/sources: an object in box X0,Y0,X1,Y1 pixels (repeatable; sources: X0,Y0,X1,Y1@WEIGHT).")] = None,
+    text: Annotated[Optional[list[str]], typer.Option("--text", help="objects/sources: an object or sound source named by text (repeatable; sources: TEXT@WEIGHT).")] = None,
+    stems: Annotated[Optional[Path], typer.Option("--stems", help="objects/sources: folder for one stem per object/source.")] = None,
+    context: Annotated[float, typer.Option(help="objects: 0..1 share of the whole scene mixed into the blend.")] = 0.0,
+    grounding: Annotated[Optional[str], typer.Option(help="objects: trained grounding module folder.")] = None,
+    maps: Annotated[Optional[Path], typer.Option("--maps", help="objects: folder for mask/attention PNG maps.")] = None,
+    frame: Annotated[Optional[float], typer.Option(help="objects on a video: the frame (seconds) to select in.")] = None,
+    audio: Annotated[Optional[list[Path]], typer.Option("--audio", help="sources: an audio clip as a sound source (repeatable; FILE@WEIGHT).")] = None,
+    image: Annotated[Optional[list[Path]], typer.Option("--image", help="sources: another image whose sources join the scene (repeatable).")] = None,
+    mask: Annotated[Optional[list[Path]], typer.Option("--mask", help="sources: a region of the image as a mask PNG of its size (repeatable).")] = None,
+    stereo: Annotated[bool, typer.Option("--stereo", help="sources: a stereo mix of the stems, each region panned by its position.")] = False,
+    text_mode: Annotated[str, typer.Option("--text-mode", help="sources: prior (text -> CLIP image space, paper) | clip (plain CLIP text).")] = "prior",
+    ss2a: Annotated[Optional[str], typer.Option(help="sources: SS2A bundle folder (manifold/, remixer/, temporal/) or the released ssv2a.pth.")] = None,
+    detect: Annotated[Optional[bool], typer.Option("--detect/--no-detect", help="sources: detect sounding objects (default: unless --box/--mask is given).")] = None,
+    threshold: Annotated[Optional[float], typer.Option(help="sources: detection score threshold 0..1 (default 0.2).")] = None,
+    max_detections: Annotated[Optional[int], typer.Option(help="sources: detected objects kept per image (default 8; each costs a CLIP pass).")] = None,
+    detector_size: Annotated[Optional[int], typer.Option(help="sources: OWLv2 input side in px (default: native 960; 640 is ~2.7x cheaper, coarser).")] = None,
+    max_sources: Annotated[int, typer.Option(help="sources: Remixer slots M (<= 64; one is the feedback slot).")] = 64,
+    cycle_rounds: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix rounds (default 4).")] = None,
+    cycle_samples: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix candidates per round (default 16).")] = None,
+    criterion: Annotated[str, typer.Option(help="sources: Cycle Mix selection, spread (released) | relevance.")] = "spread",
+    original_audio: Annotated[str, typer.Option("--original-audio", help="video to .mp4: the video's own soundtrack is replaced (default), kept under the new one, or ducked (lowered by --duck-db).")] = "replace",
+    duck_db: Annotated[Optional[float], typer.Option("--duck-db", help="--original-audio duck: dB the original is lowered by (default 12).")] = None,
+) -> None:
+    """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds)."""
+    from ..api import generate as api_generate
+
+    if method is None:
+        if audio or image or mask or stereo or ss2a:
+            method = "sources"
+        else:
+            method = "objects" if (click or box or text) else "mapper"
+    res = api_generate(
+        input, output, method=method, models=models, mapper=mapper, seed=seed, duration=duration, steps=steps,
+        preset=preset, guidance=guidance, candidates=candidates, frames=frames, device=device, dtype=dtype,
+        overwrite=overwrite, progress=not quiet, clicks=click, boxes=box, texts=text, stems=stems,
+        context=context, grounding=grounding, maps=maps, frame=frame,
+        audios=[str(a) for a in audio or []], images=[str(i) for i in image or []], masks=list(mask or []),
+        stereo=stereo, text_mode=text_mode, ss2a=ss2a, detect=detect, threshold=threshold,
+        max_detections=max_detections, detector_size=detector_size, max_sources=max_sources,
+        cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion,
+        original_audio=original_audio, duck_db=duck_db,
+    )
+    grounding_record = res.sound.record.get("grounding") or {}
+    if method == "objects" and grounding_record.get("trained") is False:
+        typer.echo(f"warning: {grounding_record.get('note')}", err=True)
+    for path in res.outputs:
+        typer.echo(f"wrote {path} ({res.sound.duration_s:.2f} s, {res.sound.sample_rate} Hz)")
+    if res.sidecar is not None:
+        typer.echo(f"wrote {res.sidecar}")
+    for note in res.sound.record.get("notes", []):
+        typer.echo(f"note: {note}", err=True)
+    typer.echo(f"seed: {res.seed}")
