@@ -121,3 +121,14 @@ def test_readme_usage_runs(workdir, monkeypatch):
     ran = run_blocks(blocks, workdir, monkeypatch, speed)
     assert "foleykit train mapper emb/ -o my-mapper/" in " ".join(ran)
     assert (workdir / "s.wav").is_file() and (workdir / "scene.mp4").is_file()
+
+
+def test_ss2a_doc_boxes_fit_the_bundled_scene():
+    from PIL import Image
+
+    width, height = Image.open(ROOT / "examples" / "scene.jpg").size
+    boxes = re.findall(r"--box (\d+),(\d+),(\d+),(\d+)", (ROOT / "docs" / "ss2a.md").read_text())
+    assert boxes
+    for box in boxes:
+        x0, y0, x1, y1 = map(int, box)
+        assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, (box, (width, height))
