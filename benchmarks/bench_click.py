@@ -5,6 +5,7 @@ The model is the facebook/sam-vit-base architecture (transformers ``SamConfig()`
 not on the weights. The picture is a 1280x853 photo-sized image (the web app's largest side).
 
     python benchmarks/bench_click.py [--clicks 20] [--threads N] [--device cpu]
+    python benchmarks/bench_click.py --smoke     # tiny SAM, small picture: checks the script (seconds)
 
 Prints one JSON object. Budget from issue 5: a click answers with its mask overlay in <= 1 s on CPU
 after the image is loaded.
@@ -47,7 +48,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--width", type=int, default=1280)
     ap.add_argument("--height", type=int, default=853)
+    ap.add_argument("--smoke", action="store_true", help="tiny SAM stand-in, 160x120 picture, 2 clicks: measures nothing")
     args = ap.parse_args()
+    if args.smoke:
+        args.clicks, args.embeds, args.width, args.height = 2, 1, 160, 120
     if args.threads:
         torch.set_num_threads(args.threads)
 
@@ -62,9 +66,15 @@ def main() -> None:
 
     torch.manual_seed(0)
     t0 = time.perf_counter()
-    model = SamModel(SamConfig()).eval().to(args.device)
+    if args.smoke:  # the tiny model set's SAM, through the user-facing loader
+        from foleykit.model_sets import resolve_model_set
+
+        seg = Segmenter.from_pretrained(resolve_model_set("tiny").extra["sam"], device=args.device, cache_size=1)
+        model = seg.model
+    else:
+        model = SamModel(SamConfig()).eval().to(args.device)
+        seg = Segmenter(model, SamProcessor(ImageProcessor()), cache_size=1)
     build_s = time.perf_counter() - t0
-    seg = Segmenter(model, SamProcessor(ImageProcessor()), cache_size=1)
     n_params = sum(p.numel() for p in model.parameters())
 
     rng = np.random.default_rng(0)
@@ -105,7 +115,8 @@ def main() -> None:
 
     result = {
         "benchmark": "bench_click",
-        "model": "SamModel(SamConfig()) = facebook/sam-vit-base architecture, random weights",
+        "model": ("tiny SAM stand-in (smoke run: nothing measured)" if args.smoke
+                  else "SamModel(SamConfig()) = facebook/sam-vit-base architecture, random weights"),
         "parameters": n_params,
         "device": args.device,
         "torch_threads": torch.get_num_threads(),

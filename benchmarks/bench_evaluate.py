@@ -36,6 +36,7 @@ What is measured, in one process (models built once, outside every timing):
     python benchmarks/bench_evaluate.py                 # 16 clips a side, 2 rounds (~10 min on 2 cores)
     python benchmarks/bench_evaluate.py --quick         # 4 clips a side, 1 round, real sizes
     python benchmarks/bench_evaluate.py --tiny --quick  # tiny stand-ins: checks the script, measures nothing
+    python benchmarks/bench_evaluate.py --smoke         # = --tiny --quick --clips 2, no result file (seconds)
 
 Prints one JSON object (``--out FILE`` writes it too; default
 ``benchmarks/results/evaluate-<host>-<UTC date-time>.json``). ``--report FILE`` prints the Markdown
@@ -517,12 +518,15 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--repeats", type=int, default=None, help="rounds of evaluate runs and embedder passes (default 2; 1 with --quick)")
     p.add_argument("--quick", action="store_true", help="4 clips a side, one round")
     p.add_argument("--tiny", action="store_true", help="tiny stand-in embedders: checks the script, measures nothing")
+    p.add_argument("--smoke", action="store_true", help="--tiny --quick with 2 clips a side; writes no result file")
     p.add_argument("--out", type=Path, default=None, help="JSON path (default benchmarks/results/evaluate-<host>-<UTC>.json)")
     p.add_argument("--report", type=Path, default=None, help="print the Markdown tables of a saved result JSON")
     args = p.parse_args(argv)
     if args.report:
         print(markdown(json.loads(args.report.read_text())))
         return
+    if args.smoke:
+        args.tiny, args.quick, args.clips = True, True, args.clips or 2
 
     import torch
 
@@ -618,10 +622,11 @@ def main(argv: list[str] | None = None) -> None:
         f"{'-tiny' if args.tiny else ''}{'-quick' if args.quick else ''}.json"
     )
     text = json.dumps(res, indent=1)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(text + "\n")
+    if not args.smoke or args.out:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(text + "\n")
+        print(f"wrote {out}", file=sys.stderr)
     print(text)
-    print(f"wrote {out}", file=sys.stderr)
     print(markdown(res), file=sys.stderr)
 
 

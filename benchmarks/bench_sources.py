@@ -16,6 +16,7 @@ architecture, not the weights) and measured in one run, on one device:
   at batch 2 (classifier-free guidance), VAE decode and HiFi-GAN, on a 10.24 s latent.
 
     python benchmarks/bench_sources.py [--detections 8] [--threads N] [--repeats 3] [--quick]
+    python benchmarks/bench_sources.py --smoke   # the tiny model set's stand-ins: checks the script (seconds)
 
 Prints one JSON object. Target (issue 3): with our defaults, perception + manifold + Remixer + Cycle
 Mix ≤ 10 % of a ``fast`` generation.
@@ -46,7 +47,17 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
     return {"median_s": round(statistics.median(xs), 4), "min_s": round(min(xs), 4), "n": len(xs)}
 
 
-def build_perception(device: str):
+def build_perception(device: str, smoke: bool = False):
+    if smoke:  # the tiny model set's stand-ins, through the user-facing loaders
+        from foleykit.encoders.clip import ClipEncoder
+        from foleykit.encoders.detector import SoundSourceDetector
+        from foleykit.model_sets import resolve_model_set
+
+        ms = resolve_model_set("tiny")
+        detector = SoundSourceDetector.from_pretrained(ms.extra["detector"], device=device)
+        clip = ClipEncoder.from_pretrained(ms.clip, device=device)
+        return detector, clip, {"owlv2": sum(p.numel() for p in detector.model.parameters()),
+                                "clip_vit_l14": sum(p.numel() for p in clip.model.parameters())}
     from transformers import (
         CLIPConfig,
         CLIPImageProcessorPil,
@@ -80,7 +91,14 @@ def build_perception(device: str):
     return detector, clip, n
 
 
-def build_generator(device: str):
+def build_generator(device: str, smoke: bool = False):
+    if smoke:
+        from foleykit.generator.pipeline import AudioLDMGenerator
+        from foleykit.model_sets import resolve_model_set
+
+        gen = AudioLDMGenerator.from_pretrained(resolve_model_set("tiny").audioldm, device=device, cpu_fast_path=False)
+        n = {k: sum(p.numel() for p in m.parameters()) for k, m in (("unet", gen.unet), ("vae", gen.vae), ("vocoder", gen.vocoder))}
+        return gen.unet, gen.vae, gen.vocoder, n
     from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import SpeechT5HifiGan, SpeechT5HifiGanConfig
 
@@ -104,7 +122,10 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--quick", action="store_true", help="released Cycle Mix: time 4 of its 65 rounds and scale")
     ap.add_argument("--detector-sizes", default="960,768,640", help="OWLv2 input sides to time (960 = native)")
+    ap.add_argument("--smoke", action="store_true", help="tiny stand-ins, 1 repeat: checks the script, measures nothing")
     args = ap.parse_args()
+    if args.smoke:
+        args.quick, args.repeats, args.detections, args.detector_sizes = True, 1, 2, "64"
     if args.threads:
         torch.set_num_threads(args.threads)
     dev = args.device
@@ -151,7 +172,7 @@ def main() -> None:
     ours = timed(lambda: run_cycle(ours_remixer, DEFAULT_CYCLE_ROUNDS, DEFAULT_CYCLE_SAMPLES, DEFAULT_VAR_SAMPLES),
                  args.repeats)
     released_rounds = 65
-    measured_rounds = 4 if args.quick else released_rounds
+    measured_rounds = 1 if args.smoke else 4 if args.quick else released_rounds
     rel = timed(lambda: run_cycle(released_remixer, measured_rounds, 64, 64), 1 if not args.quick else args.repeats,
                 warmup=0 if not args.quick else 1)
     rel_total = rel["median_s"] * released_rounds / measured_rounds
@@ -169,10 +190,11 @@ def main() -> None:
     }
 
     # ---------------------------------------------------------------- perception (real sizes)
-    detector, clip, nper = build_perception(dev)
+    detector, clip, nper = build_perception(dev, args.smoke)
     out["params"].update(nper)
     rng = np.random.default_rng(0)
-    image = Image.fromarray(rng.integers(0, 255, (853, 1280, 3), dtype=np.uint8))
+    h, w = (120, 160) if args.smoke else (853, 1280)
+    image = Image.fromarray(rng.integers(0, 255, (h, w, 3), dtype=np.uint8))
     t0 = time.perf_counter()
     detector.query_embeddings()
     out["perception"] = {"vocabulary_queries": len(detector.vocabulary),
@@ -189,7 +211,8 @@ def main() -> None:
     out["perception"]["detector_default_input_size"] = detector.image_size
     out["perception"]["detector_pass"] = det_times.get(detector.image_size) or timed(
         lambda: detector.raw_predictions(image), args.repeats)
-    boxes = [(40.0 + 120 * k, 100.0, 200.0 + 120 * k, 400.0) for k in range(args.detections)]
+    boxes = ([(10.0 + 20 * k, 10.0, 60.0 + 20 * k, 80.0) for k in range(args.detections)] if args.smoke
+             else [(40.0 + 120 * k, 100.0, 200.0 + 120 * k, 400.0) for k in range(args.detections)])
 
     def clip_batch():
         crops = [image] + [_crop_box(image, b) for b in boxes]
@@ -201,14 +224,17 @@ def main() -> None:
     detector = clip = None  # free ~2.3 GB before building the generator
 
     # ---------------------------------------------------------------- fast generation (real sizes)
-    unet, vae, vocoder, ngen = build_generator(dev)
+    unet, vae, vocoder, ngen = build_generator(dev, args.smoke)
     out["params"].update(ngen)
-    latent = torch.randn(2, 8, 256, 16, generator=g).to(dev)  # 10.24 s: 1024 mel frames / 4, 64 mels / 4
-    cond = torch.randn(2, 512, generator=g).to(dev)
+    # 10.24 s: 1024 mel frames / 4, 64 mels / 4 (the stand-in's own geometry in a smoke run)
+    scale = 2 ** (len(vae.config.block_out_channels) - 1)
+    n_mels = int(vocoder.config.model_in_dim)
+    latent = torch.randn(2, int(unet.config.in_channels), 1024 // scale, n_mels // scale, generator=g).to(dev)
+    cond = torch.randn(2, int(unet.config.projection_class_embeddings_input_dim), generator=g).to(dev)
     step = timed(lambda: unet(latent, torch.tensor(500, device=dev), encoder_hidden_states=None, class_labels=cond),
                  args.repeats)
     vae_t = timed(lambda: vae.decode(latent[:1] / vae.config.scaling_factor).sample, max(1, args.repeats - 1))
-    mel = torch.randn(1, 1024, 64, generator=g).to(dev)
+    mel = torch.randn(1, 1024, n_mels, generator=g).to(dev)
     voc_t = timed(lambda: vocoder(mel), max(1, args.repeats - 1))
     from foleykit.generator.presets import get_preset
 

@@ -15,6 +15,7 @@ Measures, on one device:
 Results go to stdout (a table) and ``benchmarks/results/bench_training-<device>[-quick].json``.
 
     python benchmarks/bench_training.py --quick
+    python benchmarks/bench_training.py --smoke   # tiny stand-ins, one step each, no result file (seconds)
     python benchmarks/bench_training.py --device cuda --dtype float16
 """
 
@@ -65,12 +66,12 @@ def flops_of(fn) -> int:
     return int(counter.get_total_flops())
 
 
-def matmul_peak(device: torch.device, quick: bool) -> dict:
+def matmul_peak(device: torch.device, quick: bool, smoke: bool = False) -> dict:
     """Best fp32 matmul FLOP/s over a few sizes."""
     if device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = False
         torch.backends.cudnn.allow_tf32 = False
-    sizes = [2048, 4096] if quick else ([2048, 4096, 8192] if device.type == "cuda" else [1024, 2048, 4096])
+    sizes = [256] if smoke else [2048, 4096] if quick else ([2048, 4096, 8192] if device.type == "cuda" else [1024, 2048, 4096])
     best = 0.0
     per = {}
     for n in sizes:
@@ -88,10 +89,15 @@ def matmul_peak(device: torch.device, quick: bool) -> dict:
 # ------------------------------------------------------------------------------------------------
 
 
-def clip_vit_l14(device, dtype):
+def clip_vit_l14(device, dtype, smoke: bool = False):
     from transformers import CLIPConfig, CLIPImageProcessorPil, CLIPModel
 
     from foleykit.encoders.clip import ClipEncoder
+
+    if smoke:  # the tiny model set's stand-in, through the user-facing loader
+        from foleykit.model_sets import resolve_model_set
+
+        return ClipEncoder.from_pretrained(resolve_model_set("tiny").clip, device=device, dtype=dtype)
 
     cfg = CLIPConfig(
         text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
@@ -105,10 +111,15 @@ def clip_vit_l14(device, dtype):
     return ClipEncoder(model, proc, None)
 
 
-def clap_htsat(device, dtype):
+def clap_htsat(device, dtype, smoke: bool = False):
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel
 
     from foleykit.encoders.clap import ClapEncoder
+
+    if smoke:
+        from foleykit.model_sets import resolve_model_set
+
+        return ClapEncoder.from_pretrained(resolve_model_set("tiny").clap, device=device, dtype=dtype)
 
     torch.manual_seed(0)
     model = ClapModel(ClapConfig()).eval().to(device=device, dtype=dtype).requires_grad_(False)
@@ -116,7 +127,8 @@ def clap_htsat(device, dtype):
 
 
 def bench_clip_model(enc, device, batch: int, iters: int, peak: float) -> dict:
-    px = torch.randn(batch, 3, 224, 224, device=device, dtype=enc.dtype)
+    side = int(enc.model.config.vision_config.image_size)
+    px = torch.randn(batch, 3, side, side, device=device, dtype=enc.dtype)
 
     def run():
         with torch.inference_mode():
@@ -142,14 +154,15 @@ def bench_clap_model(enc, device, batch: int, iters: int, peak: float) -> dict:
             "achieved_flops": flops / dt, "fraction_of_peak": flops / dt / peak}
 
 
-def bench_extraction_e2e(enc_clip, enc_clap, feature: str, n_items: int, workers: int, batch: int, tmp: Path) -> dict:
+def bench_extraction_e2e(enc_clip, enc_clap, feature: str, n_items: int, workers: int, batch: int, tmp: Path,
+                         image_size: tuple[int, int] = (640, 480), audio_seconds: float = 10.0) -> dict:
     from foleykit.data import read_manifest
     from foleykit.data.synthetic import make_synthetic_dataset
     from foleykit.training.extraction import ExtractionConfig, ShardExtractor, extract_embeddings
 
     data = tmp / "media"
     if not (data / "manifest.csv").exists():
-        make_synthetic_dataset(data, n_images=n_items, n_videos=0, image_size=(640, 480), audio_seconds=10.0)
+        make_synthetic_dataset(data, n_images=n_items, n_videos=0, image_size=image_size, audio_seconds=audio_seconds)
     manifest = read_manifest(data / "manifest.csv")
     cfg = ExtractionConfig(features=(feature,), shard_size=max(8, n_items), batch_size=batch, audio_batch_size=batch,
                            num_workers=workers, prefetch_items=4)
@@ -225,7 +238,13 @@ def main(argv=None) -> dict:
                          "else min(16, cores)); each count is one run")
     ap.add_argument("--skip", default="", help="comma list of parts to skip: clip,clap,mapper,manifold,e2e")
     ap.add_argument("--out", default=None)
+    ap.add_argument("--smoke", action="store_true",
+                    help="tiny stand-ins, 2 items, one step per trainer, small batches: checks the script, measures nothing")
     args = ap.parse_args(argv)
+    sm = args.smoke
+    if sm:
+        args.quick = True
+        args.workers = args.workers or "0"
 
     from foleykit.devices import resolve_device, resolve_dtype
     from foleykit.modules.mapper import MapperConfig
@@ -244,36 +263,38 @@ def main(argv=None) -> dict:
                     "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
                     "loadavg_start": list(os.getloadavg())}
     try:
-        peak = matmul_peak(device, q)
+        peak = matmul_peak(device, q, sm)
         report["matmul_fp32"] = peak
         p = peak["peak_flops"]
         print(f"fp32 matmul peak: {p / 1e9:.1f} GFLOP/s on {device} ({report['threads']} threads)", flush=True)
 
         if "clip" not in skip:
-            enc = clip_vit_l14(device, dtype)
-            b = 8 if q else 256
+            enc = clip_vit_l14(device, dtype, sm)
+            b = 2 if sm else 8 if q else 256
             r = report["clip_vit_l14_model"] = bench_clip_model(enc, device, b, 1 if q else 20, p)
             print(f"CLIP ViT-L/14 model: {r['items_per_s']:.2f} img/s, {r['gflops_per_item']:.1f} GFLOP/img, "
                   f"{100 * r['fraction_of_peak']:.0f}% of peak", flush=True)
             if "e2e" not in skip:
                 for workers in worker_counts:  # the first count keeps the historical key
                     key = "clip_extraction_e2e" + ("" if workers == worker_counts[0] else f"_workers{workers}")
-                    r = report[key] = bench_extraction_e2e(enc, None, "clip", 16 if q else 2048, workers, b, tmp)
+                    r = report[key] = bench_extraction_e2e(enc, None, "clip", 2 if sm else 16 if q else 2048, workers, b, tmp,
+                                                           image_size=(64, 48) if sm else (640, 480))
                     # End to end (decode, preprocessing, forward, shard write) against the same peak.
                     r["fraction_of_peak"] = r["items_per_s"] * report["clip_vit_l14_model"]["gflops_per_item"] * 1e9 / p
                     print(f"  extract (clip, {r['items']} jpg/png, {workers} workers): {r['items_per_s']:.2f} items/s, "
                           f"data wait {r['data_wait_s']:.1f} s vs compute {r['compute_s']:.1f} s", flush=True)
             del enc
         if "clap" not in skip:
-            enc = clap_htsat(device, dtype)
-            b = 8 if q else 128
+            enc = clap_htsat(device, dtype, sm)
+            b = 2 if sm else 8 if q else 128
             r = report["clap_htsat_model"] = bench_clap_model(enc, device, b, 1 if q else 20, p)
             print(f"CLAP HTSAT-tiny model: {r['items_per_s']:.2f} clips/s (10 s), {r['gflops_per_item']:.1f} GFLOP/clip, "
                   f"{100 * r['fraction_of_peak']:.0f}% of peak", flush=True)
             if "e2e" not in skip:
                 for workers in worker_counts:  # the first count keeps the historical key
                     key = "clap_extraction_e2e" + ("" if workers == worker_counts[0] else f"_workers{workers}")
-                    r = report[key] = bench_extraction_e2e(None, enc, "clap", 16 if q else 2048, workers, b, tmp)
+                    r = report[key] = bench_extraction_e2e(None, enc, "clap", 2 if sm else 16 if q else 2048, workers, b, tmp,
+                                                           audio_seconds=1.0 if sm else 10.0)
                     # End to end (decode, preprocessing, forward, shard write) against the same peak.
                     r["fraction_of_peak"] = r["items_per_s"] * report["clap_htsat_model"]["gflops_per_item"] * 1e9 / p
                     print(f"  extract (clap, {r['items']} 10-s wav, {workers} workers): {r['items_per_s']:.2f} items/s, "
@@ -281,21 +302,24 @@ def main(argv=None) -> dict:
             del enc
         if "mapper" not in skip:
             cfg = MapperConfig()  # the paper's best: diffusion transformer, 12 layers, width 512
+            if sm:
+                cfg = MapperConfig(width=64, depth=2, heads=2, head_dim=32)
             r = report["mapper_trainer"] = bench_trainer(
                 "mapper", {k: getattr(cfg, k) for k in ("kind", "width", "depth", "heads", "head_dim", "mlp_ratio")},
-                (512, 512), 448, 2 if q else 50, device, p, args.mixed_precision, tmp)
+                (512, 512), 8 if sm else 448, 1 if sm else 2 if q else 50, device, p, args.mixed_precision, tmp)
             print(f"V2A-Mapper trainer (paper size, batch 448): {r['pairs_per_s']:.0f} pairs/s, "
                   f"{100 * r['fraction_of_peak']:.0f}% of peak, data wait {r['data_wait_s']:.2f} s vs compute "
                   f"{r['compute_s']:.2f} s", flush=True)
         if "manifold" not in skip:
-            r = report["manifold_trainer"] = bench_trainer("manifold", {}, (768, 512), 256, 2 if q else 100, device, p,
+            r = report["manifold_trainer"] = bench_trainer("manifold", {}, (768, 512), 8 if sm else 256,
+                                                           1 if sm else 2 if q else 100, device, p,
                                                            args.mixed_precision, tmp)
             print(f"CMSS manifold trainer (batch 256): {r['pairs_per_s']:.0f} pairs/s, "
                   f"{100 * r['fraction_of_peak']:.0f}% of peak, data wait {r['data_wait_s']:.2f} s vs compute "
                   f"{r['compute_s']:.2f} s", flush=True)
         # The peak again at the end: the fractions use the better of the two measurements, so a peak
         # taken while other work held the cores cannot inflate them.
-        end = matmul_peak(device, q)
+        end = matmul_peak(device, q, sm)
         report["matmul_fp32_end"] = end
         best = max(p, end["peak_flops"])
         report["peak_flops_used"] = best
@@ -307,6 +331,9 @@ def main(argv=None) -> dict:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report["loadavg_end"] = list(os.getloadavg())
+    if sm and not args.out:
+        print("smoke run (tiny stand-ins, nothing measured): no result file")
+        return report
     out = Path(args.out) if args.out else ROOT / "benchmarks" / "results" / f"bench_training-{device.type}{'-quick' if q else ''}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(report, indent=1) + "\n")

@@ -311,6 +311,8 @@ def test_absurd_pixel_count_is_refused(tmp_path, capsys):
     (["--preset", "slowest"], "preset"),
     (["--candidates", "0"], "candidates"),
     (["--device", "cuda"], "cuda"),
+    (["--dtype", "fp16", "--device", "cpu"], "float16 is not supported on cpu"),
+    (["--dtype", "int8"], "unknown dtype 'int8'"),
 ])
 def test_impossible_parameters(scene, tmp_path, capsys, args, needle):
     out = tmp_path / "o.wav"
@@ -350,3 +352,24 @@ def test_console_script_exit_code_and_stderr(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode != 0
     assert proc.stderr.strip().count("\n") == 0 and "nope.jpg" in proc.stderr
+
+
+@pytest.mark.parametrize(("native_bf16", "want"), [(True, "bfloat16"), (False, "float32")])
+def test_default_dtype_is_auto_and_the_sidecar_records_it(scene, tmp_path, monkeypatch, native_bf16, want):
+    """No --dtype: bf16 where the CPU has it natively (faked here), fp32 elsewhere; --dtype overrides."""
+    import foleykit.api
+    import foleykit.devices
+
+    monkeypatch.setattr(foleykit.devices, "cpu_has_native_bf16", lambda: native_bf16)
+    foleykit.api.load_pipeline.cache_clear()  # pipelines are cached per (…, dtype="auto")
+    try:
+        out = tmp_path / "a.wav"
+        assert run_cli("generate", str(scene), "-o", str(out), "--duration", "1", "--device", "cpu", *FAST) == 0
+        side = json.loads((tmp_path / "a.wav.json").read_text())
+        assert side["generator"]["dtype"] == want and side["parameters"]["dtype"] == "auto"
+        out = tmp_path / "b.wav"
+        assert run_cli("generate", str(scene), "-o", str(out), "--duration", "1", "--device", "cpu", "--dtype", "fp32",
+                       *FAST) == 0
+        assert json.loads((tmp_path / "b.wav.json").read_text())["generator"]["dtype"] == "float32"
+    finally:
+        foleykit.api.load_pipeline.cache_clear()

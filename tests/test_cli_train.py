@@ -71,7 +71,7 @@ def test_package_level_api_names():
     import foleykit
 
     assert callable(foleykit.generate) and callable(foleykit.train_mapper)
-    assert foleykit.resolve_model_set("default").clap == "laion/clap-htsat-unfused"
+    assert foleykit.resolve_model_set("default").clap_judge == "laion/clap-htsat-unfused"
 
 
 def test_presets_set_the_diffusion_mapper_steps(pairs, tmp_path, tiny_models_dir, monkeypatch):

@@ -74,7 +74,7 @@ def test_guidance_one_equals_conditional_only(generator):
 def test_ranking_keeps_the_best_candidate(generator, tiny_models_dir):
     from foleykit.encoders.clap import ClapEncoder
 
-    clap = ClapEncoder.from_pretrained(str(tiny_models_dir / "clap-htsat-unfused"))
+    clap = ClapEncoder.from_pretrained(str(tiny_models_dir / "audioldm-clap"))  # AudioLDM's own CLAP
     cond = _cond()
     out = generator(cond, duration_s=1.0, seed=2, num_inference_steps=2, num_candidates=3, ranker=clap, progress=False)
     assert out.waveforms.shape == (1, 16000)
@@ -134,7 +134,7 @@ def test_cpu_fast_path_matches_stock_modules(tiny_models_dir, monkeypatch, unet_
     UNet converted (CPUs without AVX-512) or left as it is (AVX-512)."""
     import foleykit.generator.pipeline as gp
 
-    monkeypatch.setattr(gp, "_unet_channels_last_pays", lambda: unet_channels_last)
+    monkeypatch.setattr(gp, "unet_channels_last_pays", lambda dtype=torch.float32: unet_channels_last)
     ref = str(tiny_models_dir / "audioldm-s-full-v2")
     stock = AudioLDMGenerator.from_pretrained(ref, device="cpu", cpu_fast_path=False)
     fast = AudioLDMGenerator.from_pretrained(ref, device="cpu", cpu_fast_path=True)
@@ -158,3 +158,57 @@ def test_cpu_fast_path_matches_stock_modules(tiny_models_dir, monkeypatch, unet_
 def test_fast_preset_samples_the_mapper_with_fewer_steps():
     assert PRESETS["fast"].mapper_steps is not None and PRESETS["fast"].mapper_steps < 200
     assert PRESETS["paper"].mapper_steps is None  # the mapper's own (paper) default of 200
+
+
+def test_bfloat16_generator_same_noise_records_dtype(tiny_models_dir):
+    """bf16 modules, float32 sampler: the UNet's first input is the float32 run's noise rounded to
+    bf16 (same seed, same noise in every dtype); the settings record the dtype used."""
+    ref = str(tiny_models_dir / "audioldm-s-full-v2")
+    runs = {}
+    for name in ("float32", "bfloat16"):
+        gen = AudioLDMGenerator.from_pretrained(ref, device="cpu", dtype=name)
+        seen = []
+        gen.unet.register_forward_pre_hook(lambda _m, args, kw: seen.append(args[0].detach().clone()), with_kwargs=True)
+        out = gen(_cond(1, seed=2), duration_s=1.0, seed=9, num_inference_steps=2, progress=False)
+        runs[name] = (gen, out, seen[0])
+    g16, out16, first16 = runs["bfloat16"]
+    _, out32, first32 = runs["float32"]
+    assert next(g16.unet.parameters()).dtype == torch.bfloat16 and g16.vocoder.dtype == torch.bfloat16
+    assert first16.dtype == torch.bfloat16
+    assert torch.equal(first16.float(), first32.to(torch.bfloat16).float())
+    assert out16.settings["dtype"] == "bfloat16" and out32.settings["dtype"] == "float32"
+    assert out16.settings["device"] == "cpu"
+    assert out16.waveforms.dtype == np.float32 and np.isfinite(out16.waveforms).all()
+    assert out16.waveforms.shape == out32.waveforms.shape
+
+
+def test_per_call_setup_is_done_once_per_generator(tiny_models_dir, monkeypatch):
+    """Scheduler construction, weight re-layout and the unconditional embedding's tokenizer run at
+    load (once), not per call; each call still gets its own scheduler state."""
+    import foleykit.generator.pipeline as gp
+
+    counts = {"sched": 0, "relayout": 0}
+    real_make, real_cl = gp.make_scheduler, gp._channels_last_inplace
+
+    def make(*a, **k):
+        counts["sched"] += 1
+        return real_make(*a, **k)
+
+    def relayout(*a, **k):
+        counts["relayout"] += 1
+        return real_cl(*a, **k)
+
+    monkeypatch.setattr(gp, "make_scheduler", make)
+    monkeypatch.setattr(gp, "_channels_last_inplace", relayout)
+    gen = AudioLDMGenerator.from_pretrained(str(tiny_models_dir / "audioldm-s-full-v2"), device="cpu")
+    after_load = dict(counts)
+    assert after_load["sched"] == len({p.scheduler for p in PRESETS.values()}) and after_load["relayout"] >= 1
+    assert gen._uncond is not None
+    tokenizer_calls = []
+    real_tok = gen.tokenizer
+    gen.tokenizer = lambda *a, **k: tokenizer_calls.append(a) or real_tok(*a, **k)
+    for preset in ("fast", "paper", "fast"):
+        gen(_cond(), duration_s=1.0, seed=1, preset=preset, num_inference_steps=2, progress=False)
+    assert counts == after_load and tokenizer_calls == []
+    a, b = gen.scheduler_for("dpmsolver++", 3), gen.scheduler_for("dpmsolver++", 5)
+    assert a is not b and len(a.timesteps) == 3 and len(b.timesteps) == 5

@@ -44,9 +44,11 @@ def make_video(
     times_ms: list[int] | None = None,
     gop: int | None = None,
     rotation: int = 0,
+    faststart: bool = False,
 ) -> Path:
-    """Frames whose picture encodes their index; ``times_ms`` gives VFR timestamps."""
-    with av.open(str(path), "w") as c:
+    """Frames whose picture encodes their index; ``times_ms`` gives VFR timestamps; ``faststart`` puts
+    the index (moov) before the data, as web videos have it."""
+    with av.open(str(path), "w", options={"movflags": "+faststart"} if faststart else {}) as c:
         vs = c.add_stream(codec, rate=fps)
         vs.width, vs.height = W, H
         vs.pix_fmt = "yuv420p" if codec == "libx264" else "bgr24"
@@ -188,6 +190,43 @@ def test_truncated_file_raises_input_error(media, tmp_path):
     with pytest.raises(InputError, match="not a readable media file") as err:
         probe_video(cut)
     assert str(cut) in str(err.value)
+
+
+def test_a_truncated_faststart_mp4_is_as_long_as_what_decodes_in_probe_frames_and_mux(tmp_path):
+    """A faststart mp4 cut in half still has its full index: the container claims 4 s. Its usable
+    duration is what decodes, counted here by decoding the file directly until it fails."""
+    full = make_video(tmp_path / "full.mp4", seconds=4.0, fps=25, gop=10, faststart=True, audio=True)
+    data = full.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # really faststart
+    cut = tmp_path / "upload.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+
+    decoded = []  # the reference: frame indices (drawn in each picture) that decode, in order
+    with av.open(str(cut)) as c:
+        try:
+            for frame in c.decode(c.streams.video[0]):
+                decoded.append(decode_index(frame.to_image()))
+        except av.error.FFmpegError:
+            pass
+    assert 10 < len(decoded) < 90
+    usable = (max(decoded) + 1) / 25
+
+    info = probe_video(cut)
+    assert info.claimed_duration_s == pytest.approx(4.0, abs=0.05)
+    assert info.duration_s == pytest.approx(usable, abs=1 / 25 + 1e-6)
+    assert "upload.mp4" in info.note and f"{info.duration_s:.2f} s" in info.note and str(tmp_path) not in info.note
+    assert probe_video(full).claimed_duration_s is None and probe_video(full).note is None
+
+    # The last frame of the usable span is a real frame near its end, not a stale repeat.
+    last = read_frames(cut, 1, start_s=info.duration_s - 0.03, end_s=info.duration_s)[0]
+    assert decode_index(last) >= max(decoded) - 1
+
+    out = mux_audio(cut, np.zeros(16000 * 4, np.float32), 16000, tmp_path / "with-sound.mp4")
+    with av.open(str(out.path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        v_end = float(v.duration * v.time_base)
+        a_end = float(a.duration * a.time_base)
+    assert v_end == pytest.approx(usable, abs=2 / 25) and a_end == pytest.approx(usable, abs=0.05)
 
 
 def test_audio_only_still_image_and_frameless_files_are_refused(tmp_path):

@@ -1,7 +1,7 @@
 """Layering: a lower floor of foleykit never imports a higher one (every import in src/, read with ``ast``,
 including the lazy ones inside functions).
 
-    base (errors, seeding, devices, hub) → io, data → encoders, generator → modules, model_sets
+    base (errors, seeding, devices, hub) → io, data → encoders, generator → modules, model_sets, model_download
       → pipelines | training | evaluation (side by side: none imports another) → api → distributed, app → cli
 """
 
@@ -21,8 +21,10 @@ LAYER = {
     "io": 1, "data": 1,
     "encoders": 2, "generator": 2,
     "modules": 3, "model_sets": 3,  # model_sets builds the tiny stand-ins of encoders, generator and modules
+    "model_download": 3,  # plans and fetches a model set's files (hub, model_sets)
     "pipelines": 4, "training": 4, "evaluation": 4,
-    "api": 5, "__init__": 5,  # the package's own __init__ is the API facade (foleykit.generate, ...)
+    "api": 5, "__init__": 5,
+    "model_check": 5,  # loads encoders, the generator and pipeline bundles of a model set (foleykit models check)  # the package's own __init__ is the API facade (foleykit.generate, ...)
     "distributed": 6, "app": 6,
     "cli": 7,
 }

@@ -1,12 +1,19 @@
 """The Python API, with the same names as the CLI: ``foleykit.generate(...)``.
 
 Loading models is the slow part, so pipelines are cached per (method, models, mapper, device,
-dtype) for the life of the process; repeated calls (a notebook, the web app) reuse them.
+dtype, ...) for the life of the process; repeated calls (a notebook, the web app) reuse them. Every
+method can be held at once: the pipelines share their frozen parts (one CLIP, CLAP and generator per
+device and dtype, :mod:`foleykit.pipelines.components`).
+
+Thread safety: :func:`generate` and :func:`load_pipeline` may be called from several threads at once.
+Model loads take one process-wide lock (no two loads interleave; concurrent first calls for a method
+load it once), a failed load is not cached (the next call tries again), and the shared parts lock
+their lazily set state. Calls on one pipeline run concurrently; for throughput on one device, run
+generations one at a time (the web app queues them).
 """
 
 from __future__ import annotations
 
-import functools
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +28,27 @@ METHODS = ("mapper", "objects", "sources")
 #: What happens to a video's own soundtrack in an .mp4 output (see foleykit.io.video.mux_audio).
 ORIGINAL_AUDIO = ("replace", "keep", "duck")
 AUDIO_SUFFIXES = (".wav", ".flac")
+#: The per-request budget: at most this many user-given sources of all kinds together (clicks, boxes,
+#: texts, audio clips, extra images, masks); each costs an encoder pass, objects a generation each.
+MAX_PROMPTS = 16
+#: The longest text source, in characters (CLIP and CLAP read 77 tokens at most).
+MAX_TEXT_CHARS = 300
+
+
+def check_budget(*, clicks=(), boxes=(), texts=(), audios=(), images=(), masks=(), limit: int = MAX_PROMPTS,
+                 max_text_chars: int = MAX_TEXT_CHARS) -> None:
+    """Refuse a request over the budget: more than ``limit`` sources of all kinds together, or a text
+    source longer than ``max_text_chars`` (the text itself is not repeated in the message)."""
+    counts = {"clicks": len(clicks or ()), "boxes": len(boxes or ()), "texts": len(texts or ()),
+              "audio clips": len(audios or ()), "images": len(images or ()), "masks": len(masks or ())}
+    total = sum(counts.values())
+    if total > limit:
+        given = ", ".join(f"{n} {k}" for k, n in counts.items() if n)
+        raise InputError(f"too many sources: {total} ({given}); at most {limit} per request")
+    for i, t in enumerate(texts or ()):
+        text = t[0] if isinstance(t, (tuple, list)) else t
+        if len(str(text)) > max_text_chars:
+            raise InputError(f"text source {i + 1} is {len(str(text))} characters long; at most {max_text_chars}")
 
 
 @dataclass
@@ -33,7 +61,9 @@ class GenerateResult:
     sidecar: Path | None
 
 
-@functools.lru_cache(maxsize=2)
+_PIPELINES: dict[tuple, object] = {}
+
+
 def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str | None = None,
                   device: str = "auto", dtype: str | None = None, grounding: str | None = None,
                   ss2a: str | None = None):
@@ -41,7 +71,35 @@ def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str
 
     ``grounding``: the trained grounding module folder for ``objects`` (else an untrained one).
     ``ss2a``: the SS2A bundle folder or released ``ssv2a.pth`` for ``sources`` (else the model set's).
+
+    Thread-safe: loads run one at a time under the process-wide model-load lock, threads asking for
+    the same pipeline at once get the one loaded copy, and a failed load leaves nothing cached.
     """
+    from .encoders.loading import MODEL_LOAD_LOCK
+
+    if method not in METHODS:
+        raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    key = (method, models, mapper, device, dtype, grounding, ss2a)
+    with MODEL_LOAD_LOCK:
+        pipe = _PIPELINES.get(key)
+        if pipe is None:
+            pipe = _load_pipeline(method, models, mapper, device, dtype, grounding, ss2a)
+            _PIPELINES[key] = pipe
+        return pipe
+
+
+def clear_pipelines() -> None:
+    """Drop every cached pipeline and shared component (tests; freeing memory)."""
+    from .encoders.loading import MODEL_LOAD_LOCK
+    from .pipelines import components
+
+    with MODEL_LOAD_LOCK:
+        _PIPELINES.clear()
+        components.clear()
+
+
+
+def _load_pipeline(method, models, mapper, device, dtype, grounding, ss2a):
     if method == "mapper":
         return MapperPipeline.from_models(models, mapper=mapper, device=device, dtype=dtype)
     if method == "objects":
@@ -53,6 +111,20 @@ def load_pipeline(method: str = "mapper", models: str | None = None, mapper: str
 
         return SourcesPipeline.from_models(models, ss2a=ss2a, device=device, dtype=dtype)
     raise InputError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+
+
+def _video_note(source, video: bool) -> str | None:
+    """The probe's note on a video that claims more than decodes (its usable duration is what is used)."""
+    if not video:
+        return None
+    from .io.video import probe_video
+
+    return probe_video(Path(source).expanduser()).note
+
+
+def _add_note(record: dict, note: str | None) -> None:
+    if note and note not in record.setdefault("notes", []):
+        record["notes"].append(note)
 
 
 def _check_output(output: Path, source, video: bool, overwrite: bool, original_audio: str = "replace") -> Path:
@@ -133,6 +205,9 @@ def generate(
     criterion: str = "spread",
     original_audio: str = "replace",
     duck_db: float | None = None,
+    loudness: float | None = None,
+    stems_relative: bool = False,
+    max_prompts: int = MAX_PROMPTS,
 ) -> GenerateResult:
     """Generate the sound of ``source`` (an image or a video); write it to ``output`` if given.
 
@@ -151,11 +226,26 @@ def generate(
     ``stereo`` pans each region by its position; a video goes through temporal aggregation over
     ``frames`` (default 64) frames per window. See :mod:`foleykit.pipelines.sources`.
 
+    Levels: by default each file is peak-normalised to -1 dBFS; ``loudness`` (LUFS, e.g. -23 for EBU
+    R128, -14 for streaming) brings the output to that integrated loudness (ITU-R BS.1770), true-peak
+    safe (-1 dBTP); stems are levelled each on their own, or with ``stems_relative`` by one common
+    gain that keeps their relative levels. See :mod:`foleykit.io.outputs`.
+
+    Budget: at most ``max_prompts`` sources of all kinds together (clicks, boxes, texts, audios,
+    images, masks) and texts of at most :data:`MAX_TEXT_CHARS` characters.
+
     An ``.mp4`` output of a video lasts as long as the sound (a shorter ``duration`` cuts the video);
     ``original_audio`` keeps (``keep``) or lowers by ``duck_db`` dB (``duck``, default 12) the video's
     own soundtrack under the new one instead of replacing it. An ``.mp4`` output of an image is a
     still video of it with the sound.
+
+    Thread-safe: several threads may call it at once (see the module docstring).
     """
+    from .io.outputs import check_loudness
+
+    loudness = check_loudness(loudness)
+    check_budget(clicks=clicks, boxes=boxes, texts=texts, audios=audios, images=images, masks=masks, limit=max_prompts)
+    levels = {"loudness": loudness, "stems_relative": stems_relative}
     mux = {"original_audio": original_audio, "duck_db": duck_db}
     if frames is None:
         frames = 64 if method == "sources" else 16
@@ -171,14 +261,14 @@ def generate(
             images=images or [], masks=masks or [], stems=stems, stereo=stereo, text_mode=text_mode, ss2a=ss2a,
             detect=detect, threshold=threshold, max_detections=max_detections, detector_size=detector_size,
             max_sources=max_sources, cycle_rounds=cycle_rounds,
-            cycle_samples=cycle_samples, criterion=criterion, mux=mux,
+            cycle_samples=cycle_samples, criterion=criterion, levels=levels, mux=mux,
         )
     if method == "objects":
         return _generate_objects(
             source, output, models=models, seed=seed, duration=duration, steps=steps, preset=preset,
             guidance=guidance, candidates=candidates, device=device, dtype=dtype, overwrite=overwrite,
             progress=progress, clicks=clicks or [], boxes=boxes or [], texts=texts or [], stems=stems,
-            context=context, grounding=grounding, maps=maps, frame=frame, mux=mux,
+            context=context, grounding=grounding, maps=maps, frame=frame, levels=levels, mux=mux,
         )
     _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
                       frames=frames)
@@ -193,6 +283,7 @@ def generate(
         checked, preset=preset, num_inference_steps=steps, guidance_scale=guidance,
         num_candidates=candidates, seed=seed, frames_per_window=frames, progress=progress,
     )
+    _add_note(sound.record, _video_note(source, video))
     outputs: list[Path] = []
     sidecar = None
     if out_path is not None:
@@ -209,17 +300,23 @@ def generate(
         }
         record["parameters"].update(original_audio=original_audio, duck_db=duck_db)
         visual = source if isinstance(source, Image.Image) else Path(source).expanduser()
-        sidecar = _write_output_and_sidecar(out_path, sound, record, visual, mux)
+        sidecar = _write_output_and_sidecar(out_path, sound, record, visual, mux, loudness=loudness)
         outputs.append(out_path)
     return GenerateResult(sound=sound, seed=sound.seed, outputs=outputs, sidecar=sidecar)
 
 
-def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, visual, mux: dict) -> Path:
+def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, visual, mux: dict, *,
+                              loudness: float | None = None) -> Path:
     """The audio (or mp4) and its sidecar, staged and renamed into place together (sidecar first)."""
-    from .io.outputs import write_sound, written_format
+    from .io.outputs import level_outputs, write_sound, written_format
 
+    levels = level_outputs(sound.waveform, [], sound.sample_rate, loudness=loudness,
+                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
+    if levels.record:
+        record.setdefault("output", {})["levels"] = levels.record
     with staged_outputs(sidecar_path(out_path), out_path) as (_, staged_out):
-        note = write_sound(staged_out, sound.waveform, sound.sample_rate, video_source=visual, **mux)
+        note = write_sound(staged_out, levels.mix, sound.sample_rate, video_source=visual,
+                           normalize=levels.normalize, **mux)
         record["output"].update(written_format(staged_out))  # what the file holds (mp4: 48 kHz stereo AAC)
         if note:
             record["notes"] = list(record.get("notes", [])) + [note]
@@ -230,7 +327,7 @@ def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, 
 
 def _generate_objects(source, output, *, models, seed, duration, steps, preset, guidance, candidates, device, dtype,
                       overwrite, progress, clicks, boxes, texts, stems, context, grounding, maps, frame,
-                      mux) -> GenerateResult:
+                      levels, mux) -> GenerateResult:
     """``generate`` for method ``objects``: blend to ``output``, per-object stems to ``stems``."""
     from .pipelines.objects import check_stems_dir, parse_box, parse_point, stem_names, write_objects_outputs
 
@@ -266,6 +363,7 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
         num_inference_steps=steps, guidance_scale=guidance, num_candidates=candidates, seed=seed, frame_s=frame,
         progress=progress, save_maps_dir=maps,
     )
+    _add_note(result.record, _video_note(source, video))
     outputs: list[Path] = []
     sidecar = None
     if out_path is not None:
@@ -281,7 +379,7 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
         }
         record["parameters"].update(mux)
         outputs, sidecars, _ = write_objects_outputs(
-            result, out_path, record=record, stems_dir=stems_dir, mux=mux,
+            result, out_path, record=record, stems_dir=stems_dir, mux=mux, **levels,
             video_source=src if video or out_path.suffix.lower() == ".mp4" else None,
         )
         sidecar = sidecars[0]
@@ -291,7 +389,7 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
 def _generate_sources(source, output, *, models, seed, duration, steps, preset, guidance, candidates, frames, device,
                       dtype, overwrite, progress, clicks, maps, boxes, texts, audios, images, masks, stems, stereo,
                       text_mode, ss2a, detect, threshold, max_detections, detector_size, max_sources, cycle_rounds,
-                      cycle_samples, criterion, mux) -> GenerateResult:
+                      cycle_samples, criterion, levels, mux) -> GenerateResult:
     """``generate`` for method ``sources``: the mix (or stereo mix) to ``output``, per-source stems to ``stems``."""
     from .pipelines.objects import check_stems_dir
     from .pipelines.sources import (DEFAULT_CYCLE_ROUNDS, DEFAULT_CYCLE_SAMPLES, DEFAULT_MAX_DETECTIONS,
@@ -328,6 +426,9 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
         cycle_samples=DEFAULT_CYCLE_SAMPLES if cycle_samples is None else cycle_samples,
         stems=stems_dir is not None, stereo=stereo, progress=progress,
     )
+    note = _video_note(source, video)
+    _add_note(result.record, note)
+    _add_note(result.mix.record, note)
     outputs: list[Path] = []
     sidecar = None
     if out_path is not None:
@@ -347,7 +448,7 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
         }
         record["parameters"].update(mux)
         outputs, sidecars, notes = write_sources_outputs(
-            result, out_path, record=record, stems_dir=stems_dir, overwrite=overwrite, mux=mux,
+            result, out_path, record=record, stems_dir=stems_dir, overwrite=overwrite, mux=mux, **levels,
             video_source=src if video or out_path.suffix.lower() == ".mp4" else None,
         )
         sidecar = sidecars[0]

@@ -262,7 +262,7 @@ def batch_generate_cmd(
     audio_dir: AudioDir = None,
     split: Split = None,
     device: Device = "auto",
-    dtype: Dtype = None,
+    dtype: Dtype = "auto",
     ray: Ray = False,
     ray_address: RayAddress = None,
     actors: Actors = None,

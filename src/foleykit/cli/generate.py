@@ -17,6 +17,7 @@ from .options import (
     OverwriteOutput,
     Preset,
     Quiet,
+    Loudness,
     Steps,
 )
 
@@ -38,7 +39,7 @@ def generate(
     candidates: Candidates = 1,
     frames: Annotated[Optional[int], typer.Option(help="Video frames per 10 s window: mapper averages them (default 16), sources aggregates them (default 64).")] = None,
     device: Device = "auto",
-    dtype: Dtype = None,
+    dtype: Dtype = "auto",
     overwrite: OverwriteOutput = False,
     quiet: Quiet = False,
     click: Annotated[Optional[list[str]], typer.Option("--click", help="objects: an object at pixel X,Y (repeatable).")] = None,
@@ -63,10 +64,16 @@ def generate(
     cycle_rounds: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix rounds (default 4).")] = None,
     cycle_samples: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix candidates per round (default 16).")] = None,
     criterion: Annotated[str, typer.Option(help="sources: Cycle Mix selection, spread (released) | relevance.")] = "spread",
+    loudness: Loudness = None,
+    stems_relative: Annotated[bool, typer.Option("--stems-relative", help="objects/sources: level the stems by one common gain (the mix's), keeping their relative levels; default: each stem on its own.")] = False,
     original_audio: Annotated[str, typer.Option("--original-audio", help="video to .mp4: the video's own soundtrack is replaced (default), kept under the new one, or ducked (lowered by --duck-db).")] = "replace",
     duck_db: Annotated[Optional[float], typer.Option("--duck-db", help="--original-audio duck: dB the original is lowered by (default 12).")] = None,
 ) -> None:
-    """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds)."""
+    """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds).
+
+    Budget per request: at most 16 sources of all kinds together (--click, --box, --text, --audio,
+    --image, --mask), each text at most 300 characters.
+    """
     from ..api import generate as api_generate
 
     if method is None:
@@ -82,8 +89,8 @@ def generate(
         audios=[str(a) for a in audio or []], images=[str(i) for i in image or []], masks=list(mask or []),
         stereo=stereo, text_mode=text_mode, ss2a=ss2a, detect=detect, threshold=threshold,
         max_detections=max_detections, detector_size=detector_size, max_sources=max_sources,
-        cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion,
-        original_audio=original_audio, duck_db=duck_db,
+        cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion, loudness=loudness,
+        stems_relative=stems_relative, original_audio=original_audio, duck_db=duck_db,
     )
     grounding_record = res.sound.record.get("grounding") or {}
     if method == "objects" and grounding_record.get("trained") is False:

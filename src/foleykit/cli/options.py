@@ -14,7 +14,9 @@ import typer
 
 Models = Annotated[Optional[str], typer.Option(help="Model set: default | tiny | DIR (env FOLEYKIT_MODELS).")]
 Device = Annotated[str, typer.Option(help="auto | cpu | cuda | mps")]
-Dtype = Annotated[Optional[str], typer.Option(help="float32 | float16 | bfloat16 (default: fp16 on CUDA, else fp32).")]
+Dtype = Annotated[str, typer.Option(
+    help="auto | float32 | bfloat16 | float16. auto: bfloat16 on CPUs with native bf16 (avx512_bf16 or AMX), "
+         "float32 on other CPUs, float16 on CUDA. The sidecar records the dtype used.")]
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
 OverwriteOutput = Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")]
 Mapper = Annotated[Optional[str], typer.Option(help="Trained V2A-Mapper folder (foleykit train mapper).")]
@@ -26,6 +28,10 @@ Steps = Annotated[Optional[int], typer.Option(help="Diffusion steps (default: fr
 Preset = Annotated[str, typer.Option(help="paper (DDIM 200, eta 1, guidance 2.5) | fast (DPM-Solver++ 10, diffusion mapper 25).")]
 Guidance = Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (default: preset).")]
 Candidates = Annotated[int, typer.Option(help="Clips drawn; the one closest in CLAP to the condition is kept.")]
+Loudness = Annotated[Optional[float], typer.Option(
+    metavar="LUFS", help="Loudness of the outputs in LUFS (ITU-R BS.1770, e.g. -23 EBU R128, -14 streaming), true "
+                         "peak <= -1 dBTP (a sound that cannot reach it stays quieter, with a note); default: each file "
+                         "peak-normalised to -1 dBFS.")]
 
 # ---- manifests (extract, curate, batch-generate) ------------------------------------------------
 

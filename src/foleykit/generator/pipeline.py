@@ -9,11 +9,22 @@ L2-normalised CLAP vectors â€” the one currency every foleykit method produces â
 Reproducibility: noise for batch item ``i`` comes from a CPU generator seeded ``seed + i``, so a
 clip depends on its seed and settings only, not on the device or on what else is in the batch.
 
-Speed on CPU (fp32): the generator re-lays the weights of its VAE decoder (and, on CPUs without
-AVX-512, where it pays, its UNet) out channels-last *in place* (oneDNN's NHWC convolutions are faster
-than NCHW there; in place, so the memory-mapped checkpoint is not duplicated in RAM) and runs HiFi-GAN's 1-d convolutions as
-channels-last 2-d ones (much faster at its long, narrow activations). Results equal the plain
-modules' within float tolerance (~1e-5). ``cpu_fast_path=False`` leaves the modules untouched.
+Precision: the modules run in the generator's dtype (float32, or bfloat16 where ``--dtype auto``
+picks it: CPUs with native bf16, see :mod:`foleykit.devices`); the latents and the scheduler's
+arithmetic stay float32 whatever the dtype (only the UNet's input is cast), so the noise, and the
+sampler state, are the same in every dtype for a seed.
+
+Speed on CPU (float32 and bfloat16): the generator re-lays the weights of its VAE decoder (and its
+UNet where that pays: :func:`unet_channels_last_pays`) out channels-last *in place* (oneDNN's NHWC
+convolutions are faster than NCHW there; in place, so the memory-mapped checkpoint is not duplicated
+in RAM) and runs HiFi-GAN's 1-d convolutions as channels-last 2-d ones (much faster at its long,
+narrow activations). Results equal the plain modules' within float tolerance (~1e-5 in float32).
+``cpu_fast_path=False`` leaves the modules untouched.
+
+Per-process, not per-call: :meth:`AudioLDMGenerator.prepare` (run by ``from_pretrained``) does the
+re-layout, the unconditional embedding and the preset schedulers' set-up (including their imports:
+diffusers' multistep schedulers import SciPy, ~1.3 s) once per loaded generator; a call only copies
+a ready scheduler.
 ``compile=True`` additionally runs the UNet through ``torch.compile`` (inductor, frozen weights):
 only 2-4 % faster per step than the eager fast path on a 2-core CPU, after seconds (warm inductor
 cache) to minutes (cold) of compilation for every new shape, hence off by default.
@@ -22,8 +33,10 @@ BENCHMARKS.md has the figures behind each choice, and what was tried and dropped
 
 from __future__ import annotations
 
+import copy
 import functools
 import math
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -32,11 +45,11 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from ..devices import resolve_device, resolve_dtype
+from ..devices import dtype_name, resolve_device, resolve_dtype
 from ..encoders.loading import LoadedFrom, load_pretrained, to_device
 from ..errors import InputError
 from ..seeding import make_generator, resolve_seed
-from .presets import get_preset, make_scheduler
+from .presets import PRESETS, get_preset, make_scheduler
 
 #: Longest clip one diffusion pass makes: AudioLDM was trained on 10.24 s (1024 mel frames).
 MAX_WINDOW_S = 10.24
@@ -79,6 +92,17 @@ class AudioLDMGenerator:
         self._uncond: torch.Tensor | None = None
         self._prepared_for: tuple | None = None
         self._compiled_unet = None
+        self._schedulers: dict[str, object] = {}  # name -> a set-up template, copied per call
+        self._lock = threading.RLock()  # lazy state (unconditional vector, fast-path layouts) is set once
+
+    def with_unet(self, unet) -> AudioLDMGenerator:
+        """A copy that runs ``unet`` and shares everything else (VAE, vocoder, text encoder) with this one:
+        a shared generator is never changed in place. Its UNet gets the fast path on first use."""
+        other = copy.copy(self)
+        other.unet = unet
+        other._prepared_for = None
+        other._compiled_unet = None  # the lock stays shared: preparing converts the shared VAE and vocoder
+        return other
 
     @classmethod
     def from_pretrained(
@@ -89,14 +113,14 @@ class AudioLDMGenerator:
         from transformers import AutoTokenizer, ClapTextModelWithProjection, SpeechT5HifiGan
 
         dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
+        dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32  # "auto": devices.auto_dtype
         unet, src = load_pretrained(UNet2DConditionModel, ref, subfolder="unet", torch_dtype=dt)
         vae, _ = load_pretrained(AutoencoderKL, ref, subfolder="vae", torch_dtype=dt)
         vocoder, _ = load_pretrained(SpeechT5HifiGan, ref, subfolder="vocoder", dtype=dt)
         scheduler, _ = load_pretrained(DDIMScheduler, ref, subfolder="scheduler")
         text_encoder, _ = load_pretrained(ClapTextModelWithProjection, ref, subfolder="text_encoder", dtype=dt)
         tokenizer, _ = load_pretrained(AutoTokenizer, ref, subfolder="tokenizer")
-        return cls(
+        gen = cls(
             to_device(unet, dev, dt),
             to_device(vae, dev, dt),
             to_device(vocoder, dev, dt),
@@ -107,6 +131,20 @@ class AudioLDMGenerator:
             cpu_fast_path=cpu_fast_path,
             compile=compile,
         )
+        gen.prepare()
+        return gen
+
+    def prepare(self) -> AudioLDMGenerator:
+        """Do now, once, the per-process work a first call would otherwise do: the CPU fast path's
+        weight re-layout, the unconditional embedding (if there is a text encoder) and the presets'
+        schedulers. Idempotent and thread-safe; calls do it lazily when it was not done."""
+        with torch.no_grad():
+            self._prepare()
+        if self.text_encoder is not None and self.tokenizer is not None:
+            self.unconditional_embedding()
+        for name in sorted({p.scheduler for p in PRESETS.values()}):
+            self._scheduler_template(name)
+        return self
 
     # -- geometry ---------------------------------------------------------------------------
     @property
@@ -143,11 +181,29 @@ class AudioLDMGenerator:
         if self._uncond is None:
             if self.text_encoder is None or self.tokenizer is None:
                 raise InputError("this generator has no text encoder, so pass negative_embeds explicitly")
-            tok = self.tokenizer([""], padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt").to(self.device)
-            emb = self.text_encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).text_embeds
-            self._uncond = F.normalize(emb.float(), dim=-1)[0]
+            with self._lock:
+                if self._uncond is None:
+                    tok = self.tokenizer([""], padding="max_length", max_length=self.tokenizer.model_max_length,
+                                         truncation=True, return_tensors="pt").to(self.device)
+                    emb = self.text_encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).text_embeds
+                    self._uncond = F.normalize(emb.float(), dim=-1)[0]
         return self._uncond
+
+    def _scheduler_template(self, name: str):
+        """A scheduler of kind ``name`` on the checkpoint's noise schedule, built once per generator."""
+        sched = self._schedulers.get(name)
+        if sched is None:
+            with self._lock:
+                sched = self._schedulers.get(name)
+                if sched is None:
+                    sched = self._schedulers[name] = make_scheduler(name, self.scheduler.config)
+        return sched
+
+    def scheduler_for(self, name: str, steps: int):
+        """A fresh scheduler (its own step state, so concurrent calls do not share one) set to ``steps``."""
+        sched = copy.deepcopy(self._scheduler_template(name))
+        sched.set_timesteps(steps, device=self.device)
+        return sched
 
     # -- sampling ---------------------------------------------------------------------------
     @torch.no_grad()
@@ -197,12 +253,14 @@ class AudioLDMGenerator:
         else:
             class_labels = cond.to(self.dtype)
 
-        sched = make_scheduler(sched_name, self.scheduler.config)
-        sched.set_timesteps(steps, device=self.device)
+        sched = self.scheduler_for(sched_name, steps)
         generators = [make_generator(seed + i) for i in range(total)]
         from diffusers.utils.torch_utils import randn_tensor
 
-        latents = randn_tensor(self.latent_shape(total, duration_s), generator=generators, device=self.device, dtype=self.dtype)
+        # float32 latents and sampler arithmetic in every dtype: the same noise for a seed, and no
+        # bf16 rounding accumulated over the steps; only the UNet's input is cast to its dtype.
+        latents = randn_tensor(self.latent_shape(total, duration_s), generator=generators, device=self.device,
+                               dtype=torch.float32)
         latents = latents * sched.init_noise_sigma
         extra = {}
         if "eta" in _step_params(sched):
@@ -218,8 +276,8 @@ class AudioLDMGenerator:
         with torch.inference_mode():
             for i, t in enumerate(tqdm(timesteps, desc="diffusion", disable=not progress, leave=False)):
                 model_in = torch.cat([latents] * 2) if do_cfg else latents
-                model_in = sched.scale_model_input(model_in, t)
-                noise = unet(model_in, t, encoder_hidden_states=None, class_labels=class_labels).sample
+                model_in = sched.scale_model_input(model_in, t).to(self.dtype)
+                noise = unet(model_in, t, encoder_hidden_states=None, class_labels=class_labels).sample.float()
                 if do_cfg:
                     uncond, condn = noise.chunk(2)
                     noise = uncond + guidance * (condn - uncond)
@@ -234,6 +292,7 @@ class AudioLDMGenerator:
         settings = dict(
             preset=p.name, scheduler=sched_name, num_inference_steps=steps, guidance_scale=guidance, eta=eta,
             duration_s=duration_s, num_candidates=num_candidates, ranked=ranker is not None,
+            device=str(self.device), dtype=dtype_name(self.dtype),
         )
         return GeneratorOutput(waveforms=waves, sample_rate=self.sample_rate, seed=seed, settings=settings, scores=scores)
 
@@ -242,7 +301,7 @@ class AudioLDMGenerator:
         with torch.no_grad():  # module conversions happen outside inference mode (weights stay ordinary tensors)
             self._prepare()
         with torch.inference_mode():
-            latents = latents / self.vae.config.scaling_factor
+            latents = (latents / self.vae.config.scaling_factor).to(next(self.vae.parameters()).dtype)
             if self._decoder_channels_last:
                 latents = latents.contiguous(memory_format=torch.channels_last)
             mel = self.vae.decode(latents).sample
@@ -261,26 +320,39 @@ class AudioLDMGenerator:
         return self._prepared_for is not None and self._prepared_for[2]
 
     def _prepare(self) -> None:
-        """Apply the CPU fast path once per (device, dtype); a no-op elsewhere or when switched off."""
+        """Apply the CPU fast path once per (device, dtype); a no-op elsewhere or when switched off.
+        Locked: the first threads to generate wait for the one that converts the modules."""
+        with self._lock:
+            self._prepare_unlocked()
+
+    def _prepare_unlocked(self) -> None:
         key = (self.device, self.dtype)
         if self._prepared_for is not None and self._prepared_for[:2] == key:
             return
-        fast = bool(self.cpu_fast_path) and self.device.type == "cpu" and self.dtype == torch.float32
-        unet_cl = fast and _unet_channels_last_pays()
-        if unet_cl:
-            _channels_last_inplace(self.unet)
-        if fast:
-            # Only the decode path: the encoder is never run here, so its weights stay untouched.
-            for part in (getattr(self.vae, "post_quant_conv", None), getattr(self.vae, "decoder", None)):
-                if part is not None:
-                    _channels_last_inplace(part)
-            _vocoder_convs_as_2d(self.vocoder)
-        self._prepared_for = (*key, fast, unet_cl)
-        self._compiled_unet = None
+        with self._lock:
+            if self._prepared_for is not None and self._prepared_for[:2] == key:
+                return
+            fast = (bool(self.cpu_fast_path) and self.device.type == "cpu"
+                    and self.dtype in (torch.float32, torch.bfloat16))
+            unet_cl = fast and unet_channels_last_pays(self.dtype)
+            if unet_cl:
+                _channels_last_inplace(self.unet)
+            if fast:
+                # Only the decode path: the encoder is never run here, so its weights stay untouched.
+                for part in (getattr(self.vae, "post_quant_conv", None), getattr(self.vae, "decoder", None)):
+                    if part is not None:
+                        _channels_last_inplace(part)
+                _vocoder_convs_as_2d(self.vocoder)
+            self._compiled_unet = None
+            self._prepared_for = (*key, fast, unet_cl)
 
     def _unet_callable(self):
         if not self.compile:
             return self.unet
+        with self._lock:
+            return self._compiled_unet_locked()
+
+    def _compiled_unet_locked(self):
         if self._compiled_unet is None:
             # Frozen weights let inductor pre-pack them for oneDNN/MKL and fold constants; the
             # generator is inference-only, so nothing updates the weights behind its back.
@@ -335,11 +407,18 @@ def _relayout_inplace(param: torch.Tensor, strides: tuple[int, ...], done: dict)
     param.data = done[key]
 
 
-def _unet_channels_last_pays() -> bool:
-    """Whether the UNet runs faster channels-last on this CPU (the VAE decoder does on every CPU we
-    measured, so it is always converted). Measured (BENCHMARKS.md): 0.94x the stock step on an AVX2
-    Zen 3, but 1.00x per step in isolation and 1.06-1.11x inside the paper-preset loop on an AVX-512
-    Zen 4, where oneDNN's NCHW kernels are as good; so only CPUs without AVX-512 get it."""
+def unet_channels_last_pays(dtype: torch.dtype = torch.float32) -> bool:
+    """Whether the UNet runs faster channels-last on this CPU in ``dtype`` (the VAE decoder does on
+    every CPU we measured, so it is always converted).
+
+    float32 (BENCHMARKS.md): 0.94x the stock step on an AVX2 Zen 3, but 1.00x per step in isolation
+    and 1.06-1.11x inside the paper-preset loop on an AVX-512 Zen 4, where oneDNN's NCHW kernels are
+    as good; so only CPUs without AVX-512 get it. bfloat16: oneDNN's bf16 convolutions are NHWC-native
+    (NCHW inputs are reordered around every convolution), so channels-last everywhere until the
+    bf16 machine's ``bench_generate_variants.py --dtype bf16`` run says otherwise (BENCHMARKS.md).
+    """
+    if dtype == torch.bfloat16:
+        return True
     return not torch.backends.cpu.get_cpu_capability().startswith("AVX512")
 
 

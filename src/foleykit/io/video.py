@@ -55,6 +55,16 @@ class VideoInfo:
     codec: str
     start_s: float = 0.0  # the stream's first timestamp, the origin of every time in this module
     rotation: int = 0  # display rotation, degrees counter-clockwise (0, 90, 180, 270)
+    claimed_duration_s: float | None = None  # what the container claims, when more than decodes
+    name: str = ""  # the file's name (no folder), for messages
+
+    @property
+    def note(self) -> str | None:
+        """One line when the container claims more than its video stream holds (a truncated file)."""
+        if self.claimed_duration_s is None:
+            return None
+        return (f"video {self.name} claims {self.claimed_duration_s:.2f} s but only {self.duration_s:.2f} s of it "
+                f"decodes (truncated or damaged file); its first {self.duration_s:.2f} s are used")
 
 
 @dataclass(frozen=True)
@@ -90,15 +100,51 @@ def _video_stream(container: av.container.InputContainer, p: Path) -> av.video.s
     raise InputError(f"video file {p} has no video stream")
 
 
-def _scan_end_s(p: Path, index: int, origin: float) -> float:
-    """End time from the packets themselves, for files whose headers carry no duration."""
+def _scan_end_s(p: Path, index: int, origin: float) -> tuple[float, list[int]]:
+    """End time from the packets the file really holds (demuxed, not decoded; reading stops at the
+    first unreadable packet) and the pts of its keyframes."""
     end = 0.0
+    keyframes: list[int] = []
     with _open_input(p) as container:
         stream = container.streams[index]
-        for pkt in container.demux(stream):
-            if pkt.pts is not None:
-                end = max(end, float((pkt.pts + (pkt.duration or 0)) * stream.time_base) - origin)
-    return end
+        try:
+            for pkt in container.demux(stream):
+                if pkt.pts is not None and pkt.size:
+                    end = max(end, float((pkt.pts + (pkt.duration or 0)) * stream.time_base) - origin)
+                    if pkt.is_keyframe:
+                        keyframes.append(int(pkt.pts))
+        except _AV_ERRORS:
+            pass  # a damaged tail: what was read so far is what the file holds
+    return end, keyframes
+
+
+def _decodable_end_s(p: Path, index: int, origin: float, keyframes: list[int], fps: float) -> float:
+    """End time of the last frame that decodes, decoding only from the last keyframe(s) on."""
+    for key in sorted(set(keyframes), reverse=True)[:4]:
+        last = None
+        with _open_input(p) as container:
+            stream = container.streams[index]
+            try:
+                container.seek(key, stream=stream, backward=True)
+                for frame in container.decode(stream):
+                    if frame.pts is not None:
+                        last = float(frame.pts * stream.time_base) - origin
+            except _AV_ERRORS:
+                pass
+        if last is not None:
+            return last + (1.0 / fps if fps > 0 else 0.0)
+    return 0.0
+
+
+def _usable_duration_s(p: Path, vs, origin: float, claimed: float, fps: float) -> tuple[float, float | None]:
+    """(usable duration, claimed duration if it is more): a container may claim more than its streams
+    hold, e.g. a faststart mp4 cut short, whose index still lists every frame."""
+    end, keyframes = _scan_end_s(p, vs.index, origin)
+    frame_s = 1.0 / fps if fps > 0 else 0.04
+    if end <= 0 or end >= claimed - 1.5 * frame_s:
+        return claimed, None
+    usable = min(end, _decodable_end_s(p, vs.index, origin, keyframes, fps) or end)
+    return usable, claimed
 
 
 def probe_video(path: str | os.PathLike) -> VideoInfo:
@@ -119,12 +165,15 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         elif container.duration:
             duration = container.duration / av.time_base
         else:
-            duration = _scan_end_s(p, vs.index, origin)
+            duration = _scan_end_s(p, vs.index, origin)[0]
         if duration <= 0:
             raise InputError(f"video file {p} has zero duration")
         rate = vs.average_rate or vs.guessed_rate or vs.base_rate
         fps = float(rate) if rate else (vs.frames / duration if vs.frames > 0 else 0.0)
-        n_frames = vs.frames if vs.frames > 0 else max(1, round(duration * fps))
+        duration, claimed = _usable_duration_s(p, vs, origin, duration, fps)
+        if duration <= 0:
+            raise InputError(f"video file {p} has no decodable video frames")
+        n_frames = vs.frames if vs.frames > 0 and claimed is None else max(1, round(duration * fps))
         rotation = round(getattr(first, "rotation", 0) / 90) * 90 % 360  # read by PyAV >= 15
         width, height = (first.height, first.width) if rotation in (90, 270) else (first.width, first.height)
         return VideoInfo(
@@ -137,6 +186,8 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
             codec=vs.codec_context.name,
             start_s=origin,
             rotation=rotation,
+            claimed_duration_s=claimed,
+            name=p.name,
         )
 
 
@@ -370,8 +421,20 @@ def _copy_video(src: Path, tmp: Path, track: np.ndarray, info: VideoInfo, end_s:
         if vout.time_base is None:  # PyAV#1953: older PyAV did not copy the time base
             vout.time_base = vin.time_base
         audio = _encode_audio(_add_audio_stream(dst), track, round(info.start_s * MUX_SAMPLE_RATE))
-        for packet in inp.demux(vin):
+        end = info.start_s + info.duration_s - _TIME_EPS  # a truncated file: only what decodes
+        packets = inp.demux(vin)
+        while True:
+            try:
+                packet = next(packets)
+            except StopIteration:
+                break
+            except _AV_ERRORS:
+                if info.claimed_duration_s is None:
+                    raise
+                break  # the damaged tail of a truncated file
             if packet.dts is None and packet.pts is None:  # the demuxer's empty flush packet
+                continue
+            if info.claimed_duration_s is not None and packet.pts is not None and float(packet.pts * packet.time_base) >= end:
                 continue
             if packet.pts is not None and _after_end(float(packet.pts * packet.time_base), info, end_s):
                 continue  # the sound ends first: the video is cut there
@@ -397,7 +460,7 @@ def _reencode_video(src: Path, tmp: Path, track: np.ndarray, info: VideoInfo, en
         vout.codec_context.time_base = vin.time_base
         audio = _encode_audio(_add_audio_stream(dst), track, round(info.start_s * MUX_SAMPLE_RATE))
         last_pts = None
-        for frame in inp.decode(vin):
+        for frame in _decoded_until(inp, vin, info):
             if frame.time is not None and _after_end(float(frame.time), info, end_s):
                 break
             pts = frame.pts if frame.pts is not None else (last_pts + 1 if last_pts is not None else 0)
@@ -416,6 +479,24 @@ def _reencode_video(src: Path, tmp: Path, track: np.ndarray, info: VideoInfo, en
             _mux_audio_until(dst, audio, _packet_time(packet))
             dst.mux(packet)
         _mux_audio_until(dst, audio, math.inf)
+
+
+def _decoded_until(inp, vin, info: VideoInfo):
+    """The decoded frames of ``vin``, stopping where a truncated file stops decoding."""
+    end = info.start_s + info.duration_s - _TIME_EPS
+    frames = inp.decode(vin)
+    while True:
+        try:
+            frame = next(frames)
+        except StopIteration:
+            return
+        except _AV_ERRORS:
+            if info.claimed_duration_s is None:
+                raise
+            return
+        if info.claimed_duration_s is not None and frame.pts is not None and float(frame.pts * vin.time_base) >= end:
+            return
+        yield frame
 
 
 #: What ``original_audio`` may be: the new track alone, or over the video's own soundtrack.
@@ -458,9 +539,10 @@ def mux_audio(
     The video packets are copied bit for bit (no quality loss, fast); only when mp4 cannot hold
     the codec is the video re-encoded with libx264, which the result's ``note`` says (and the log).
     ``audio`` is ``(frames,)`` or ``(channels, frames)`` (mono or stereo) at ``sample_rate``; it is
-    encoded as 48 kHz stereo AAC. The file lasts as long as the shorter of the two: a sound shorter
-    than the video (``--duration``) cuts the video there (a stream copy cuts at the first packet
-    shown at or after that time), a longer one is cut at the video's end.
+    encoded as 48 kHz stereo AAC. The file lasts as long as the shorter of the sound and the video's
+    usable duration (what decodes, :func:`probe_video`, so a truncated file's mp4 ends where its picture
+    does): a sound shorter than the video (``--duration``) cuts the video there (a stream copy cuts at
+    the first packet shown at or after that time), a longer one is cut at the video's end.
     ``original_audio``: ``replace`` (the video's own soundtrack is dropped), ``keep`` (mixed under
     the new one as it is) or ``duck`` (mixed ``duck_db`` dB lower). The file is written atomically:
     on any error no output is left behind.

@@ -47,7 +47,7 @@ import torch
 from PIL import Image
 
 from ..devices import resolve_device, resolve_dtype
-from ..encoders.clap import ClapEncoder
+from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.segmenter import Segmenter, image_key
 from ..errors import InputError, ModelNotAvailableError, OutputError
@@ -237,7 +237,7 @@ class ObjectsPipeline:
     def __init__(
         self,
         clip: ClipEncoder,
-        clap: ClapEncoder,
+        clap: GeneratorClap,
         grounding: GroundingModule,
         generator: AudioLDMGenerator,
         *,
@@ -291,9 +291,11 @@ class ObjectsPipeline:
         ms = resolve_model_set(models)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        clip = ClipEncoder.from_pretrained(ms.clip, device=dev, dtype=dt)
-        clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dt)
-        gen = AudioLDMGenerator.from_pretrained(ms.audioldm, device=dev, dtype=dt)
+        from . import components  # one CLIP, CLAP and generator per process, shared by every method
+
+        clip = components.clip(ms.clip, dev, dt)
+        gen = components.generator(ms.audioldm, dev, dt)
+        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
         ref = grounding or ms.extra.get("grounding")
         if ref:
             path = Path(ref).expanduser()
@@ -307,7 +309,8 @@ class ObjectsPipeline:
             record = {"ref": str(path), "trained": trained}
             if not trained:
                 record["note"] = "this grounding module recorded no attention statistics (never trained)"
-            record.update(_use_finetuned_unet(gen, g, path, ms))
+            gen, unet_record = _use_finetuned_unet(gen, g, path, ms)
+            record.update(unet_record)
         else:
             config = GroundingConfig(text_dim=clap.dim, patch_dim=clip.dim, grid_h=clip.patch_grid, grid_w=clip.patch_grid)
             with torch.random.fork_rng(devices=[]):
@@ -334,7 +337,9 @@ class ObjectsPipeline:
             if self._segmenter is None:
                 if not self.sam_ref:
                     raise ModelNotAvailableError("this model set has no 'sam' model: clicks and boxes need SAM")
-                self._segmenter = Segmenter.from_pretrained(self.sam_ref, device=self.clip.device, dtype=self.clip.dtype)
+                from . import components
+
+                self._segmenter = components.segmenter(self.sam_ref, self.clip.device, self.clip.dtype)
             return self._segmenter
 
     @property
@@ -416,8 +421,7 @@ class ObjectsPipeline:
         notes: list[str] = []
         if clicks or boxes:
             seg = self.segmenter
-            seg.set_image(img)
-            res = seg.segment(points=clicks, boxes=boxes)
+            res = seg.segment_image(img, points=clicks, boxes=boxes)
             prompts = [("click", c) for c in clicks] + [("box", b) for b in boxes]
             for (kind, prompt), mask, score in zip(prompts, res.masks, res.scores):
                 obj_label = f"{kind} {len(objects) + 1}"
@@ -595,11 +599,12 @@ class ObjectsPipeline:
 
     def models_record(self) -> dict:
         rec = {}
-        for role, enc in (("clip", self.clip), ("clap", self.clap), ("audioldm", self.generator),
+        for role, enc in (("clip", self.clip), ("audioldm", self.generator),
                           ("sam", self._segmenter)):
             src = getattr(enc, "loaded_from", None)
             if src is not None:
                 rec[role] = {"ref": src.ref, "revision": src.revision}
+        rec["clap"] = self.clap.record()
         unet = self.grounding_record.get("unet")
         if unet:  # the fine-tuned UNet from the grounding folder replaced the model set's
             rec["audioldm_unet"] = {"ref": unet["ref"], "revision": unet["revision"]}
@@ -613,8 +618,10 @@ GROUNDING_UNET_SUBFOLDER = "unet"
 _UNET_MUST_MATCH = ("in_channels", "out_channels", "class_embed_type", "projection_class_embeddings_input_dim")
 
 
-def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path: Path, ms: ModelSet) -> dict:
-    """Swap the generator's UNet for ``path/unet`` when the grounding folder has one; the record entries.
+def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path: Path,
+                        ms: ModelSet) -> tuple[AudioLDMGenerator, dict]:
+    """The generator with the UNet of ``path/unet`` when the grounding folder has one (a copy: the shared
+    generator is left as it is), and the record entries.
 
     Loaded with the generator's dtype onto its device through :func:`load_pretrained` (the same path as
     every model). Refused when it cannot drive this model set's VAE or take the grounding's condition.
@@ -636,7 +643,7 @@ def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path
         if training.get("task") == "grounding" and options.get("finetune_unet", True):
             rec["unet_note"] = (f"{path} was trained with the UNet fine-tuned but holds no {GROUNDING_UNET_SUBFOLDER}/ "
                                 "sub-folder: the model set's (not fine-tuned) UNet was used")
-        return rec
+        return gen, rec
     try:
         unet, src = load_pretrained(UNet2DConditionModel, str(path), subfolder=GROUNDING_UNET_SUBFOLDER,
                                     torch_dtype=gen.dtype)
@@ -651,8 +658,8 @@ def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path
                 f"grounding {path}: its fine-tuned UNet has {key}={unet.config.get(key)!r}, but the model set "
                 f"{ms.name!r} and the grounding module need {expected!r}; train it from the same model set"
             )
-    gen.unet = to_device(unet, gen.device, gen.dtype)
-    return {"unet": {"ref": str(folder.resolve()), "revision": src.revision, "fine_tuned": True,
+    gen = gen.with_unet(to_device(unet, gen.device, gen.dtype))
+    return gen, {"unet": {"ref": str(folder.resolve()), "revision": src.revision, "fine_tuned": True,
                      "replaces": f"the UNet of {ms.audioldm}"}}
 
 
@@ -696,21 +703,27 @@ def write_objects_outputs(
     record: dict,
     stems_dir: str | os.PathLike | None = None,
     video_source: object = None,
+    loudness: float | None = None,
+    stems_relative: bool = False,
     mux: dict | None = None,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Write the blend to ``out_path`` and the stems to ``stems_dir``, each with its JSON sidecar.
+    ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
 
     Everything is first written to staging files beside its target and only then renamed into place,
     so an error leaves no partial set of outputs. Returns (outputs, sidecars, notes).
     """
     from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
-    from ..io.outputs import write_sound, written_format
+    from ..io.outputs import level_outputs, write_sound, written_format
     from ..io.sidecar import sidecar_path, write_sidecar
 
     if out_path.suffix.lower() == ".mp4" and video_source is None:
         raise OutputError("an .mp4 output needs a video or picture input")
     notes: list[str] = []
+    levels = level_outputs(result.waveform, [o.waveform for o in result.objects] if stems_dir is not None else [],
+                           result.sample_rate, loudness=loudness, stems_relative=stems_relative,
+                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
     stems: list[tuple[Path, ObjectSound]] = []
     stems_final = created = None
     if stems_dir is not None:
@@ -725,19 +738,22 @@ def write_objects_outputs(
     try:
         with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
             main_tmp = paths[1]
-            note = write_sound(main_tmp, result.waveform, result.sample_rate, video_source=video_source, **(mux or {}))
+            note = write_sound(main_tmp, levels.mix, result.sample_rate, video_source=video_source,
+                               normalize=levels.normalize, **(mux or {}))
             notes += [note] if note else []
             main_record = dict(record)
             main_record["output"] = {
                 "path": str(out_path.resolve()), "what": "blend", "sample_rate": result.sample_rate,
                 "duration_s": round(result.duration_s, 6), "channels": 1,
             }
+            if levels.record:
+                main_record["output"]["levels"] = levels.record
             main_record["output"].update(written_format(main_tmp))  # what the file holds (mp4: 48 kHz stereo)
             if notes:
                 main_record["notes"] = list(main_record.get("notes", [])) + notes
             write_sidecar(main_tmp, main_record)  # = paths[0]
-            for (final, sound), tmp in zip(stems, paths[3::2]):
-                write_audio(tmp, sound.waveform, sound.sample_rate)
+            for (final, sound), tmp, wave in zip(stems, paths[3::2], levels.stems):
+                write_audio(tmp, wave, sound.sample_rate, normalize=levels.normalize)
                 rec = dict(record)
                 rec["object"] = sound.object.to_record()
                 rec["output"] = {"path": str(final.resolve()), "what": f"stem: {sound.object.label}",

@@ -64,7 +64,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..devices import resolve_device, resolve_dtype
-from ..encoders.clap import ClapEncoder
+from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.detector import (
     DEFAULT_MAX_DETECTIONS,
@@ -400,7 +400,7 @@ class SourcesPipeline:
     def __init__(
         self,
         clip: ClipEncoder,
-        clap: ClapEncoder,
+        clap: GeneratorClap,
         generator: AudioLDMGenerator,
         ss2a: SS2ABundle,
         *,
@@ -446,9 +446,11 @@ class SourcesPipeline:
         ms = resolve_model_set(models)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        clip = ClipEncoder.from_pretrained(ms.clip, device=dev, dtype=dt)
-        clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dt)
-        gen = AudioLDMGenerator.from_pretrained(ms.audioldm, device=dev, dtype=dt)
+        from . import components  # one CLIP, CLAP and generator per process, shared by every method
+
+        clip = components.clip(ms.clip, dev, dt)
+        gen = components.generator(ms.audioldm, dev, dt)
+        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
         bundle = load_ss2a(ss2a if ss2a is not None else ms.extra.get("ss2a"))
         pipe = cls(clip, clap, gen, bundle, detector_ref=ms.extra.get("detector"), prior_ref=ms.extra.get("prior"),
                    model_set=ms)
@@ -462,9 +464,9 @@ class SourcesPipeline:
             if self._detector is None:
                 if not self.detector_ref:
                     raise InputError("this model set has no 'detector' role; pass detect=False (--no-detect) or boxes")
-                self._detector = SoundSourceDetector.from_pretrained(
-                    self.detector_ref, device=self.clip.device, dtype=self._dtype
-                )
+                from . import components
+
+                self._detector = components.detector(self.detector_ref, self.clip.device, self._dtype)
             return self._detector
 
     @property
@@ -472,9 +474,9 @@ class SourcesPipeline:
         """The text prior, or None when the model set has none (texts then use CLIP text)."""
         with self._lock:
             if self._prior is None and self.prior_ref:
-                self._prior = TextToImagePrior.from_pretrained(
-                    self.prior_ref, device=self.clip.device, dtype=self._dtype
-                )
+                from . import components
+
+                self._prior = components.prior(self.prior_ref, self.clip.device, self._dtype)
             return self._prior
 
     @property
@@ -750,7 +752,8 @@ class SourcesPipeline:
         if report:
             report(0.15, "mixing sources")
         sources = visual + text_sources + audio_sources
-        single_image = len(img_list) == 1
+        # Released weights: an image with texts or audios is the released multimodal layout (srcs_to_audio).
+        single_image = len(img_list) == 1 and not (self.ss2a.released_tokens and (text_sources or audio_sources))
         mix_clap, tracks, cm = self._mix(sources, single_image=single_image, seed=seed,
                                          cycle=(cycle_rounds, cycle_samples, var_samples, criterion))
         notes += _cycle_mix_notes(sources, single_image, criterion, [cm["criterion_used"]])
@@ -954,11 +957,12 @@ class SourcesPipeline:
 
     def models_record(self) -> dict:
         rec = {}
-        for role, enc in (("clip", self.clip), ("clap", self.clap), ("audioldm", self.generator),
+        for role, enc in (("clip", self.clip), ("audioldm", self.generator),
                           ("detector", self._detector), ("prior", self._prior)):
             src = getattr(enc, "loaded_from", None)
             if src is not None:
                 rec[role] = {"ref": src.ref, "revision": src.revision}
+        rec["clap"] = self.clap.record()
         if self.model_set is not None:
             rec["model_set"] = self.model_set.name
         return rec
@@ -975,9 +979,12 @@ def write_sources_outputs(
     stems_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
     video_source: object = None,
+    loudness: float | None = None,
+    stems_relative: bool = False,
     mux: dict | None = None,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Write the mix to ``out_path`` and (with ``stems_dir``) one stem per source, each with a sidecar.
+    ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
 
     All files are written to staging folders beside their targets first and only then renamed into
     place; a clash with an existing stem (without ``overwrite``) or any error leaves nothing behind.
@@ -985,7 +992,7 @@ def write_sources_outputs(
     """
     from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
-    from ..io.outputs import write_sound, written_format
+    from ..io.outputs import level_outputs, write_sound, written_format
     from ..io.sidecar import sidecar_path, write_sidecar
 
     if out_path.suffix.lower() == ".mp4" and video_source is None:
@@ -1007,11 +1014,15 @@ def write_sources_outputs(
     outputs = [out_path] + [final for final, _, _ in stems]
     sidecars = [sidecar_path(final) for final in outputs]
     mix = result.mix
+    levels = level_outputs(mix.waveform, [sound.waveform for _, _, sound in stems], mix.sample_rate,
+                           loudness=loudness, stems_relative=stems_relative,
+                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
     # Each sidecar before its file: whoever sees a file also sees its sidecar.
     try:
         with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
             main_tmp = paths[1]
-            note = write_sound(main_tmp, mix.waveform, mix.sample_rate, video_source=video_source, **(mux or {}))
+            note = write_sound(main_tmp, levels.mix, mix.sample_rate, video_source=video_source,
+                               normalize=levels.normalize, **(mux or {}))
             notes += [note] if note else []
             main_record = dict(record)
             main_record["output"] = {
@@ -1019,12 +1030,14 @@ def write_sources_outputs(
                 "sample_rate": mix.sample_rate, "duration_s": round(mix.duration_s, 6),
                 "channels": 1 if mix.waveform.ndim == 1 else int(mix.waveform.shape[0]),
             }
+            if levels.record:
+                main_record["output"]["levels"] = levels.record
             main_record["output"].update(written_format(main_tmp))  # what the file holds (mp4: 48 kHz stereo)
             if notes:
                 main_record["notes"] = list(main_record.get("notes", [])) + notes
             write_sidecar(main_tmp, main_record)  # = paths[0]
-            for (final, name, sound), tmp in zip(stems, paths[3::2]):
-                write_audio(tmp, sound.waveform, sound.sample_rate)
+            for (final, name, sound), tmp, wave in zip(stems, paths[3::2], levels.stems):
+                write_audio(tmp, wave, sound.sample_rate, normalize=levels.normalize)
                 rec = dict(record)
                 rec.pop("notes", None)
                 rec["source"] = sound.record.get("source")

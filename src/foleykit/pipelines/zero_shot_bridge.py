@@ -3,7 +3,9 @@
 No V2A-Mapper weights are published, so with the ``default`` model set and no ``--mapper``,
 foleykit still works: the image is scored against CLIP text embeddings of a sounding-object
 vocabulary ("a photo of a dog"), and the CLAP text embeddings of the best matches ("the sound of a
-dog") are averaged with softmax weights. It is coarser than a trained mapper (one vocabulary,
+dog") are averaged with softmax weights. The CLAP text embeddings come from the generator's own
+text tower (:class:`~foleykit.encoders.generator_clap.GeneratorClap`): the space AudioLDM was
+trained on. It is coarser than a trained mapper (one vocabulary,
 no scene nuance) but needs no training data. Train a real mapper with ``foleykit train mapper``.
 """
 
@@ -14,7 +16,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from ..encoders.clap import ClapEncoder
+from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from .sound_vocabulary import SOUNDING_OBJECTS
 
@@ -27,7 +29,7 @@ class ZeroShotBridge:
     def __init__(
         self,
         clip: ClipEncoder,
-        clap: ClapEncoder,
+        clap: GeneratorClap,
         vocabulary: Sequence[str] = SOUNDING_OBJECTS,
         *,
         top_k: int = 3,

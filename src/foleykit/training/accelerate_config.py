@@ -293,15 +293,16 @@ def run_training(config: Mapping[str, Any], *, progress: bool = True, resume: st
     data = dict(config.get("data") or {})
     if not data.get("train"):
         raise InputError("run file: data.train (an extraction folder or a tensors file) is required")
-    from .provenance import check_provenance, read_provenance
-
-    for source in (data["train"], data.get("val")):
-        if source:  # before any loading: data made by other encoders than inference's is refused at once
-            check_provenance(task, read_provenance(source), source, clap_model=data.get("clap_model"))
     keys = {**DEFAULT_KEYS[task], **(data.get("keys") or {})}
     in_memory = bool(data.get("in_memory", True))
     load = dict(in_memory=in_memory, optional=OPTIONAL_KEYS, what=DATA_WHAT[task],
                 prepare=_remixer_prepare(data, keys) if task == "remixer" else None)
+    from .provenance import check_provenance, check_training_data, read_provenance
+
+    for part in ("train", "val"):  # embeddings from the encoders the module will meet, else one line
+        if data.get(part):
+            check_provenance(task, read_provenance(data[part]), data[part])  # CLIP role
+            check_training_data(data[part], keys, config.get("models"))  # CLAP space
     train_ds, fp, shapes = load_training_data(data["train"], keys, **load)
     check_item_shapes(task, shapes, data["train"])
     if task == "remixer" and data.get("manifold"):

@@ -28,7 +28,11 @@ Features (``ExtractionConfig.features``):
   own embedding).
 * ``clip_patches``: CLIP patch tokens in the joint space (the grounding module's keys/values).
 * ``clap``: CLAP of the audio file, or of the video's audio track, over the item's window
-  (``audio_seconds`` from its start; CLAP's 10-s windows are averaged beyond that).
+  (``audio_seconds`` from its start; CLAP's 10-s windows are averaged beyond that). Always the
+  generator's own CLAP space (:class:`~foleykit.encoders.generator_clap.GeneratorClap`: AudioLDM's
+  converted audio tower, space-checked against the generator's text tower); ``extraction.json``
+  records it under ``models.clap.space`` (CLAP, generator, probe agreement, space fingerprint), and
+  trainers refuse ``clap`` targets of any other space (:mod:`foleykit.training.provenance`).
 * ``clip_crops``: CLIP of the sound-source regions of the image (or of the video frame at the
   window's centre, the one ``clip`` embeds), as SS2A perceives them. The boxes are the manifest's
   ``boxes`` (VGG-SS annotations) when the item has any (the first ``max_crops``); otherwise the
@@ -488,7 +492,10 @@ class ShardExtractor:
         if config.needs_clap and clap_encoder is None:
             raise InputError("the clap feature was asked for but no CLAP encoder given")
         self.clip = clip_encoder if config.needs_clip else None
+        #: The CLAP given: a GeneratorClap (its space-checked audio tower is used, its space recorded) or,
+        #: for benchmarks, a bare ClapEncoder (no space record: trainers refuse its targets).
         self.clap = clap_encoder if config.needs_clap else None
+        self._clap_audio = getattr(self.clap, "audio_encoder", self.clap)  # raises: missing/other space
         self.detector = detector if config.needs_crops else None
 
     @classmethod
@@ -505,10 +512,10 @@ class ShardExtractor:
             from ..encoders.clip import ClipEncoder
 
             clip = ClipEncoder.from_pretrained(getattr(ms, config.clip_role), device=dev, dtype=dtype)
-        if config.needs_clap:
-            from ..encoders.clap import ClapEncoder
+        if config.needs_clap:  # training targets live in the generator's own CLAP space
+            from ..encoders.generator_clap import GeneratorClap
 
-            clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dtype)
+            clap = GeneratorClap.from_pretrained(ms.audioldm, ms.clap, device=dev, dtype=dtype)
         if config.needs_crops and ms.extra.get("detector"):
             # As the sources pipeline loads it: the model set's detector role, on the CLIP device.
             from ..encoders.detector import SoundSourceDetector
@@ -535,7 +542,10 @@ class ShardExtractor:
         }
 
     def model_identity(self) -> dict[str, Any]:
-        ident = {"clip": self._describe(self.clip), "clap": self._describe(self.clap)}
+        ident = {"clip": self._describe(self.clip), "clap": self._describe(self._clap_audio)}
+        if ident["clap"] is not None:
+            space = getattr(self.clap, "space", None)
+            ident["clap"]["space"] = None if space is None else {**space.record(), "fingerprint": self.clap.fingerprint}
         if self.config.needs_crops:  # only then, so folders without crops keep their identity
             det = self._describe(self.detector)
             if det is not None:  # what it looks for counts too
@@ -557,7 +567,7 @@ class ShardExtractor:
             elif f == "clip_patches":
                 shapes[f] = [self.clip.patch_grid ** 2, self.clip.dim]
             elif f == "clap":
-                shapes[f] = [self.clap.dim]
+                shapes[f] = [self._clap_audio.dim]
             elif f == "clip_crops":
                 m = self.config.max_crops
                 shapes[f] = [m, self.clip.dim]
@@ -580,7 +590,7 @@ class ShardExtractor:
         return MediaLoader(
             work, self.config,
             clip_processor=self.clip.processor if self.clip is not None else None,
-            clap_feature_extractor=self.clap.feature_extractor if self.clap is not None else None,
+            clap_feature_extractor=self._clap_audio.feature_extractor if self._clap_audio is not None else None,
         )
 
     # model functions -----------------------------------------------------------------------------
@@ -618,7 +628,7 @@ class ShardExtractor:
                                     dtype=torch.float32)
 
     def _clap(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        enc = self.clap
+        enc = self._clap_audio
         feats = {k: v.to(enc.device) for k, v in inputs.items()}
         feats["input_features"] = feats["input_features"].to(enc.dtype)
         with torch.inference_mode():

@@ -1,0 +1,50 @@
+"""Every benchmark script runs its ``--smoke`` mode (tiny stand-ins, seconds): a benchmark that breaks
+fails here, not on the day someone needs its figures. Nothing is timed or compared to a figure; the
+checks are that each script finishes, prints its report, and writes no result file."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+# script -> strings its smoke report must contain
+EXPECTED = {
+    "bench_generate.py": ["| guided UNet step (batch 2) |", "bf16 vs fp32, `fast` schedule", "Cold start:",
+                          "Same settings check", "smoke run"],
+    "bench_generate_variants.py": ["| unet_step | stock |", "| unet_step | cl+int8_linear |", "| vocoder | conv1d_as_cl_2d |"],
+    "bench_click.py": ['"click_total"', '"tiny SAM stand-in'],
+    "bench_sources.py": ['"fraction_of_fast_generation"', '"cycle_mix"'],
+    "bench_evaluate.py": ['"all 10 metrics (tagger = PANNs)"', '"cached"'],
+    "bench_training.py": ["V2A-Mapper trainer", "CMSS manifold trainer", "smoke run"],
+}
+
+
+def test_every_benchmark_script_has_a_smoke_test():
+    assert {p.name for p in BENCH.glob("bench_*.py")} == set(EXPECTED)
+
+
+@pytest.mark.parametrize("script", sorted(EXPECTED))
+def test_benchmark_smoke(script, tiny_cache_env):
+    results = BENCH / "results"
+    before = set(results.iterdir()) if results.is_dir() else set()
+    src = str(ROOT / "src")
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = proc.stdout
+    for needle in EXPECTED[script]:
+        assert needle in out, f"{script} --smoke printed no {needle!r}:\n{out[-2000:]}"
+    if out.lstrip().startswith("{"):  # the JSON-printing scripts print one parsable object
+        json.loads(out)
+    after = set(results.iterdir()) if results.is_dir() else set()
+    assert after == before, f"{script} --smoke wrote result files: {sorted(after - before)}"
