@@ -89,3 +89,31 @@ def test_objects_without_grounding_warns_on_the_cli(media, tmp_path, tiny_cache_
                                                      "--click", "40,30", "--duration", 1, *TINY)])
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert "warning: no trained grounding module given (--grounding DIR)" in res.output
+
+
+def test_negative_prompt_is_the_generators_own_text_tower(tmp_path, tiny_cache_env):
+    """negative="" is AudioLDM's unconditional input (bit-identical to no negative); a text changes the sound."""
+    import soundfile as sf
+
+    import foleykit.api as fk
+    from foleykit.api import load_pipeline
+
+    gen = load_pipeline("mapper", "tiny", None, "cpu", None).generator
+    import torch
+
+    torch.testing.assert_close(gen.text_embedding(""), gen.unconditional_embedding(), rtol=0, atol=0)
+    emb = gen.text_embedding("dog barking")
+    assert emb.shape == (512,) and abs(float(emb.norm()) - 1.0) < 1e-5
+    kw = dict(models="tiny", duration=0.5, steps=2, seed=4, device="cpu", progress=False)
+    fk.generate(MEDIA_IMAGE(tmp_path), tmp_path / "a.wav", **kw)
+    fk.generate(MEDIA_IMAGE(tmp_path), tmp_path / "b.wav", negative="", **kw)
+    res = fk.generate(MEDIA_IMAGE(tmp_path), tmp_path / "c.wav", negative="dog barking", **kw)
+    a, b, c = (sf.read(tmp_path / f"{n}.wav")[0] for n in "abc")
+    assert (a == b).all() and not (a == c).all()
+    assert res.sound.record["generator"]["negative"] == "dog barking"
+    side = json.loads((tmp_path / "c.wav.json").read_text())
+    assert side["parameters"]["negative"] == "dog barking"
+
+
+def MEDIA_IMAGE(tmp_path):
+    return write_image(tmp_path / "neg.png", 4, (64, 48)) if not (tmp_path / "neg.png").exists() else tmp_path / "neg.png"

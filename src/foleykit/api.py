@@ -205,6 +205,7 @@ def generate(
     criterion: str = "spread",
     original_audio: str = "replace",
     duck_db: float | None = None,
+    negative: str | None = None,
     loudness: float | None = None,
     stems_relative: bool = False,
     max_prompts: int = MAX_PROMPTS,
@@ -234,6 +235,9 @@ def generate(
     Budget: at most ``max_prompts`` sources of all kinds together (clicks, boxes, texts, audios,
     images, masks) and texts of at most :data:`MAX_TEXT_CHARS` characters.
 
+    ``negative``: a negative prompt for classifier-free guidance, embedded by the generator's own CLAP
+    text tower (default ``""``, AudioLDM's unconditional input; objects: the grounding null vector).
+
     An ``.mp4`` output of a video lasts as long as the sound (a shorter ``duration`` cuts the video);
     ``original_audio`` keeps (``keep``) or lowers by ``duck_db`` dB (``duck``, default 12) the video's
     own soundtrack under the new one instead of replacing it. An ``.mp4`` output of an image is a
@@ -247,6 +251,8 @@ def generate(
     check_budget(clicks=clicks, boxes=boxes, texts=texts, audios=audios, images=images, masks=masks, limit=max_prompts)
     levels = {"loudness": loudness, "stems_relative": stems_relative}
     mux = {"original_audio": original_audio, "duck_db": duck_db}
+    if negative is not None and not isinstance(negative, str):
+        raise InputError(f"negative prompt must be text, got {type(negative).__name__}")
     if frames is None:
         frames = 64 if method == "sources" else 16
     if method == "mapper" and (clicks or boxes or texts or stems or maps):
@@ -261,14 +267,14 @@ def generate(
             images=images or [], masks=masks or [], stems=stems, stereo=stereo, text_mode=text_mode, ss2a=ss2a,
             detect=detect, threshold=threshold, max_detections=max_detections, detector_size=detector_size,
             max_sources=max_sources, cycle_rounds=cycle_rounds,
-            cycle_samples=cycle_samples, criterion=criterion, levels=levels, mux=mux,
+            cycle_samples=cycle_samples, criterion=criterion, levels=levels, mux=mux, negative=negative,
         )
     if method == "objects":
         return _generate_objects(
             source, output, models=models, seed=seed, duration=duration, steps=steps, preset=preset,
             guidance=guidance, candidates=candidates, device=device, dtype=dtype, overwrite=overwrite,
             progress=progress, clicks=clicks or [], boxes=boxes or [], texts=texts or [], stems=stems,
-            context=context, grounding=grounding, maps=maps, frame=frame, levels=levels, mux=mux,
+            context=context, grounding=grounding, maps=maps, frame=frame, levels=levels, mux=mux, negative=negative,
         )
     _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
                       frames=frames)
@@ -281,7 +287,7 @@ def generate(
     pipe = load_pipeline(method, models, mapper, device, dtype)
     sound = pipe(
         checked, preset=preset, num_inference_steps=steps, guidance_scale=guidance,
-        num_candidates=candidates, seed=seed, frames_per_window=frames, progress=progress,
+        num_candidates=candidates, seed=seed, frames_per_window=frames, progress=progress, negative=negative,
     )
     _add_note(sound.record, _video_note(source, video))
     outputs: list[Path] = []
@@ -292,7 +298,8 @@ def generate(
             "output": {"path": str(out_path.resolve()), "sample_rate": sound.sample_rate,
                        "duration_s": round(sound.duration_s, 6),
                        "channels": 1 if sound.waveform.ndim == 1 else int(sound.waveform.shape[0])},
-            "parameters": {"method": method, "models": models, "mapper": mapper, "duration": duration, "steps": steps,
+            "parameters": {"method": method, "models": models, "mapper": mapper, "negative": negative,
+                           "duration": duration, "steps": steps,
                            "preset": preset, "guidance": guidance, "candidates": candidates, "frames": frames,
                            "device": device, "dtype": dtype},
             "seed": sound.seed,
@@ -327,7 +334,7 @@ def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, 
 
 def _generate_objects(source, output, *, models, seed, duration, steps, preset, guidance, candidates, device, dtype,
                       overwrite, progress, clicks, boxes, texts, stems, context, grounding, maps, frame,
-                      levels, mux) -> GenerateResult:
+                      levels, mux, negative) -> GenerateResult:
     """``generate`` for method ``objects``: blend to ``output``, per-object stems to ``stems``."""
     from .pipelines.objects import check_stems_dir, parse_box, parse_point, stem_names, write_objects_outputs
 
@@ -361,7 +368,7 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
     result = pipe(
         src, clicks=clicks, boxes=boxes, texts=texts, context=context, duration_s=duration, preset=preset,
         num_inference_steps=steps, guidance_scale=guidance, num_candidates=candidates, seed=seed, frame_s=frame,
-        progress=progress, save_maps_dir=maps,
+        progress=progress, save_maps_dir=maps, negative=negative,
     )
     _add_note(result.record, _video_note(source, video))
     outputs: list[Path] = []
@@ -369,7 +376,8 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
     if out_path is not None:
         record = {
             "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
-            "parameters": {"method": "objects", "models": models, "clicks": [list(c) for c in clicks],
+            "parameters": {"method": "objects", "models": models, "negative": negative,
+                           "clicks": [list(c) for c in clicks],
                            "boxes": [list(b) for b in boxes], "texts": list(texts), "context": context,
                            "grounding": grounding, "duration": duration, "steps": steps, "preset": preset,
                            "guidance": result.record["generator"].get("guidance_scale"), "candidates": candidates,
@@ -389,7 +397,7 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
 def _generate_sources(source, output, *, models, seed, duration, steps, preset, guidance, candidates, frames, device,
                       dtype, overwrite, progress, clicks, maps, boxes, texts, audios, images, masks, stems, stereo,
                       text_mode, ss2a, detect, threshold, max_detections, detector_size, max_sources, cycle_rounds,
-                      cycle_samples, criterion, levels, mux) -> GenerateResult:
+                      cycle_samples, criterion, levels, mux, negative) -> GenerateResult:
     """``generate`` for method ``sources``: the mix (or stereo mix) to ``output``, per-source stems to ``stems``."""
     from .pipelines.objects import check_stems_dir
     from .pipelines.sources import (DEFAULT_CYCLE_ROUNDS, DEFAULT_CYCLE_SAMPLES, DEFAULT_MAX_DETECTIONS,
@@ -424,7 +432,7 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
         num_candidates=candidates, seed=seed, frames=frames, criterion=criterion,
         cycle_rounds=DEFAULT_CYCLE_ROUNDS if cycle_rounds is None else cycle_rounds,
         cycle_samples=DEFAULT_CYCLE_SAMPLES if cycle_samples is None else cycle_samples,
-        stems=stems_dir is not None, stereo=stereo, progress=progress,
+        stems=stems_dir is not None, stereo=stereo, progress=progress, negative=negative,
     )
     note = _video_note(source, video)
     _add_note(result.record, note)
@@ -434,7 +442,8 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
     if out_path is not None:
         record = {
             "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
-            "parameters": {"method": "sources", "models": models, "ss2a": ss2a, "texts": [list(t) for t in texts],
+            "parameters": {"method": "sources", "models": models, "ss2a": ss2a, "negative": negative,
+                           "texts": [list(t) for t in texts],
                            "audios": [[str(a), w] for a, w in audios], "boxes": [[list(b), w] for b, w in boxes],
                            "images": [[str(i), w] for i, w in images], "masks": [str(m) for m in masks],
                            "stereo": stereo, "text_mode": text_mode, "detect": detect, "threshold": threshold,

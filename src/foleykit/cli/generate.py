@@ -68,6 +68,7 @@ def generate(
     stems_relative: Annotated[bool, typer.Option("--stems-relative", help="objects/sources: level the stems by one common gain (the mix's), keeping their relative levels; default: each stem on its own.")] = False,
     original_audio: Annotated[str, typer.Option("--original-audio", help="video to .mp4: the video's own soundtrack is replaced (default), kept under the new one, or ducked (lowered by --duck-db).")] = "replace",
     duck_db: Annotated[Optional[float], typer.Option("--duck-db", help="--original-audio duck: dB the original is lowered by (default 12).")] = None,
+    negative: Annotated[Optional[str], typer.Option("--negative", help="A negative prompt: guidance steers away from this text (the generator's own CLAP text tower; default: none).")] = None,
 ) -> None:
     """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds).
 
@@ -90,7 +91,7 @@ def generate(
         stereo=stereo, text_mode=text_mode, ss2a=ss2a, detect=detect, threshold=threshold,
         max_detections=max_detections, detector_size=detector_size, max_sources=max_sources,
         cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion, loudness=loudness,
-        stems_relative=stems_relative, original_audio=original_audio, duck_db=duck_db,
+        stems_relative=stems_relative, original_audio=original_audio, duck_db=duck_db, negative=negative,
     )
     grounding_record = res.sound.record.get("grounding") or {}
     if method == "objects" and grounding_record.get("trained") is False:

@@ -189,6 +189,19 @@ class AudioLDMGenerator:
                     self._uncond = F.normalize(emb.float(), dim=-1)[0]
         return self._uncond
 
+    @torch.no_grad()
+    def text_embedding(self, text: str) -> torch.Tensor:
+        """[512] unit CLAP text embedding of ``text`` by the generator's own text tower (a negative
+        prompt: classifier-free guidance then steers away from it instead of from ``""``)."""
+        if not text:
+            return self.unconditional_embedding()
+        if self.text_encoder is None or self.tokenizer is None:
+            raise InputError("this generator has no text encoder, so a negative prompt cannot be embedded")
+        tok = self.tokenizer([text], padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").to(self.device)
+        emb = self.text_encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).text_embeds
+        return F.normalize(emb.float(), dim=-1)[0]
+
     def _scheduler_template(self, name: str):
         """A scheduler of kind ``name`` on the checkpoint's noise schedule, built once per generator."""
         sched = self._schedulers.get(name)

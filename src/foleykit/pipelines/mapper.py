@@ -181,12 +181,14 @@ class MapperPipeline:
         mapper_steps: int | None = None,
         mapper_guidance: float | None = None,
         progress: bool | Callable[[float, str], None] = True,
+        negative: str | None = None,
     ) -> SoundResult:
         """Generate the sound of an image (default 10 s) or a video (its own length).
 
         ``source`` may be the :class:`CheckedInput` of :func:`check_input` (then ``duration_s`` is its own).
         ``progress``: True/False for a terminal bar, or ``fn(fraction, message)`` called at each stage
-        (encoding, every diffusion step, decoding).
+        (encoding, every diffusion step, decoding). ``negative``: a negative prompt for classifier-free
+        guidance, embedded by the generator's own CLAP text tower (default: ``""``, AudioLDM's).
         """
         report = progress if callable(progress) else None
         if report:
@@ -216,14 +218,14 @@ class MapperPipeline:
             self.generator, cond, duration_s, seed=seed, preset=preset, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, num_candidates=num_candidates,
             ranker=self.clap if num_candidates > 1 else None, progress=bool(progress) and report is None,
-            step_callback=step_cb,
+            step_callback=step_cb, negative_embeds=self.generator.text_embedding(negative) if negative else None,
         )
         if report:
             report(1.0, "done")
         record = {
             "method": "mapper",
             "mapper": self._mapper_record(cond, mapper_steps),
-            "generator": out.settings,
+            "generator": {**out.settings, "negative": negative or ""},
             "models": self.models_record(),
             "input_kind": "video" if video else "image",
         }

@@ -474,6 +474,7 @@ class ObjectsPipeline:
         frame_s: float | None = None,
         progress: bool | ProgressFn = True,
         save_maps_dir: str | os.PathLike | None = None,
+        negative: str | None = None,
     ) -> ObjectsResult:
         """Generate one sound per selected object and the blend (default 10 s; a video: its length).
 
@@ -504,6 +505,8 @@ class ObjectsPipeline:
         total = len(jobs) * math.ceil(n_windows / 4) * int(steps)
         done = [0]
         neg = self.grounding.null_cond if float(self.grounding.null_cond.norm()) > 0 else None
+        if negative:  # a negative prompt replaces the unconditional vector (the generator's own text tower)
+            neg = self.generator.text_embedding(negative)
 
         waves: list[np.ndarray] = []
         settings: dict = {}

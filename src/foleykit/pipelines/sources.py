@@ -624,6 +624,7 @@ class SourcesPipeline:
         stems: bool = False,
         stereo: bool = False,
         progress: bool | ProgressFn = True,
+        negative: str | None = None,
     ) -> SourcesResult:
         """Generate the sound of a composition of sources (see the module docstring).
 
@@ -637,6 +638,7 @@ class SourcesPipeline:
         ``progress``: True/False for terminal bars, or ``fn(fraction, message)``.
         """
         seed = resolve_seed(seed)
+        neg = self.generator.text_embedding(negative) if negative else None  # negative prompt (CFG)
         report = progress if callable(progress) else None
         bars = bool(progress) and report is None
         texts = [(v.strip() if isinstance(v, str) else v, w) for v, w in (_split_weight(t) for t in texts)]
@@ -724,7 +726,7 @@ class SourcesPipeline:
                                max_detections=max_detections, max_sources=max_sources, duration_s=duration_s,
                                preset=preset, steps=num_inference_steps, guidance=guidance_scale,
                                candidates=num_candidates, cycle=(cycle_rounds, cycle_samples, var_samples, criterion),
-                               frames=frames, report=report, bars=bars, text_mode=text_mode_used)
+                               frames=frames, report=report, bars=bars, text_mode=text_mode_used, negative_embeds=neg)
 
         # Images: detection + CLIP once per image.
         room_left = room - user_count
@@ -766,7 +768,7 @@ class SourcesPipeline:
         jobs = [("mix", mix_clap)] + ([(s.stem_name, tracks[i]) for i, s in enumerate(sources)] if (stems or stereo) else [])
         waves, settings = self._generate(jobs, duration, seed=seed, preset=preset, steps=num_inference_steps,
                                          guidance=guidance_scale, candidates=num_candidates, report=report, bars=bars,
-                                         start=0.2)
+                                         start=0.2, negative_embeds=neg)
         sr = self.generator.sample_rate
         record = self._record(sources, cm, settings, notes, kind="image", text_mode=text_mode_used, detect=detect,
                               threshold=threshold, max_detections=max_detections, max_sources=max_sources,
@@ -822,7 +824,8 @@ class SourcesPipeline:
             "criterion_used": res.criterion_used[0],
         }
 
-    def _generate(self, jobs, duration, *, seed, preset, steps, guidance, candidates, report, bars, start=0.0):
+    def _generate(self, jobs, duration, *, seed, preset, steps, guidance, candidates, report, bars, start=0.0,
+                  negative_embeds=None):
         n_steps = steps if steps is not None else get_preset(preset).num_inference_steps
         per_job = math.ceil(len(plan_windows(duration)) / 4) * int(n_steps)
         total = max(1, len(jobs) * per_job)
@@ -838,6 +841,7 @@ class SourcesPipeline:
                 self.generator, cond.reshape(1, -1), duration, seed=seed,
                 preset=preset, num_inference_steps=steps, guidance_scale=guidance, num_candidates=candidates,
                 ranker=self.clap if candidates > 1 else None, progress=bars, step_callback=step_cb,
+                negative_embeds=negative_embeds,
             )
             waves.append(out.waveforms[0])
             settings = out.settings
@@ -845,7 +849,8 @@ class SourcesPipeline:
 
     # -- video -------------------------------------------------------------------------------------
     def _video(self, path, text_sources, audio_sources, *, notes, seed, det_kwargs, max_detections, max_sources,
-               duration_s, preset, steps, guidance, candidates, cycle, frames, report, bars, text_mode) -> SourcesResult:
+               duration_s, preset, steps, guidance, candidates, cycle, frames, report, bars, text_mode,
+               negative_embeds=None) -> SourcesResult:
         from ..io.video import probe_video, read_frames, segment_centres
         from ..modules.temporal import FULL_WINDOW_S, frame_time_positions
 
@@ -904,7 +909,8 @@ class SourcesPipeline:
             report(0.35, "generating")
         out = generate_long(self.generator, window_claps, duration, seed=seed, preset=preset, num_inference_steps=steps,
                             guidance_scale=guidance, num_candidates=candidates,
-                            ranker=self.clap if candidates > 1 else None, progress=bars)
+                            ranker=self.clap if candidates > 1 else None, progress=bars,
+                            negative_embeds=negative_embeds)
         sources = text_sources + audio_sources
         for i, s in enumerate(sources):
             s.index = i + 1
