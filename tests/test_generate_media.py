@@ -117,3 +117,26 @@ def test_negative_prompt_is_the_generators_own_text_tower(tmp_path, tiny_cache_e
 
 def MEDIA_IMAGE(tmp_path):
     return write_image(tmp_path / "neg.png", 4, (64, 48)) if not (tmp_path / "neg.png").exists() else tmp_path / "neg.png"
+
+
+def test_keep_candidates_writes_every_candidate_with_its_score(tmp_path, tiny_cache_env):
+    import soundfile as sf
+
+    import foleykit.api as fk
+
+    img = MEDIA_IMAGE(tmp_path)
+    kw = dict(models="tiny", duration=0.5, steps=2, seed=5, device="cpu", progress=False, candidates=3)
+    res = fk.generate(img, tmp_path / "best.wav", keep_candidates=True, **kw)
+    side = json.loads((tmp_path / "best.wav.json").read_text())
+    cands = side["candidates"]
+    assert [c["file"] for c in cands] == [f"best.candidate-0{k}.wav" for k in (1, 2, 3)]
+    assert sum(c["kept"] for c in cands) == 1
+    kept = next(c for c in cands if c["kept"])
+    assert kept["score"] == max(c["score"] for c in cands)
+    # the kept candidate's file is the output's sound (both peak-normalised the same way)
+    np.testing.assert_allclose(sf.read(tmp_path / kept["file"])[0], sf.read(tmp_path / "best.wav")[0], atol=1e-4)
+    assert len(res.outputs) == 4 and all(p.is_file() for p in res.outputs)
+    with pytest.raises(InputError, match="--keep-candidates needs"):
+        fk.generate(img, tmp_path / "x.wav", keep_candidates=True, **{**kw, "candidates": 1})
+    with pytest.raises(InputError, match="one diffusion window"):
+        fk.generate(img, tmp_path / "y.wav", keep_candidates=True, **{**kw, "duration": 12})

@@ -206,6 +206,7 @@ def generate(
     original_audio: str = "replace",
     duck_db: float | None = None,
     negative: str | None = None,
+    keep_candidates: bool = False,
     loudness: float | None = None,
     stems_relative: bool = False,
     max_prompts: int = MAX_PROMPTS,
@@ -238,6 +239,10 @@ def generate(
     ``negative``: a negative prompt for classifier-free guidance, embedded by the generator's own CLAP
     text tower (default ``""``, AudioLDM's unconditional input; objects: the grounding null vector).
 
+    ``keep_candidates`` (mapper, ``candidates`` >= 2, one diffusion window of at most 10.24 s): every
+    candidate is also written, as ``<output stem>.candidate-NN.wav`` (``.flac`` for a flac output),
+    and the sidecar lists each with its CLAP score and which one was kept.
+
     An ``.mp4`` output of a video lasts as long as the sound (a shorter ``duration`` cuts the video);
     ``original_audio`` keeps (``keep``) or lowers by ``duck_db`` dB (``duck``, default 12) the video's
     own soundtrack under the new one instead of replacing it. An ``.mp4`` output of an image is a
@@ -259,6 +264,8 @@ def generate(
         raise InputError("clicks, boxes, texts, stems and maps need method 'objects' (or 'sources' for boxes, texts, stems)")
     if method != "sources" and (audios or images or masks or stereo or ss2a):
         raise InputError("audio sources, extra images, masks, stereo and ss2a weights need method 'sources'")
+    if keep_candidates and (method != "mapper" or candidates < 2 or output is None):
+        raise InputError("--keep-candidates needs --method mapper, --candidates 2 or more and an output file")
     if method == "sources":
         return _generate_sources(
             source, output, models=models, seed=seed, duration=duration, steps=steps, preset=preset,
@@ -284,6 +291,12 @@ def generate(
     if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
         raise InputError(f"input {source} does not exist or is not a file")
     checked = check_input(source, duration)  # decode/probe before any model loads
+    if keep_candidates:
+        from .generator.long_audio import plan_windows
+
+        if len(plan_windows(checked.duration_s)) > 1:
+            raise InputError(f"--keep-candidates needs a sound of one diffusion window (at most 10.24 s), "
+                             f"this one is {checked.duration_s:.2f} s")
     pipe = load_pipeline(method, models, mapper, device, dtype)
     sound = pipe(
         checked, preset=preset, num_inference_steps=steps, guidance_scale=guidance,
@@ -307,13 +320,20 @@ def generate(
         }
         record["parameters"].update(original_audio=original_audio, duck_db=duck_db)
         visual = source if isinstance(source, Image.Image) else Path(source).expanduser()
-        sidecar = _write_output_and_sidecar(out_path, sound, record, visual, mux, loudness=loudness)
+        sidecar = _write_output_and_sidecar(out_path, sound, record, visual, mux, loudness=loudness,
+                                            keep_candidates=keep_candidates)
         outputs.append(out_path)
+        outputs += [out_path.with_name(c["file"]) for c in record.get("candidates", [])]
     return GenerateResult(sound=sound, seed=sound.seed, outputs=outputs, sidecar=sidecar)
 
 
+def _candidate_paths(out_path: Path, n: int) -> list[Path]:
+    suffix = ".flac" if out_path.suffix.lower() == ".flac" else ".wav"
+    return [out_path.with_name(f"{out_path.stem}.candidate-{k + 1:02d}{suffix}") for k in range(n)]
+
+
 def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, visual, mux: dict, *,
-                              loudness: float | None = None) -> Path:
+                              loudness: float | None = None, keep_candidates: bool = False) -> Path:
     """The audio (or mp4) and its sidecar, staged and renamed into place together (sidecar first)."""
     from .io.outputs import level_outputs, write_sound, written_format
 
@@ -321,7 +341,17 @@ def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, 
                            mix_stereo_out=out_path.suffix.lower() == ".mp4")
     if levels.record:
         record.setdefault("output", {})["levels"] = levels.record
-    with staged_outputs(sidecar_path(out_path), out_path) as (_, staged_out):
+    cands = _candidate_paths(out_path, len(sound.candidates)) if keep_candidates else []
+    if cands:
+        best = max(range(len(sound.candidates)), key=lambda k: sound.candidates[k][1])
+        record["candidates"] = [{"file": p.name, "score": round(score, 6), "kept": k == best}
+                                for k, (p, (_, score)) in enumerate(zip(cands, sound.candidates))]
+    with staged_outputs(sidecar_path(out_path), out_path, *cands) as staged:
+        staged_out = staged[1]
+        from .io.audio import write_audio
+
+        for tmp, (wave, _) in zip(staged[2:], sound.candidates if cands else []):
+            write_audio(tmp, wave, sound.sample_rate)
         note = write_sound(staged_out, levels.mix, sound.sample_rate, video_source=visual,
                            normalize=levels.normalize, **mux)
         record["output"].update(written_format(staged_out))  # what the file holds (mp4: 48 kHz stereo AAC)

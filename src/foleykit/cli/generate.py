@@ -68,6 +68,7 @@ def generate(
     stems_relative: Annotated[bool, typer.Option("--stems-relative", help="objects/sources: level the stems by one common gain (the mix's), keeping their relative levels; default: each stem on its own.")] = False,
     original_audio: Annotated[str, typer.Option("--original-audio", help="video to .mp4: the video's own soundtrack is replaced (default), kept under the new one, or ducked (lowered by --duck-db).")] = "replace",
     duck_db: Annotated[Optional[float], typer.Option("--duck-db", help="--original-audio duck: dB the original is lowered by (default 12).")] = None,
+    keep_candidates: Annotated[bool, typer.Option("--keep-candidates", help="mapper, --candidates >= 2, one window (<= 10.24 s): also write every candidate (<output>.candidate-NN.wav) with its CLAP score in the sidecar.")] = False,
     negative: Annotated[Optional[str], typer.Option("--negative", help="A negative prompt: guidance steers away from this text (the generator's own CLAP text tower; default: none).")] = None,
 ) -> None:
     """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds).
@@ -92,6 +93,7 @@ def generate(
         max_detections=max_detections, detector_size=detector_size, max_sources=max_sources,
         cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion, loudness=loudness,
         stems_relative=stems_relative, original_audio=original_audio, duck_db=duck_db, negative=negative,
+        keep_candidates=keep_candidates,
     )
     grounding_record = res.sound.record.get("grounding") or {}
     if method == "objects" and grounding_record.get("trained") is False:

@@ -39,6 +39,8 @@ class SoundResult:
     sample_rate: int
     seed: int
     record: dict = field(default_factory=dict)
+    #: Every candidate drawn and its CLAP cosine to the condition (several candidates, one window).
+    candidates: list[tuple[np.ndarray, float]] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -231,7 +233,10 @@ class MapperPipeline:
         }
         if video:
             record["frames_per_window"] = frames_per_window
-        return SoundResult(waveform=out.waveforms[0], sample_rate=out.sample_rate, seed=seed, record=record)
+        candidates = [] if out.candidates is None else [
+            (out.candidates[0][k], float(out.candidate_scores[0][k])) for k in range(out.candidates.shape[1])]
+        return SoundResult(waveform=out.waveforms[0], sample_rate=out.sample_rate, seed=seed, record=record,
+                           candidates=candidates)
 
     def _mapper_record(self, cond: torch.Tensor, mapper_steps: int | None) -> dict:
         if isinstance(self.mapper, ZeroShotBridge):
