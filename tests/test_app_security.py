@@ -284,7 +284,8 @@ def test_auth_protects_the_app(tiny_models_dir, tmp_path):
         demo.close()
 
 
-def test_sigterm_stops_the_server_and_removes_the_users_files(tiny_models_dir, tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_sigterm_and_sigint_stop_the_server_and_remove_the_users_files(tiny_models_dir, tmp_path, signum):
     tmp = tmp_path / "tmp"
     tmp.mkdir()
     port = _free_port()
@@ -310,7 +311,7 @@ def test_sigterm_stops_the_server_and_removes_the_users_files(tiny_models_dir, t
         r = _upload(f"http://127.0.0.1:{port}", [("scene.png", _scene(tmp_path / "scene.png").read_bytes())])
         assert r.status_code == 200
         assert any(p.is_file() for p in work[0].rglob("*.png"))  # a user's file in the work folder
-        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signum)
         proc.wait(timeout=60)
     finally:
         if proc.poll() is None:

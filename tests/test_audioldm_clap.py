@@ -48,34 +48,37 @@ def _rel_index(w):
     return rel.sum(-1)
 
 
-def original_state(seed=0, vocab_size=261, embed=EMBED):
+def original_state(seed=0, vocab_size=261, embed=EMBED, depths=DEPTHS, heads_per_stage=HEADS, text_hidden=TEXT_HIDDEN,
+                   text_layers=2, max_positions=80, device="cpu"):
     """{original key: tensor} of LAION-CLAP as AudioLDM stores it (plus parts the converter drops)."""
     from transformers import RobertaConfig, RobertaModel
 
-    g = torch.Generator().manual_seed(seed)
+    g = torch.Generator().manual_seed(seed) if device == "cpu" else None
 
     def r(*shape, s=0.2):
-        return torch.randn(*shape, generator=g) * s
+        return torch.randn(*shape, generator=g, device=device) * s
 
     sd = {}
     torch.manual_seed(seed)
-    roberta = RobertaModel(RobertaConfig(vocab_size=vocab_size, hidden_size=TEXT_HIDDEN, num_hidden_layers=2,
-                                         num_attention_heads=1, intermediate_size=128, max_position_embeddings=80,
-                                         type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1, bos_token_id=0,
-                                         eos_token_id=2)).eval()
+    with torch.device(device):
+        roberta = RobertaModel(RobertaConfig(
+            vocab_size=vocab_size, hidden_size=text_hidden, num_hidden_layers=text_layers,
+            num_attention_heads=max(1, text_hidden // 64), intermediate_size=4 * text_hidden // (2 if text_hidden < 128 else 1),
+            max_position_embeddings=max_positions, type_vocab_size=1, layer_norm_eps=1e-5, pad_token_id=1,
+            bos_token_id=0, eos_token_id=2)).eval()
     sd.update({f"text_branch.{k}": v for k, v in roberta.state_dict().items()})
-    sd.update({"text_projection.0.weight": r(JOINT, TEXT_HIDDEN), "text_projection.0.bias": r(JOINT),
+    sd.update({"text_projection.0.weight": r(JOINT, text_hidden), "text_projection.0.bias": r(JOINT),
                "text_projection.2.weight": r(JOINT, JOINT, s=0.05), "text_projection.2.bias": r(JOINT),
                "text_transform.sequential.0.weight": r(JOINT, JOINT)})
     a = "audio_branch."
     sd.update({a + "bn0.weight": 1 + r(MELS), a + "bn0.bias": r(MELS), a + "bn0.running_mean": r(MELS, s=5) - 20,
-               a + "bn0.running_var": 10 + r(MELS).abs() * 10, a + "bn0.num_batches_tracked": torch.tensor(7),
+               a + "bn0.running_var": 10 + r(MELS).abs() * 10, a + "bn0.num_batches_tracked": torch.tensor(7, device=device),
                a + "patch_embed.proj.weight": r(embed, 1, 4, 4, s=0.1), a + "patch_embed.proj.bias": r(embed),
                a + "patch_embed.norm.weight": 1 + r(embed), a + "patch_embed.norm.bias": r(embed),
                a + "spectrogram_extractor.stft.conv_real.weight": r(513, 1, 1024),
                a + "logmel_extractor.melW": r(513, MELS), a + "tscam_conv.weight": r(527, embed * 2, 2, 3),
                a + "head.weight": r(527, 527)})
-    for i, (depth, heads) in enumerate(zip(DEPTHS, HEADS)):
+    for i, (depth, heads) in enumerate(zip(depths, heads_per_stage)):
         c = embed * 2**i
         for j in range(depth):
             b = f"{a}layers.{i}.blocks.{j}."
@@ -83,21 +86,22 @@ def original_state(seed=0, vocab_size=261, embed=EMBED):
                        b + "attn.qkv.weight": r(3 * c, c), b + "attn.qkv.bias": r(3 * c),
                        b + "attn.proj.weight": r(c, c), b + "attn.proj.bias": r(c),
                        b + "attn.relative_position_bias_table": r((2 * WINDOW - 1) ** 2, heads),
-                       b + "attn.relative_position_index": _rel_index(WINDOW),
+                       b + "attn.relative_position_index": _rel_index(WINDOW).to(device),
                        b + "norm2.weight": 1 + r(c), b + "norm2.bias": r(c),
                        b + "mlp.fc1.weight": r(4 * c, c), b + "mlp.fc1.bias": r(4 * c),
                        b + "mlp.fc2.weight": r(c, 4 * c), b + "mlp.fc2.bias": r(c)})
             if j % 2:
-                sd[b + "attn_mask"] = torch.zeros(64, WINDOW**2, WINDOW**2)
-        if i < len(DEPTHS) - 1:
+                sd[b + "attn_mask"] = torch.zeros(64, WINDOW**2, WINDOW**2, device=device)
+        if i < len(depths) - 1:
             d = f"{a}layers.{i}.downsample."
             sd.update({d + "reduction.weight": r(2 * c, 4 * c), d + "norm.weight": 1 + r(4 * c),
                        d + "norm.bias": r(4 * c)})
-    top = embed * 2 ** (len(DEPTHS) - 1)
+    top = embed * 2 ** (len(depths) - 1)
     sd.update({a + "norm.weight": 1 + r(top), a + "norm.bias": r(top),
                "audio_projection.0.weight": r(JOINT, top), "audio_projection.0.bias": r(JOINT),
                "audio_projection.2.weight": r(JOINT, JOINT, s=0.05), "audio_projection.2.bias": r(JOINT),
-               "logit_scale_a": torch.tensor(math.log(10.0)), "logit_scale_t": torch.tensor(math.log(10.0))})
+               "logit_scale_a": torch.tensor(math.log(10.0), device=device),
+               "logit_scale_t": torch.tensor(math.log(10.0), device=device)})
     return sd, roberta
 
 
@@ -273,6 +277,28 @@ def test_audio_tower_and_front_end_match_the_original(converted, seconds):
     ours = ClapEncoder.from_pretrained(str(out)).embed_audio([wave], 48_000)[0]
     ref = original_audio(sd, wave)
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)  # measured: 3e-8 (a 0-Hz fmin is off by 3e-2)
+
+
+def test_real_size_audioldm_s_layout_maps_one_to_one():
+    """At AudioLDM-S's real sizes (HTSAT-tiny: embed 96, depths 2/2/6/2, heads 4/8/16/32, window 8;
+    roberta-base: 50265 x 768, 12 layers, 12 heads, 514 positions), shapes only (meta tensors): the
+    derived config is HTSAT-tiny + RoBERTa-base and every tensor lands on a ClapModel tensor of its shape."""
+    from transformers import ClapModel
+
+    from foleykit.encoders.audioldm_clap import check_layout, clap_config, rename_state_dict
+
+    sd, _ = original_state(vocab_size=50265, embed=96, depths=(2, 2, 6, 2), heads_per_stage=(4, 8, 16, 32),
+                           text_hidden=768, text_layers=12, max_positions=514, device="meta")
+    config = clap_config(sd, "real-size")
+    a, t = config.audio_config, config.text_config
+    assert (a.patch_embeds_hidden_size, a.hidden_size, a.depths, a.num_attention_heads, a.window_size) == (
+        96, 768, [2, 2, 6, 2], [4, 8, 16, 32], 8)
+    assert (t.hidden_size, t.num_hidden_layers, t.num_attention_heads, t.intermediate_size, t.vocab_size) == (
+        768, 12, 12, 3072, 50265)
+    assert config.projection_dim == 512
+    with torch.device("meta"):
+        model = ClapModel(config)
+    check_layout(rename_state_dict(sd), model.state_dict(), "real-size")
 
 
 def test_converted_folder_is_a_complete_clap_model_folder(converted):

@@ -14,6 +14,7 @@ generations one at a time (the web app queues them).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,7 +181,7 @@ def generate(
     device: str = "auto",
     dtype: str | None = None,
     overwrite: bool = False,
-    progress: bool = True,
+    progress: bool | Callable[[float, str], None] = True,
     clicks: list | None = None,
     boxes: list | None = None,
     texts: list[str] | None = None,
@@ -232,6 +233,9 @@ def generate(
     R128, -14 for streaming) brings the output to that integrated loudness (ITU-R BS.1770), true-peak
     safe (-1 dBTP); stems are levelled each on their own, or with ``stems_relative`` by one common
     gain that keeps their relative levels. See :mod:`foleykit.io.outputs`.
+
+    ``progress``: True/False for terminal progress bars, or ``fn(fraction, message)`` called through every
+    stage (detection, encoding, each diffusion step, decoding) of every method.
 
     Budget: at most ``max_prompts`` sources of all kinds together (clicks, boxes, texts, audios,
     images, masks) and texts of at most :data:`MAX_TEXT_CHARS` characters.

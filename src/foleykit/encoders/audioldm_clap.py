@@ -200,6 +200,17 @@ def rename_state_dict(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]
 _OPTIONAL_TARGETS = re.compile(r"(\.position_ids|\.token_type_ids|num_batches_tracked|relative_position_index)$")
 
 
+def check_layout(renamed: Mapping[str, torch.Tensor], target: Mapping[str, torch.Tensor], source: str) -> None:
+    """The renamed tensors must be exactly the ``ClapModel``'s (names and shapes; rebuilt buffers optional)."""
+    unexpected = sorted(k for k in renamed if k not in target)
+    missing = sorted(k for k in target if k not in renamed and not _OPTIONAL_TARGETS.search(k))
+    wrong = sorted(k for k in renamed if k in target and tuple(renamed[k].shape) != tuple(target[k].shape))
+    if unexpected or missing or wrong:
+        what = (f"unexpected {unexpected[0]!r}" if unexpected else f"missing {missing[0]!r}" if missing
+                else f"shape of {wrong[0]!r}")
+        raise InputError(f"{source}: cond_stage_model is not the LAION-CLAP layout AudioLDM-S uses ({what})")
+
+
 def convert_audioldm_clap(checkpoint: str | os.PathLike, output: str | os.PathLike, *,
                           tokenizer: str | None = None, overwrite: bool = False) -> Path:
     """Write AudioLDM's own CLAP from ``checkpoint`` as a transformers ``ClapModel`` folder at ``output``
@@ -224,14 +235,7 @@ def convert_audioldm_clap(checkpoint: str | os.PathLike, output: str | os.PathLi
     config = clap_config(sd, str(src))
     renamed = rename_state_dict(sd)
     model = ClapModel(config).eval()
-    target = model.state_dict()
-    unexpected = sorted(k for k in renamed if k not in target)
-    missing = sorted(k for k in target if k not in renamed and not _OPTIONAL_TARGETS.search(k))
-    wrong = sorted(k for k in renamed if k in target and tuple(renamed[k].shape) != tuple(target[k].shape))
-    if unexpected or missing or wrong:
-        what = (f"unexpected {unexpected[0]!r}" if unexpected else f"missing {missing[0]!r}" if missing
-                else f"shape of {wrong[0]!r}")
-        raise InputError(f"{src}: cond_stage_model is not the LAION-CLAP layout AudioLDM-S uses ({what})")
+    check_layout(renamed, model.state_dict(), str(src))
     model.load_state_dict({k: v.float().contiguous() for k, v in renamed.items()}, strict=False)
 
     tok_ref = tokenizer or DEFAULT_TOKENIZER_FROM

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError, ModelNotAvailableError
-from .clap import ClapEncoder
+from .clap import ClapEncoder, embed_texts_batched
 from .loading import LoadedFrom, load_pretrained, to_device
 
 #: Captions embedded by both text towers for the space check (fixed: part of the check's definition).
@@ -175,13 +175,11 @@ class GeneratorClap:
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], *, batch_size: int = 64) -> torch.Tensor:
         """[N, 512] unit embeddings from the generator's own text tower."""
-        outs = []
-        for i in range(0, len(texts), batch_size):
-            tok = self.tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, return_tensors="pt")
-            tok = tok.to(self.device)
-            outs.append(self.text_encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).text_embeds.float())
-        emb = torch.cat(outs) if outs else torch.empty(0, self.dim, device=self.device)
-        return F.normalize(emb, dim=-1)
+        def forward(ids, mask):
+            return self.text_encoder(input_ids=ids, attention_mask=mask).text_embeds
+
+        return embed_texts_batched(self.tokenizer, forward, texts, batch_size=batch_size, device=self.device,
+                                   dim=self.dim)
 
     def probe_embeddings(self) -> torch.Tensor:
         """[P, 512] the generator's text-tower embeddings of :data:`PROBE_CAPTIONS` (cached)."""
