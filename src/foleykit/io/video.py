@@ -472,13 +472,17 @@ def _reencode_video(src: Path, tmp: Path, track: np.ndarray, info: VideoInfo, en
                 frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(upright), format="rgb24")
             out_frame = frame.reformat(width=width, height=height, format="yuv420p")
             out_frame.pts, out_frame.time_base = pts, vin.time_base
-            for packet in vout.encode(out_frame):
-                _mux_audio_until(dst, audio, _packet_time(packet))
-                dst.mux(packet)
-        for packet in vout.encode(None):
-            _mux_audio_until(dst, audio, _packet_time(packet))
-            dst.mux(packet)
+            _encode_frame(dst, vout, out_frame, audio)
+        _encode_frame(dst, vout, None, audio)  # flush the encoder, then the rest of the sound
         _mux_audio_until(dst, audio, math.inf)
+
+
+def _encode_frame(dst: av.container.OutputContainer, vout, frame: av.VideoFrame | None,
+                  audio: deque[av.Packet]) -> None:
+    """Encode ``frame`` (None: flush) and mux its packets, each after the audio due before it."""
+    for packet in vout.encode(frame):
+        _mux_audio_until(dst, audio, _packet_time(packet))
+        dst.mux(packet)
 
 
 def _decoded_until(inp, vin, info: VideoInfo):
@@ -605,12 +609,8 @@ def still_video(picture: Image.Image, audio: np.ndarray, sample_rate: int, out_p
             base = av.VideoFrame.from_ndarray(pixels, format="rgb24").reformat(format="yuv420p")
             for i in range(max(1, math.ceil(seconds * STILL_FPS))):
                 base.pts, base.time_base = i, Fraction(1, STILL_FPS)
-                for packet in vout.encode(base):
-                    _mux_audio_until(dst, audio_packets, _packet_time(packet))
-                    dst.mux(packet)
-            for packet in vout.encode(None):
-                _mux_audio_until(dst, audio_packets, _packet_time(packet))
-                dst.mux(packet)
+                _encode_frame(dst, vout, base, audio_packets)
+            _encode_frame(dst, vout, None, audio_packets)
             _mux_audio_until(dst, audio_packets, math.inf)
     except av.error.FFmpegError as exc:
         raise OutputError(f"could not write {out}: {_ffmpeg_reason(exc)}") from exc
