@@ -748,7 +748,8 @@ class Trainer:
                            accum=cfg.grad_accum_steps, rank=rank, world=world, drop_last=cfg.drop_last)
         steps_per_epoch = plan0.steps
         if steps_per_epoch == 0:
-            raise InputError(f"{len(self.train_data)} training examples make no batch of {micro} (drop_last)")
+            raise InputError(f"{len(self.train_data)} training examples make no batch of {micro} (drop_last); "
+                             "pass a smaller --batch-size (trainer.batch_size)")
         total_steps = steps_per_epoch * cfg.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.scheduler, total_steps))
         module.on_train_start(total_steps)
