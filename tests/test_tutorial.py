@@ -132,3 +132,19 @@ def test_ss2a_doc_boxes_fit_the_bundled_scene():
     for box in boxes:
         x0, y0, x1, y1 = map(int, box)
         assert 0 <= x0 < x1 <= width and 0 <= y0 < y1 <= height, (box, (width, height))
+
+
+def test_every_doc_snippet_is_run_or_marked_a_fragment():
+    """A bash/python block in README.md or docs/*.md is run by a test above, or says it is a fragment."""
+    run = {("docs/tutorial.md", None), ("README.md", "Use")}
+    unmarked = []
+    for path in [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]:
+        rel = str(path.relative_to(ROOT))
+        if (rel, None) in run:
+            continue
+        section = next((s for r, s in run if r == rel), None)
+        tested = {code for _, code, _ in doc_blocks(path, section)} if section else set()
+        for lang, code, fragment in doc_blocks(path):
+            if lang in ("bash", "python", "sh") and not fragment and code not in tested:
+                unmarked.append(f"{rel}: {code.splitlines()[0] if code else ''}")
+    assert not unmarked, "snippets neither run by tests/test_tutorial.py nor marked <!-- fragment -->: " + "; ".join(unmarked)
