@@ -26,6 +26,8 @@ from .io.sidecar import sidecar_path, write_sidecar
 from .pipelines.mapper import MapperPipeline, SoundResult, check_input, is_video_path
 
 METHODS = ("mapper", "objects", "sources")
+#: What happens to a video's own soundtrack in an .mp4 output (see foleykit.io.video.mux_audio).
+ORIGINAL_AUDIO = ("replace", "keep", "duck")
 AUDIO_SUFFIXES = (".wav", ".flac")
 #: The per-request budget: at most this many user-given sources of all kinds together (clicks, boxes,
 #: texts, audio clips, extra images, masks); each costs an encoder pass, objects a generation each.
@@ -128,13 +130,17 @@ def _add_note(record: dict, note: str | None) -> None:
         record["notes"].append(note)
 
 
-def _check_output(output: Path, source, video: bool, overwrite: bool) -> Path:
+def _check_output(output: Path, source, video: bool, overwrite: bool, original_audio: str = "replace") -> Path:
     inputs = [] if isinstance(source, Image.Image) else [source]
     out = check_output_path(output, inputs)
-    allowed = AUDIO_SUFFIXES + ((".mp4",) if video else ())
+    allowed = AUDIO_SUFFIXES + (".mp4",)  # an image's .mp4 is a still video with the sound
     if output.suffix.lower() not in allowed:
         kind = "a video" if video else "an image"
         raise OutputError(f"output {output}: for {kind} write {' or '.join(allowed)}")
+    if original_audio not in ORIGINAL_AUDIO:
+        raise InputError(f"original audio must be one of {', '.join(ORIGINAL_AUDIO)}, got {original_audio!r}")
+    if original_audio != "replace" and not (video and output.suffix.lower() == ".mp4"):
+        raise InputError(f"--original-audio {original_audio} needs a video input and an .mp4 output")
     if out.exists() and not overwrite:
         raise OutputError(f"output {out} already exists; pass --overwrite to replace it")
     return out
@@ -200,6 +206,10 @@ def generate(
     cycle_rounds: int | None = None,
     cycle_samples: int | None = None,
     criterion: str = "spread",
+    original_audio: str = "replace",
+    duck_db: float | None = None,
+    negative: str | None = None,
+    keep_candidates: bool = False,
     loudness: float | None = None,
     stems_relative: bool = False,
     max_prompts: int = MAX_PROMPTS,
@@ -242,6 +252,18 @@ def generate(
     Budget: at most ``max_prompts`` sources of all kinds together (clicks, boxes, texts, audios,
     images, masks) and texts of at most :data:`MAX_TEXT_CHARS` characters.
 
+    ``negative``: a negative prompt for classifier-free guidance, embedded by the generator's own CLAP
+    text tower (default ``""``, AudioLDM's unconditional input; objects: the grounding null vector).
+
+    ``keep_candidates`` (mapper, ``candidates`` >= 2, one diffusion window of at most 10.24 s): every
+    candidate is also written, as ``<output stem>.candidate-NN.wav`` (``.flac`` for a flac output),
+    and the sidecar lists each with its CLAP score and which one was kept.
+
+    An ``.mp4`` output of a video lasts as long as the sound (a shorter ``duration`` cuts the video);
+    ``original_audio`` keeps (``keep``) or lowers by ``duck_db`` dB (``duck``, default 12) the video's
+    own soundtrack under the new one instead of replacing it. An ``.mp4`` output of an image is a
+    still video of it with the sound.
+
     Thread-safe: several threads may call it at once (see the module docstring).
     """
     from .io.outputs import check_loudness
@@ -249,6 +271,9 @@ def generate(
     loudness = check_loudness(loudness)
     check_budget(clicks=clicks, boxes=boxes, texts=texts, audios=audios, images=images, masks=masks, limit=max_prompts)
     levels = {"loudness": loudness, "stems_relative": stems_relative}
+    mux = {"original_audio": original_audio, "duck_db": duck_db}
+    if negative is not None and not isinstance(negative, str):
+        raise InputError(f"negative prompt must be text, got {type(negative).__name__}")
     if frames is None:
         frames = 64 if method == "sources" else 16
     if method == "mapper" and (clicks or boxes or texts or stems or maps):
@@ -256,6 +281,8 @@ def generate(
     if method != "sources" and (audios or images or masks or stereo or ss2a):
         raise InputError("audio sources, extra images, masks, stereo and ss2a weights need method 'sources'")
     bridge = _bridge_settings(method, route, vocabulary, bridge_top_k, bridge_temperature)
+    if keep_candidates and (method != "mapper" or candidates < 2 or output is None):
+        raise InputError("--keep-candidates needs --method mapper, --candidates 2 or more and an output file")
     if method == "sources":
         return _generate_sources(
             source, output, models=models, seed=seed, duration=duration, steps=steps, preset=preset,
@@ -265,6 +292,7 @@ def generate(
             detect=detect, threshold=threshold, max_detections=max_detections, detector_size=detector_size,
             max_sources=max_sources, cycle_rounds=cycle_rounds,
             cycle_samples=cycle_samples, criterion=criterion, levels=levels, route=route, bridge=bridge,
+            mux=mux, negative=negative,
         )
     if method == "objects":
         return _generate_objects(
@@ -272,19 +300,26 @@ def generate(
             guidance=guidance, candidates=candidates, device=device, dtype=dtype, overwrite=overwrite,
             progress=progress, clicks=clicks or [], boxes=boxes or [], texts=texts or [], stems=stems,
             context=context, grounding=grounding, maps=maps, frame=frame, levels=levels, route=route,
-            bridge=bridge,
+            bridge=bridge, mux=mux, negative=negative,
         )
     _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
                       frames=frames)
     video = not isinstance(source, Image.Image) and is_video_path(source)
-    out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
+    out_path = _check_output(Path(output).expanduser(), source, video, overwrite, original_audio) \
+        if output is not None else None
     if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
         raise InputError(f"input {source} does not exist or is not a file")
     checked = check_input(source, duration)  # decode/probe before any model loads
+    if keep_candidates:
+        from .generator.long_audio import plan_windows
+
+        if len(plan_windows(checked.duration_s)) > 1:
+            raise InputError(f"--keep-candidates needs a sound of one diffusion window (at most 10.24 s), "
+                             f"this one is {checked.duration_s:.2f} s")
     pipe = load_pipeline(method, models, mapper, device, dtype)
     sound = pipe(
         checked, preset=preset, num_inference_steps=steps, guidance_scale=guidance,
-        num_candidates=candidates, seed=seed, frames_per_window=frames, progress=progress,
+        num_candidates=candidates, seed=seed, frames_per_window=frames, progress=progress, negative=negative,
     )
     _add_note(sound.record, _video_note(source, video))
     outputs: list[Path] = []
@@ -295,15 +330,19 @@ def generate(
             "output": {"path": str(out_path.resolve()), "sample_rate": sound.sample_rate,
                        "duration_s": round(sound.duration_s, 6),
                        "channels": 1 if sound.waveform.ndim == 1 else int(sound.waveform.shape[0])},
-            "parameters": {"method": method, "models": models, "mapper": mapper, "duration": duration, "steps": steps,
+            "parameters": {"method": method, "models": models, "mapper": mapper, "negative": negative,
+                           "duration": duration, "steps": steps,
                            "preset": preset, "guidance": guidance, "candidates": candidates, "frames": frames,
                            "device": device, "dtype": dtype},
             "seed": sound.seed,
             **sound.record,
         }
-        sidecar = _write_output_and_sidecar(out_path, sound, record, Path(source).expanduser() if video else None,
-                                            loudness=loudness)
+        record["parameters"].update(original_audio=original_audio, duck_db=duck_db)
+        visual = source if isinstance(source, Image.Image) else Path(source).expanduser()
+        sidecar = _write_output_and_sidecar(out_path, sound, record, visual, mux, loudness=loudness,
+                                            keep_candidates=keep_candidates)
         outputs.append(out_path)
+        outputs += [out_path.with_name(c["file"]) for c in record.get("candidates", [])]
     return GenerateResult(sound=sound, seed=sound.seed, outputs=outputs, sidecar=sidecar)
 
 
@@ -334,18 +373,34 @@ def _bridge_settings(method, route, vocabulary, top_k, temperature):
     return settings
 
 
-def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, video_source: Path | None, *,
-                              loudness: float | None = None) -> Path:
-    """The audio (or muxed mp4) and its sidecar, staged and renamed into place together (sidecar first)."""
-    from .io.outputs import level_outputs, write_sound
+def _candidate_paths(out_path: Path, n: int) -> list[Path]:
+    suffix = ".flac" if out_path.suffix.lower() == ".flac" else ".wav"
+    return [out_path.with_name(f"{out_path.stem}.candidate-{k + 1:02d}{suffix}") for k in range(n)]
+
+
+def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, visual, mux: dict, *,
+                              loudness: float | None = None, keep_candidates: bool = False) -> Path:
+    """The audio (or mp4) and its sidecar, staged and renamed into place together (sidecar first)."""
+    from .io.outputs import level_outputs, write_sound, written_format
 
     levels = level_outputs(sound.waveform, [], sound.sample_rate, loudness=loudness,
                            mix_stereo_out=out_path.suffix.lower() == ".mp4")
     if levels.record:
         record.setdefault("output", {})["levels"] = levels.record
-    with staged_outputs(sidecar_path(out_path), out_path) as (_, staged_out):
-        note = write_sound(staged_out, levels.mix, sound.sample_rate, video_source=video_source,
-                           normalize=levels.normalize)
+    cands = _candidate_paths(out_path, len(sound.candidates)) if keep_candidates else []
+    if cands:
+        best = max(range(len(sound.candidates)), key=lambda k: sound.candidates[k][1])
+        record["candidates"] = [{"file": p.name, "score": round(score, 6), "kept": k == best}
+                                for k, (p, (_, score)) in enumerate(zip(cands, sound.candidates))]
+    with staged_outputs(sidecar_path(out_path), out_path, *cands) as staged:
+        staged_out = staged[1]
+        from .io.audio import write_audio
+
+        for tmp, (wave, _) in zip(staged[2:], sound.candidates if cands else []):
+            write_audio(tmp, wave, sound.sample_rate)
+        note = write_sound(staged_out, levels.mix, sound.sample_rate, video_source=visual,
+                           normalize=levels.normalize, **mux)
+        record["output"].update(written_format(staged_out))  # what the file holds (mp4: 48 kHz stereo AAC)
         if note:
             record["notes"] = list(record.get("notes", [])) + [note]
             sound.record.setdefault("notes", []).append(note)
@@ -355,7 +410,7 @@ def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, 
 
 def _generate_objects(source, output, *, models, seed, duration, steps, preset, guidance, candidates, device, dtype,
                       overwrite, progress, clicks, boxes, texts, stems, context, grounding, maps, frame,
-                      levels, route="auto", bridge=None) -> GenerateResult:
+                      levels, mux, negative, route="auto", bridge=None) -> GenerateResult:
     """``generate`` for method ``objects``: blend to ``output``, per-object stems to ``stems``."""
     from .pipelines.objects import check_stems_dir, parse_box, parse_point, stem_names, write_objects_outputs
 
@@ -366,7 +421,8 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
     _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
                       frames=16)  # objects reads one frame; frames per window do not apply
     video = not isinstance(source, Image.Image) and is_video_path(source)
-    out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
+    out_path = _check_output(Path(output).expanduser(), source, video, overwrite, mux["original_audio"]) \
+        if output is not None else None
     stems_dir = None
     if stems is not None:
         if out_path is None:
@@ -388,7 +444,7 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
     result = pipe(
         src, clicks=clicks, boxes=boxes, texts=texts, context=context, duration_s=duration, preset=preset,
         num_inference_steps=steps, guidance_scale=guidance, num_candidates=candidates, seed=seed, frame_s=frame,
-        progress=progress, save_maps_dir=maps, bridge=bridge,
+        progress=progress, save_maps_dir=maps, bridge=bridge, negative=negative,
     )
     _add_note(result.record, _video_note(source, video))
     outputs: list[Path] = []
@@ -396,7 +452,8 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
     if out_path is not None:
         record = {
             "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
-            "parameters": {"method": "objects", "models": models, "clicks": [list(c) for c in clicks],
+            "parameters": {"method": "objects", "models": models, "negative": negative,
+                           "clicks": [list(c) for c in clicks],
                            "boxes": [list(b) for b in boxes], "texts": list(texts), "context": context,
                            "grounding": grounding, "route": route, "duration": duration, "steps": steps,
                            "preset": preset, "bridge": bridge.to_record() if bridge else None,
@@ -405,8 +462,10 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
             "seed": result.seed,
             **result.record,
         }
+        record["parameters"].update(mux)
         outputs, sidecars, _ = write_objects_outputs(
-            result, out_path, record=record, stems_dir=stems_dir, video_source=src if video else None, **levels,
+            result, out_path, record=record, stems_dir=stems_dir, mux=mux, **levels,
+            video_source=src if video or out_path.suffix.lower() == ".mp4" else None,
         )
         sidecar = sidecars[0]
     return GenerateResult(sound=result, seed=result.seed, outputs=outputs, sidecar=sidecar)
@@ -415,7 +474,7 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
 def _generate_sources(source, output, *, models, seed, duration, steps, preset, guidance, candidates, frames, device,
                       dtype, overwrite, progress, clicks, maps, boxes, texts, audios, images, masks, stems, stereo,
                       text_mode, ss2a, detect, threshold, max_detections, detector_size, max_sources, cycle_rounds,
-                      cycle_samples, criterion, levels, route="auto", bridge=None) -> GenerateResult:
+                      cycle_samples, criterion, levels, mux, negative, route="auto", bridge=None) -> GenerateResult:
     """``generate`` for method ``sources``: the mix (or stereo mix) to ``output``, per-source stems to ``stems``."""
     from .pipelines.objects import check_stems_dir
     from .pipelines.sources import (
@@ -437,7 +496,8 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
     images = [(Path(i).expanduser(), w) for i, w in parse_weighted_items(images)]
     boxes = [parse_source_box(b) for b in boxes]
     video = not isinstance(source, Image.Image) and is_video_path(source)
-    out_path = _check_output(Path(output).expanduser(), source, video, overwrite) if output is not None else None
+    out_path = _check_output(Path(output).expanduser(), source, video, overwrite, mux["original_audio"]) \
+        if output is not None else None
     stems_dir = None
     if stems is not None:
         if out_path is None:
@@ -456,7 +516,7 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
         num_candidates=candidates, seed=seed, frames=frames, criterion=criterion,
         cycle_rounds=DEFAULT_CYCLE_ROUNDS if cycle_rounds is None else cycle_rounds,
         cycle_samples=DEFAULT_CYCLE_SAMPLES if cycle_samples is None else cycle_samples,
-        stems=stems_dir is not None, stereo=stereo, progress=progress, bridge=bridge,
+        stems=stems_dir is not None, stereo=stereo, progress=progress, bridge=bridge, negative=negative,
     )
     note = _video_note(source, video)
     _add_note(result.record, note)
@@ -467,7 +527,8 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
         record = {
             "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
             "parameters": {"method": "sources", "models": models, "ss2a": ss2a, "route": route,
-                           "bridge": bridge.to_record() if bridge else None, "texts": [list(t) for t in texts],
+                           "bridge": bridge.to_record() if bridge else None, "negative": negative,
+                           "texts": [list(t) for t in texts],
                            "audios": [[str(a), w] for a, w in audios], "boxes": [[list(b), w] for b, w in boxes],
                            "images": [[str(i), w] for i, w in images], "masks": [str(m) for m in masks],
                            "stereo": stereo, "text_mode": text_mode, "detect": detect, "threshold": threshold,
@@ -479,9 +540,10 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
             "seed": result.seed,
             **result.record,
         }
+        record["parameters"].update(mux)
         outputs, sidecars, notes = write_sources_outputs(
-            result, out_path, record=record, stems_dir=stems_dir, overwrite=overwrite,
-            video_source=src if video else None, **levels,
+            result, out_path, record=record, stems_dir=stems_dir, overwrite=overwrite, mux=mux, **levels,
+            video_source=src if video or out_path.suffix.lower() == ".mp4" else None,
         )
         sidecar = sidecars[0]
         if notes:

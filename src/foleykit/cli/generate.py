@@ -27,7 +27,7 @@ commands = typer.Typer()
 @commands.command()
 def generate(
     input: Annotated[Path, typer.Argument(help="Image (jpg/png/...) or video (mp4/mov/...).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output .wav/.flac, or .mp4 for a video input.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .wav/.flac, or .mp4 (a video: its video with the new sound, cut to the sound's length; an image: a still video).")],
     method: Annotated[Optional[str], typer.Option(help="mapper | objects | sources (default: sources when --audio/--stereo/--image/--mask/--ss2a is given, objects when --click/--box/--text is, else mapper).")] = None,
     models: Models = None,
     mapper: Mapper = None,
@@ -70,6 +70,10 @@ def generate(
     vocabulary: Annotated[Optional[str], typer.Option(help="training-free route: the bridge's vocabulary, sounds (AudioSet + VGGSound, default) | objects | a text file (one name per line).")] = None,
     bridge_top_k: Annotated[Optional[int], typer.Option(help="training-free route: vocabulary words mixed per source (default 3).")] = None,
     bridge_temperature: Annotated[Optional[float], typer.Option(help="training-free route: softmax temperature over the words' CLIP similarities (default 0.01).")] = None,
+    original_audio: Annotated[str, typer.Option("--original-audio", help="video to .mp4: the video's own soundtrack is replaced (default), kept under the new one, or ducked (lowered by --duck-db).")] = "replace",
+    duck_db: Annotated[Optional[float], typer.Option("--duck-db", help="--original-audio duck: dB the original is lowered by (default 12).")] = None,
+    keep_candidates: Annotated[bool, typer.Option("--keep-candidates", help="mapper, --candidates >= 2, one window (<= 10.24 s): also write every candidate (<output>.candidate-NN.wav) with its CLAP score in the sidecar.")] = False,
+    negative: Annotated[Optional[str], typer.Option("--negative", help="A negative prompt: guidance steers away from this text (the generator's own CLAP text tower; default: none).")] = None,
 ) -> None:
     """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds).
 
@@ -93,8 +97,12 @@ def generate(
         max_detections=max_detections, detector_size=detector_size, max_sources=max_sources,
         cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion, loudness=loudness,
         stems_relative=stems_relative, route=route, vocabulary=vocabulary, bridge_top_k=bridge_top_k,
-        bridge_temperature=bridge_temperature,
+        bridge_temperature=bridge_temperature, original_audio=original_audio, duck_db=duck_db, negative=negative,
+        keep_candidates=keep_candidates,
     )
+    grounding_record = res.sound.record.get("grounding") or {}
+    if method == "objects" and grounding_record.get("trained") is False:
+        typer.echo(f"warning: {grounding_record.get('note')}", err=True)
     for path in res.outputs:
         typer.echo(f"wrote {path} ({res.sound.duration_s:.2f} s, {res.sound.sample_rate} Hz)")
     if res.sidecar is not None:

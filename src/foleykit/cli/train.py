@@ -55,7 +55,10 @@ def _report_training(res) -> None:
     if res.history:
         last = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.history[-1].items()}
         typer.echo(f"last epoch: {json.dumps(last)}")
-    if res.stopped_early:
+    if res.stopped_early and res.final_dir is not None:
+        typer.echo(f"stopped at step {res.global_step} (--max-steps); wrote {res.final_dir} (the run folder "
+                   f"{res.output_dir} loads as the model too); rerun without --max-steps (or a larger one) to continue")
+    elif res.stopped_early:
         typer.echo(f"stopped at step {res.global_step}; rerun the same command to continue from {res.output_dir}")
     elif res.final_dir is not None:
         typer.echo(f"wrote {res.final_dir} (the run folder {res.output_dir} loads as the model too)")
@@ -151,7 +154,9 @@ def train_mapper_cmd(
     depth: Annotated[Optional[int], typer.Option(help="Layers (default: the paper's best for the kind).")] = None,
     **shared: Any,
 ) -> None:
-    """Train a V2A-Mapper on (CLIP, CLAP) pairs: 'clip' [N,D] + 'clap' [N,512] (paper settings: mapper_v2a)."""
+    """Train a V2A-Mapper on (CLIP, CLAP) pairs: 'clip' [N,512] + 'clap' [N,512] (paper settings: mapper_v2a).
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_v2a_mapper` (CLIP ViT-B/32, the mapper's)."""
     _train_task("mapper", **shared, model={"kind": kind, "width": width, "depth": depth})
 
 
@@ -165,7 +170,9 @@ def train_manifold_cmd(
     init_from: Annotated[Optional[Path], typer.Option(help="Start from a trained manifold folder (stage 2).")] = None,
     **shared: Any,
 ) -> None:
-    """Train the SS2A CMSS manifold (CCMR + mean teacher) on 'clip' [N,768] + 'clap' [N,512] pairs; exports the teacher."""
+    """Train the SS2A CMSS manifold (CCMR + mean teacher) on 'clip' [N,768] + 'clap' [N,512] pairs; exports the teacher.
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_ss2a` (CLIP ViT-L/14)."""
     w = _widths(widths)
     _train_task("manifold", **shared,
                 model={"manifold_dim": manifold_dim, "projector_widths": w, "reconstructor_widths": w},
@@ -183,7 +190,10 @@ def train_remixer_cmd(
     kl_weight: KLWeight = None,
     **shared: Any,
 ) -> None:
-    """Train the SS2A Sound Source Remixer (L_mix) on scenes: 'clips' [N,M,768], 'target_clap' [N,512], 'codes' [N,M,S] or --manifold."""
+    """Train the SS2A Sound Source Remixer (L_mix) on scenes: 'clips' [N,M,768], 'target_clap' [N,512], 'codes' [N,M,S] or --manifold.
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_ss2a_scenes`, then
+    `foleykit build-data remixer EMB --manifold BUNDLE/manifold -o scenes.safetensors`."""
     model: dict[str, Any] = {"embed_dim": embed_dim, "num_layers": layers, "num_heads": heads,
                              "token_dropout": token_dropout}
     if manifold is not None:
@@ -193,7 +203,10 @@ def train_remixer_cmd(
 
 @_task_command("temporal")
 def train_temporal_cmd(layers: Layers = None, heads: Heads = None, **shared: Any) -> None:
-    """Train the SS2A temporal aggregation (L_ta) on 'frame_claps' [N,T,512] → 'target_clap' [N,512] (+ 'padding_mask')."""
+    """Train the SS2A temporal aggregation (L_ta) on 'frame_claps' [N,T,512] → 'target_clap' [N,512] (+ 'padding_mask').
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_ss2a` (videos), then
+    `foleykit build-data temporal EMB --ss2a BUNDLE -o windows.safetensors`."""
     _train_task("temporal", **shared, model={"num_layers": layers, "num_heads": heads})
 
 
@@ -203,7 +216,10 @@ def train_grounding_cmd(
     finetune_unet: Annotated[Optional[bool], typer.Option("--finetune-unet/--freeze-unet", help="Fine-tune the UNet jointly (paper) or freeze it.")] = None,
     **shared: Any,
 ) -> None:
-    """Train the Sounding-that-Object grounding module through the AudioLDM UNet on 'latents', 'text_emb', 'patch_emb'."""
+    """Train the Sounding-that-Object grounding module through the AudioLDM UNet on 'latents', 'text_emb', 'patch_emb'.
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_grounding`, then
+    `foleykit build-data grounding EMB --manifest MANIFEST --models SET -o pairs.safetensors`."""
     _train_task("grounding", **shared, options={"finetune_unet": finetune_unet}, models=models)
 
 

@@ -22,12 +22,12 @@ from ..errors import InputError
 from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
 from ..generator.pipeline import AudioLDMGenerator
 from ..generator.presets import get_preset
+from ..io._checks import VIDEO_SUFFIXES  # noqa: F401 - re-exported (the suffixes are io's)
 from ..io.image import load_image
 from ..model_sets import ModelSet, resolve_model_set
 from ..seeding import make_generator, resolve_seed
 from .zero_shot_bridge import ZeroShotBridge
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
 DEFAULT_IMAGE_DURATION_S = 10.0
 
 
@@ -39,6 +39,8 @@ class SoundResult:
     sample_rate: int
     seed: int
     record: dict = field(default_factory=dict)
+    #: Every candidate drawn and its CLAP cosine to the condition (several candidates, one window).
+    candidates: list[tuple[np.ndarray, float]] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -181,12 +183,14 @@ class MapperPipeline:
         mapper_steps: int | None = None,
         mapper_guidance: float | None = None,
         progress: bool | Callable[[float, str], None] = True,
+        negative: str | None = None,
     ) -> SoundResult:
         """Generate the sound of an image (default 10 s) or a video (its own length).
 
         ``source`` may be the :class:`CheckedInput` of :func:`check_input` (then ``duration_s`` is its own).
         ``progress``: True/False for a terminal bar, or ``fn(fraction, message)`` called at each stage
-        (encoding, every diffusion step, decoding).
+        (encoding, every diffusion step, decoding). ``negative``: a negative prompt for classifier-free
+        guidance, embedded by the generator's own CLAP text tower (default: ``""``, AudioLDM's).
         """
         report = progress if callable(progress) else None
         if report:
@@ -216,20 +220,23 @@ class MapperPipeline:
             self.generator, cond, duration_s, seed=seed, preset=preset, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, num_candidates=num_candidates,
             ranker=self.clap if num_candidates > 1 else None, progress=bool(progress) and report is None,
-            step_callback=step_cb,
+            step_callback=step_cb, negative_embeds=self.generator.text_embedding(negative) if negative else None,
         )
         if report:
             report(1.0, "done")
         record = {
             "method": "mapper",
             "mapper": self._mapper_record(cond, mapper_steps),
-            "generator": out.settings,
+            "generator": {**out.settings, "negative": negative or ""},
             "models": self.models_record(),
             "input_kind": "video" if video else "image",
         }
         if video:
             record["frames_per_window"] = frames_per_window
-        return SoundResult(waveform=out.waveforms[0], sample_rate=out.sample_rate, seed=seed, record=record)
+        candidates = [] if out.candidates is None else [
+            (out.candidates[0][k], float(out.candidate_scores[0][k])) for k in range(out.candidates.shape[1])]
+        return SoundResult(waveform=out.waveforms[0], sample_rate=out.sample_rate, seed=seed, record=record,
+                           candidates=candidates)
 
     def _mapper_record(self, cond: torch.Tensor, mapper_steps: int | None) -> dict:
         if isinstance(self.mapper, ZeroShotBridge):

@@ -23,7 +23,7 @@ the sound too. ``context`` (0..1) additionally mixes in that fraction of uniform
 patches (the whole scene), so the ambience of the unselected rest of the picture becomes audible:
 ``w = (1 - context) * w_union + context / P``. With one object, the blend is that object's sound.
 
-Rescaling statistics: a grounding module trained with :mod:`foleykit.training.grounding` records the
+Rescaling statistics: a grounding module trained with ``foleykit train grounding`` records the
 variance of its attention weights; masks are rescaled to that mean (1/P) and variance. A module
 without recorded statistics (never trained) uses the normalised mask ``m / sum(m)`` instead (mean
 1/P, all weight on the object), which is what the rescaled mask equals when the attention's support
@@ -495,6 +495,7 @@ class ObjectsPipeline:
         progress: bool | ProgressFn = True,
         save_maps_dir: str | os.PathLike | None = None,
         bridge: BridgeSettings | None = None,
+        negative: str | None = None,
     ) -> ObjectsResult:
         """Generate one sound per selected object and the blend (default 10 s; a video: its length).
 
@@ -526,6 +527,8 @@ class ObjectsPipeline:
         done = [0]
         neg = self.grounding.null_cond if self.grounding is not None and float(self.grounding.null_cond.norm()) > 0 \
             else None
+        if negative:  # a negative prompt replaces the unconditional vector (the generator's own text tower)
+            neg = self.generator.text_embedding(negative)
 
         waves: list[np.ndarray] = []
         settings: dict = {}
@@ -732,9 +735,10 @@ def write_objects_outputs(
     *,
     record: dict,
     stems_dir: str | os.PathLike | None = None,
-    video_source: Path | None = None,
+    video_source: object = None,
     loudness: float | None = None,
     stems_relative: bool = False,
+    mux: dict | None = None,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Write the blend to ``out_path`` and the stems to ``stems_dir``, each with its JSON sidecar.
     ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
@@ -744,11 +748,11 @@ def write_objects_outputs(
     """
     from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
-    from ..io.outputs import level_outputs, write_sound
+    from ..io.outputs import level_outputs, write_sound, written_format
     from ..io.sidecar import sidecar_path, write_sidecar
 
     if out_path.suffix.lower() == ".mp4" and video_source is None:
-        raise OutputError("an .mp4 output needs a video input")
+        raise OutputError("an .mp4 output needs a video or picture input")
     notes: list[str] = []
     levels = level_outputs(result.waveform, [o.waveform for o in result.objects] if stems_dir is not None else [],
                            result.sample_rate, loudness=loudness, stems_relative=stems_relative,
@@ -768,7 +772,7 @@ def write_objects_outputs(
         with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
             main_tmp = paths[1]
             note = write_sound(main_tmp, levels.mix, result.sample_rate, video_source=video_source,
-                               normalize=levels.normalize)
+                               normalize=levels.normalize, **(mux or {}))
             notes += [note] if note else []
             main_record = dict(record)
             main_record["output"] = {
@@ -777,6 +781,7 @@ def write_objects_outputs(
             }
             if levels.record:
                 main_record["output"]["levels"] = levels.record
+            main_record["output"].update(written_format(main_tmp))  # what the file holds (mp4: 48 kHz stereo)
             if notes:
                 main_record["notes"] = list(main_record.get("notes", [])) + notes
             write_sidecar(main_tmp, main_record)  # = paths[0]

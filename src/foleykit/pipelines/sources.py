@@ -643,6 +643,7 @@ class SourcesPipeline:
         stereo: bool = False,
         progress: bool | ProgressFn = True,
         bridge: BridgeSettings | None = None,
+        negative: str | None = None,
     ) -> SourcesResult:
         """Generate the sound of a composition of sources (see the module docstring).
 
@@ -660,6 +661,7 @@ class SourcesPipeline:
         if bridge is not None and self.free is None:
             raise InputError("bridge settings (vocabulary, top-k, temperature) apply to the training-free route only")
         bridge = (bridge or BridgeSettings()).check()
+        neg = self.generator.text_embedding(negative) if negative else None  # negative prompt (CFG)
         report = progress if callable(progress) else None
         bars = bool(progress) and report is None
         if self.free is not None:  # vocabulary and top_k checked (and embedded once per model) before perception
@@ -752,7 +754,8 @@ class SourcesPipeline:
                                max_detections=max_detections, max_sources=max_sources, duration_s=duration_s,
                                preset=preset, steps=num_inference_steps, guidance=guidance_scale,
                                candidates=num_candidates, cycle=(cycle_rounds, cycle_samples, var_samples, criterion),
-                               frames=frames, report=report, bars=bars, text_mode=text_mode_used, bridge=bridge)
+                               frames=frames, report=report, bars=bars, text_mode=text_mode_used, bridge=bridge,
+                               negative_embeds=neg)
 
         # Images: detection + CLIP once per image.
         room_left = room - user_count
@@ -796,7 +799,7 @@ class SourcesPipeline:
         jobs = [("mix", mix_clap)] + ([(s.stem_name, tracks[i]) for i, s in enumerate(sources)] if (stems or stereo) else [])
         waves, settings = self._generate(jobs, duration, seed=seed, preset=preset, steps=num_inference_steps,
                                          guidance=guidance_scale, candidates=num_candidates, report=report, bars=bars,
-                                         start=0.2)
+                                         start=0.2, negative_embeds=neg)
         sr = self.generator.sample_rate
         record = self._record(sources, cm, settings, notes, kind="image", text_mode=text_mode_used, detect=detect,
                               threshold=threshold, max_detections=max_detections, max_sources=max_sources,
@@ -854,7 +857,8 @@ class SourcesPipeline:
             "criterion_used": res.criterion_used[0],
         }
 
-    def _generate(self, jobs, duration, *, seed, preset, steps, guidance, candidates, report, bars, start=0.0):
+    def _generate(self, jobs, duration, *, seed, preset, steps, guidance, candidates, report, bars, start=0.0,
+                  negative_embeds=None):
         n_steps = steps if steps is not None else get_preset(preset).num_inference_steps
         per_job = math.ceil(len(plan_windows(duration)) / 4) * int(n_steps)
         total = max(1, len(jobs) * per_job)
@@ -870,6 +874,7 @@ class SourcesPipeline:
                 self.generator, cond.reshape(1, -1), duration, seed=seed,
                 preset=preset, num_inference_steps=steps, guidance_scale=guidance, num_candidates=candidates,
                 ranker=self.clap if candidates > 1 else None, progress=bars, step_callback=step_cb,
+                negative_embeds=negative_embeds,
             )
             waves.append(out.waveforms[0])
             settings = out.settings
@@ -878,7 +883,7 @@ class SourcesPipeline:
     # -- video -------------------------------------------------------------------------------------
     def _video(self, path, text_sources, audio_sources, *, notes, seed, det_kwargs, max_detections, max_sources,
                duration_s, preset, steps, guidance, candidates, cycle, frames, report, bars, text_mode,
-               bridge=None) -> SourcesResult:
+               bridge=None, negative_embeds=None) -> SourcesResult:
         from ..io.video import probe_video, read_frames, segment_centres
         from ..modules.temporal import FULL_WINDOW_S, frame_time_positions
 
@@ -943,7 +948,8 @@ class SourcesPipeline:
             report(0.35, "generating")
         out = generate_long(self.generator, window_claps, duration, seed=seed, preset=preset, num_inference_steps=steps,
                             guidance_scale=guidance, num_candidates=candidates,
-                            ranker=self.clap if candidates > 1 else None, progress=bars)
+                            ranker=self.clap if candidates > 1 else None, progress=bars,
+                            negative_embeds=negative_embeds)
         sources = text_sources + audio_sources
         for i, s in enumerate(sources):
             s.index = i + 1
@@ -1020,9 +1026,10 @@ def write_sources_outputs(
     record: dict,
     stems_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
-    video_source: Path | None = None,
+    video_source: object = None,
     loudness: float | None = None,
     stems_relative: bool = False,
+    mux: dict | None = None,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Write the mix to ``out_path`` and (with ``stems_dir``) one stem per source, each with a sidecar.
     ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
@@ -1033,11 +1040,11 @@ def write_sources_outputs(
     """
     from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
-    from ..io.outputs import level_outputs, write_sound
+    from ..io.outputs import level_outputs, write_sound, written_format
     from ..io.sidecar import sidecar_path, write_sidecar
 
     if out_path.suffix.lower() == ".mp4" and video_source is None:
-        raise OutputError("an .mp4 output needs a video input")
+        raise OutputError("an .mp4 output needs a video or picture input")
     notes: list[str] = []
     stems: list[tuple[Path, str, SoundResult]] = []  # (final path, stem name, sound)
     d = created = None
@@ -1063,7 +1070,7 @@ def write_sources_outputs(
         with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
             main_tmp = paths[1]
             note = write_sound(main_tmp, levels.mix, mix.sample_rate, video_source=video_source,
-                               normalize=levels.normalize)
+                               normalize=levels.normalize, **(mux or {}))
             notes += [note] if note else []
             main_record = dict(record)
             main_record["output"] = {
@@ -1073,6 +1080,7 @@ def write_sources_outputs(
             }
             if levels.record:
                 main_record["output"]["levels"] = levels.record
+            main_record["output"].update(written_format(main_tmp))  # what the file holds (mp4: 48 kHz stereo)
             if notes:
                 main_record["notes"] = list(main_record.get("notes", [])) + notes
             write_sidecar(main_tmp, main_record)  # = paths[0]

@@ -376,11 +376,12 @@ def run_training(config: Mapping[str, Any], *, progress: bool = True, resume: st
     load = dict(in_memory=in_memory, optional=OPTIONAL_KEYS, what=DATA_WHAT[task],
                 embeddings=EMBEDDING_KEYS.get(task, ()),
                 prepare=_remixer_prepare(data, keys) if task == "remixer" else None)
-    from .provenance import check_training_data
+    from .provenance import check_provenance, check_training_data, read_provenance
 
     for part in ("train", "val"):  # embeddings from the encoders the module will meet, else one line
         if data.get(part) is not None and not isinstance(data[part], Mapping):  # tensors in memory: no record
-            check_training_data(data[part], keys, config.get("models"))
+            check_provenance(task, read_provenance(data[part]), data[part])  # CLIP role
+            check_training_data(data[part], keys, config.get("models"))  # CLAP space
     train_ds, fp, shapes = load_training_data(data["train"], keys, **load)
     check_item_shapes(task, shapes, _data_name(data["train"]))
     if task == "remixer" and data.get("manifold"):
