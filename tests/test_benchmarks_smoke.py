@@ -27,9 +27,14 @@ EXPECTED = {
     "bench_training.py": ["V2A-Mapper trainer", "CMSS manifold trainer", "smoke run"],
 }
 
+# scripts whose --smoke runs in a test of their own (it needs a running app server)
+SMOKED_ELSEWHERE = {"bench_app_concurrency.py": "test_bench_app_concurrency.py"}
+
 
 def test_every_benchmark_script_has_a_smoke_test():
-    assert {p.name for p in BENCH.glob("bench_*.py")} == set(EXPECTED)
+    assert {p.name for p in BENCH.glob("bench_*.py")} == set(EXPECTED) | set(SMOKED_ELSEWHERE)
+    for test in SMOKED_ELSEWHERE.values():
+        assert "--smoke" in (ROOT / "tests" / test).read_text()
 
 
 @pytest.mark.parametrize("script", sorted(EXPECTED))
