@@ -47,6 +47,18 @@ def timed(fn, repeats: int, warmup: int = 1) -> dict:
     return {"median_s": round(statistics.median(xs), 4), "min_s": round(min(xs), 4), "n": len(xs)}
 
 
+def real_size_clip_l14(device: str):
+    """CLIP ViT-L/14 (``openai/clip-vit-large-patch14``'s architecture) with random weights."""
+    from transformers import CLIPConfig, CLIPModel
+
+    return CLIPModel(CLIPConfig(
+        text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
+        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
+                           patch_size=14, image_size=224),
+        projection_dim=768,
+    )).eval().to(device)
+
+
 def build_perception(device: str, smoke: bool = False):
     if smoke:  # the tiny model set's stand-ins, through the user-facing loaders
         from foleykit.encoders.clip import ClipEncoder
@@ -59,9 +71,7 @@ def build_perception(device: str, smoke: bool = False):
         return detector, clip, {"owlv2": sum(p.numel() for p in detector.model.parameters()),
                                 "clip_vit_l14": sum(p.numel() for p in clip.model.parameters())}
     from transformers import (
-        CLIPConfig,
         CLIPImageProcessorPil,
-        CLIPModel,
         CLIPTokenizer,
         Owlv2Config,
         Owlv2ForObjectDetection,
@@ -78,12 +88,7 @@ def build_perception(device: str, smoke: bool = False):
     vocab, merges = clip_vocab()
     tok = CLIPTokenizer(vocab=vocab, merges=merges, model_max_length=16, pad_token="!")
     detector = SoundSourceDetector(owl, Owlv2Processor(image_processor=Owlv2ImageProcessorPil(), tokenizer=tok))
-    clip_model = CLIPModel(CLIPConfig(
-        text_config=dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12),
-        vision_config=dict(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
-                           patch_size=14, image_size=224),
-        projection_dim=768,
-    )).eval().to(device)
+    clip_model = real_size_clip_l14(device)
     clip = ClipEncoder(clip_model, CLIPImageProcessorPil(size={"shortest_edge": 224},
                                                          crop_size={"height": 224, "width": 224}), None)
     n = {"owlv2": sum(p.numel() for p in owl.parameters()),

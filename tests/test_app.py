@@ -56,24 +56,39 @@ def test_upload_click_toggle_and_generate(app, tmp_path):
     _, _, state = app.on_click(state, SimpleNamespace(index=[75, 85]))
 
     events = []
-    audio, downloads, status = app.on_generate(state, "objects", "", None, DUR, 2, 3, 2.0, 0.0, _progress(events))
-    wav = Path(audio["value"] if isinstance(audio, dict) else audio.value)
+    audio, downloads, status, stems = app.on_generate(state, "objects", "", None, DUR, 2, 3, 2.0, 0.0,
+                                                      _progress(events))
+    wav = Path(audio)
     assert wav.is_file() and wav.is_relative_to(app.workdir)
     names = sorted(Path(d).name for d in downloads)
     assert names == ["blend.wav", "stems.zip", "with-sound.mp4"]
-    assert "seed 3" in status and "not meaningful" in status  # untrained grounding is said plainly
-    assert events and events[-1][0] >= 0.97
+    # No grounding module in the tiny set: the click takes the training-free route, and says so.
+    assert "seed 3" in status and "Route: training-free" in status and "not meaningful" not in status
+    assert len(stems) == 1 and Path(stems[0][1]).is_file()  # one object, one stem with its own player
+    fractions = [f for f, _ in events]
+    assert fractions == sorted(fractions) and fractions[-1] >= 0.97
+    assert any("generating" in (d or "") for _, d in events)  # the diffusion steps report progress
 
-    # The mapper method works on the same picture.
-    audio, downloads, status = app.on_generate(state, "mapper", "", None, DUR, 2, 4, 2.0, 0.0, _progress([]))
-    assert "Done" in status and any(d.endswith("with-sound.mp4") for d in downloads)
+    # The mapper method works on the same picture, says that it does not use the selection, and its
+    # progress advances through the diffusion steps (not one jump from 5 % to 97 %).
+    events = []
+    audio, downloads, status, stems = app.on_generate(state, "mapper", "", None, DUR, 2, 4, 2.0, 0.0,
+                                                      _progress(events))
+    assert "Done" in status and any(d.endswith("with-sound.mp4") for d in downloads) and stems == []
+    assert "selections and texts were not used" in status
+    assert sum("diffusion step" in (d or "") for _, d in events) == 2
 
-    # So does SS2A (sources), with the clicked region and a text as sources, when it is available.
+    # So does SS2A (sources), with the clicked region and a text as sources, each stem with its own player.
     from foleykit.app.main import available_methods
 
     if "sources" in available_methods():
-        audio, downloads, status = app.on_generate(state, "sources", "rain", None, DUR, 2, 5, 2.0, 0.0, _progress([]))
-        assert "Done" in status and "seed 5" in status
+        events = []
+        audio, downloads, status, stems = app.on_generate(state, "sources", "rain", None, DUR, 2, 5, 2.0, 0.0,
+                                                          _progress(events))
+        assert "Done" in status and "seed 5" in status, status
+        assert len(stems) >= 2 and all(Path(p).is_file() for _, p in stems)  # the clicked region and "rain"
+        assert sorted(Path(d).name for d in downloads) == ["sound.wav", "stems.zip", "with-sound.mp4"]
+        assert len(events) > 3
 
 
 def test_errors_are_messages(app, tmp_path):
@@ -82,10 +97,12 @@ def test_errors_are_messages(app, tmp_path):
     _, _, _, _, state, _, _ = app.on_upload(str(_scene(tmp_path / "s.png")), None)
     with pytest.raises(gr.Error, match="outside"):
         app.on_click(state, SimpleNamespace(index=[500, 10]))
-    with pytest.raises(gr.Error, match="select at least one object"):
-        app.on_generate(state, "objects", "", None, DUR, 2, 1, 2.0, 0.0, _progress([]))
-    with pytest.raises(gr.Error, match="duration"):
-        app.on_generate(state, "objects", "wind", None, 999, 2, 1, 2.0, 0.0, _progress([]))
+    # A failed run returns no result (the page clears the previous one) and says why in the status.
+    audio, downloads, status, stems = app.on_generate(state, "objects", "", None, DUR, 2, 1, 2.0, 0.0, _progress([]))
+    assert (audio, downloads, stems) == (None, [], []) and status.startswith("**Failed:**")
+    assert "select at least one object" in status
+    *_, status, _ = app.on_generate(state, "objects", "wind", None, 999, 2, 1, 2.0, 0.0, _progress([]))
+    assert "Failed" in status and "duration" in status
     bogus = tmp_path / "fake.png"
     bogus.write_bytes(b"not an image at all")
     *_, state2, status, upload = app.on_upload(str(bogus), None)
@@ -116,7 +133,7 @@ def test_video_upload_uses_a_chosen_frame(app, tmp_path):
     assert state["video"] and frame_upd["visible"] is True and "Video loaded" in status
     assert abs(state["frame_s"] - 1.0) < 0.11
     first = canvas.mean()
-    canvas2, _, state = app.on_frame(0.05, state)
+    canvas2, _, state, _ = app.on_frame(0.05, state)
     assert state["frame_s"] == pytest.approx(0.05) and canvas2.mean() < first
 
 

@@ -228,6 +228,10 @@ def test_upload_click_overlay_generate_and_play(running_app, browser, tmp_path):
     links = page.locator("#downloads a").evaluate_all("els => els.map(e => e.href)")
     names = " ".join(links)
     assert ".wav" in names and "stems.zip" in names and ".mp4" in names
+    # Downloads are offered, never "removed" (one file per component: no remove button anywhere).
+    assert page.locator("#downloads [aria-label='Remove this file']").count() == 0
+    # The one selected object's stem has its own player.
+    page.locator("#stem-1 audio").first.wait_for(state="attached", timeout=30_000)
     assert not offsite, f"the page tried to reach other hosts: {offsite[:3]}"
     page.close()
 

@@ -29,7 +29,9 @@ def _free_port() -> int:
 
 def _path(value) -> str:
     """An output file's local path (the client gives a ``gr.update`` as a dict with ``value``)."""
-    return value["value"] if isinstance(value, dict) else value
+    while isinstance(value, dict):
+        value = value.get("value")
+    return value
 
 
 def _scene(path: Path) -> Path:
@@ -78,17 +80,19 @@ def test_two_users_generating_at_once_both_get_their_sound_and_the_server_keeps_
             assert "Image loaded (240x160)" in status
 
         texts = ["a red box", "wind"]
-        jobs = [u.submit("objects", t, [], DUR, 2, 10 + i, 2.0, 0.0, api_name="/on_generate")
+        jobs = [u.submit("objects", t, [], DUR, 2, 10 + i, 2.0, 0.0, None, api_name="/on_generate")
                 for i, (u, t) in enumerate(zip(users, texts))]
         submitted = time.monotonic()
         results = [j.result(timeout=120) for j in jobs]
 
         waves = []
-        for i, (audio, downloads, status) in enumerate(results):
+        for i, (audio, *rest) in enumerate(results):
+            downloads, status, stems = rest[:3], rest[3], rest[4:]
             assert status.startswith("Done") and f"seed {10 + i}" in status, status
             wave, sr = sf.read(_path(audio), dtype="float32")
             assert sr == 16000 and len(wave) == int(DUR * sr) and np.isfinite(wave).all() and np.abs(wave).max() > 0
-            assert sorted(Path(d).name for d in downloads) == ["blend.wav", "stems.zip", "with-sound.mp4"]
+            assert sorted(Path(_path(d)).name for d in downloads) == ["blend.wav", "stems.zip", "with-sound.mp4"]
+            assert _path(stems[0]) and not any(_path(s) for s in stems[1:])  # one object: one stem player
             waves.append(wave)
         assert not np.allclose(waves[0], waves[1])  # each user got their own request's sound
 
@@ -100,13 +104,13 @@ def test_two_users_generating_at_once_both_get_their_sound_and_the_server_keeps_
 
         # A third user generating without a picture gets a message, not a crash ...
         third = Client(url, verbose=False, download_files=str(tmp_path / "user3"))
-        with pytest.raises(Exception, match="upload an image"):
-            third.predict("objects", "rain", [], DUR, 2, 1, 2.0, 0.0, api_name="/on_generate")
+        out = third.predict("objects", "rain", [], DUR, 2, 1, 2.0, 0.0, None, api_name="/on_generate")
+        assert "Failed" in out[4] and "upload an image" in out[4] and not _path(out[0])
         # ... and the server keeps serving: the page loads and the first user generates again.
         with urllib.request.urlopen(url, timeout=20) as r:
             assert r.status == 200
-        audio, _, status = users[0].predict("objects", "rain", [], DUR, 2, 7, 2.0, 0.0, api_name="/on_generate")
-        assert status.startswith("Done") and sf.info(_path(audio)).samplerate == 16000
+        out = users[0].predict("objects", "rain", [], DUR, 2, 7, 2.0, 0.0, None, api_name="/on_generate")
+        assert out[4].startswith("Done") and sf.info(_path(out[0])).samplerate == 16000
         for u in (*users, third):
             u.close()
     finally:

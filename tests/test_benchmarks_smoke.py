@@ -22,13 +22,19 @@ EXPECTED = {
     "bench_generate_variants.py": ["| unet_step | stock |", "| unet_step | cl+int8_linear |", "| vocoder | conv1d_as_cl_2d |"],
     "bench_click.py": ['"click_total"', '"tiny SAM stand-in'],
     "bench_sources.py": ['"fraction_of_fast_generation"', '"cycle_mix"'],
+    "bench_training_free.py": ['"route_no_detect_image_plus_text"', '"read_from_disk_cache_each_run"'],
     "bench_evaluate.py": ['"all 10 metrics (tagger = PANNs)"', '"cached"'],
     "bench_training.py": ["V2A-Mapper trainer", "CMSS manifold trainer", "smoke run"],
 }
 
+# scripts whose --smoke runs in a test of their own (it needs a running app server)
+SMOKED_ELSEWHERE = {"bench_app_concurrency.py": "test_bench_app_concurrency.py"}
+
 
 def test_every_benchmark_script_has_a_smoke_test():
-    assert {p.name for p in BENCH.glob("bench_*.py")} == set(EXPECTED)
+    assert {p.name for p in BENCH.glob("bench_*.py")} == set(EXPECTED) | set(SMOKED_ELSEWHERE)
+    for test in SMOKED_ELSEWHERE.values():
+        assert "--smoke" in (ROOT / "tests" / test).read_text()
 
 
 @pytest.mark.parametrize("script", sorted(EXPECTED))

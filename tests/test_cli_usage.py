@@ -47,10 +47,12 @@ def run_main(capsys, *argv: str) -> tuple[int, str, str]:
 
 
 def test_every_verb_keeps_its_options():
+    """No verb, option (with its short and negative forms) or argument of the single-module CLI was lost
+    in the move; verbs and options added since are welcome."""
     now = {path: _params(cmd) for path, cmd in _commands(typer.main.get_command(app))}
-    assert sorted(now) == sorted(CAPTURED), "verbs added or lost"
+    assert not set(CAPTURED) - set(now), "verbs lost"
     for verb, options in CAPTURED.items():
-        assert now[verb] == options, f"foleykit {verb}: options changed"
+        assert not set(options) - set(now[verb]), f"foleykit {verb}: options lost or changed"
 
 
 @pytest.mark.parametrize("verb", sorted(CAPTURED))

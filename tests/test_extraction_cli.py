@@ -74,11 +74,12 @@ def test_batch_generate_skip_existing(app, data, tmp_path, tiny_models_dir):
     args = ["batch-generate", tmp_path / "few.jsonl", "-o", tmp_path / "gen", "--models", tiny_models_dir,
             "--steps", 2, "--duration", 1, "--device", "cpu", "--seed", 5, "-q"]
     res = invoke(app, args)
-    assert res.exit_code == 0, res.output + repr(res.exception)
+    assert res.exit_code == 1, res.output + repr(res.exception)  # an item failed: non-zero, with a summary
     assert "generated 1, skipped 0 existing, failed 1 of 2 items" in res.output
-    assert "failed missing: input" in res.output
+    assert "failed missing: input" in res.output and "1 of 2 items failed (most often: input" in res.output
     first = (tmp_path / "gen" / "img0000.wav").read_bytes()
     res = invoke(app, args)
+    assert res.exit_code == 1
     assert "generated 0, skipped 1 existing, failed 1 of 2 items" in res.output
     assert (tmp_path / "gen" / "img0000.wav").read_bytes() == first
 
@@ -95,7 +96,7 @@ def test_train_manifold_command(app, tmp_path):
             "--set", "model.clip_dim=null", "--set", "model.clap_dim=null", "-q"]
     res = invoke(app, args + ["--max-steps", 3])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    assert "stopped at step 3; rerun the same command to continue" in res.output
+    assert "stopped at step 3 (--max-steps)" in res.output
     res = invoke(app, args)
     assert res.exit_code == 0, res.output + repr(res.exception)
     assert f"wrote {tmp_path / 'run' / 'final'}" in res.output

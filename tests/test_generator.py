@@ -74,7 +74,7 @@ def test_guidance_one_equals_conditional_only(generator):
 def test_ranking_keeps_the_best_candidate(generator, tiny_models_dir):
     from foleykit.encoders.clap import ClapEncoder
 
-    clap = ClapEncoder.from_pretrained(str(tiny_models_dir / "clap-htsat-unfused"))
+    clap = ClapEncoder.from_pretrained(str(tiny_models_dir / "audioldm-clap"))  # AudioLDM's own CLAP
     cond = _cond()
     out = generator(cond, duration_s=1.0, seed=2, num_inference_steps=2, num_candidates=3, ranker=clap, progress=False)
     assert out.waveforms.shape == (1, 16000)

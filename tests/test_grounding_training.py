@@ -1,6 +1,9 @@
-"""Grounding training: synthetic grounding far above chance, UNet fine-tuning loop, frozen UNet."""
+"""Grounding training through the one training path (the accelerate Trainer + its grounding tasks):
+synthetic grounding far above chance, the diffusion loss through a tiny UNet fine-tuned or frozen."""
 
 from __future__ import annotations
+
+import json
 
 import pytest
 import torch
@@ -8,16 +11,19 @@ from diffusers import DDIMScheduler, DDPMScheduler, UNet2DConditionModel
 
 from foleykit.modules.grounding import GroundingConfig, GroundingModule
 from foleykit.modules.mask_substitution import rescale_to_attention
-from foleykit.training.grounding import (
-    GroundingBatch,
-    GroundingTrainConfig,
-    attention_mass,
-    attention_nll_loss,
-    diffusion_loss,
-    make_synthetic_scenes,
-    train_grounding_diffusion,
-    train_grounding_direct,
-)
+from foleykit.training.accelerate_config import find_config, read_config_file
+from foleykit.training.accelerate_tasks import GroundingContrastiveTask, GroundingTask
+from foleykit.training.losses import GroundingBatch, attention_nll_loss, diffusion_loss
+from foleykit.training.synthetic_scenes import attention_mass, make_synthetic_scenes
+from foleykit.training.trainer import TensorDictDataset, Trainer, TrainerConfig
+
+#: The paper's AdamW (Sec. 4.1) with the learning rate each test sets.
+PAPER_ADAMW = {"betas": (0.95, 0.999), "eps": 1e-6, "weight_decay": 1e-3}
+
+
+def _trainer_config(out, *, lr: float, epochs: int, batch_size: int, log_every_steps: int = 1000) -> TrainerConfig:
+    return TrainerConfig(output_dir=str(out), epochs=epochs, batch_size=batch_size, val_fraction=0.0,
+                         tensorboard=False, log_every_steps=log_every_steps, optimizer={"lr": lr, **PAPER_ADAMW})
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -27,22 +33,25 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def trained_on_scenes():
+def trained_on_scenes(tmp_path_factory):
     scenes = make_synthetic_scenes(2560, seed=0)
     train, held_out = scenes.subset(slice(0, 2048)), scenes.subset(slice(2048, None))
-    torch.manual_seed(0)
     cfg = GroundingConfig(
         text_dim=32, patch_dim=32, grid_h=8, grid_w=8, attn_dim=32, mlp_hidden_dim=64, out_dim=32
     )
-    model = GroundingModule(cfg)
-    result = train_grounding_direct(model, train, steps=200, lr=5e-3, temperature=0.1, seed=0)
-    return model.eval(), held_out, result
+    out = tmp_path_factory.mktemp("scenes")
+    config = _trainer_config(out, lr=5e-3, epochs=7, batch_size=64, log_every_steps=16)  # 7 x 32 steps
+    result = Trainer(lambda: GroundingContrastiveTask(cfg, train.audio_bank, temperature=0.1),
+                     TensorDictDataset(train.training_data()), config, progress=False).fit()
+    windows = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    losses = [w["loss"] for w in windows if w["kind"] == "train"]
+    return result.model.eval(), held_out, result, losses
 
 
 def test_synthetic_grounding_attends_to_named_source(trained_on_scenes) -> None:
-    model, scenes, result = trained_on_scenes
-    assert result.seed == 0 and result.steps == 200
-    assert sum(result.losses[-20:]) / 20 < 0.5 * sum(result.losses[:20]) / 20
+    model, scenes, result, losses = trained_on_scenes
+    assert result.seed == 0 and result.global_step == 224
+    assert sum(losses[-2:]) / 2 < 0.5 * sum(losses[:2]) / 2, losses  # 16-step windows: the last vs the first
     with torch.no_grad():
         _, weights = model(scenes.text_emb, scenes.patch_emb)
     mass = attention_mass(weights, scenes.target_region)
@@ -55,7 +64,7 @@ def test_synthetic_grounding_attends_to_named_source(trained_on_scenes) -> None:
 
 def test_mask_substitution_selects_the_masked_source(trained_on_scenes) -> None:
     """The paper's claim on toy data: a rescaled ground-truth mask can stand in for the attention."""
-    model, scenes, _ = trained_on_scenes
+    model, scenes, _, _ = trained_on_scenes
 
     def accuracy(cond: torch.Tensor) -> float:
         return float(((cond @ scenes.audio_bank.T).argmax(-1) == scenes.target_ids).float().mean())
@@ -124,9 +133,11 @@ def _fixed_loss(grounding, unet, scheduler, batch) -> float:
 
 
 def test_paper_training_defaults() -> None:
-    c = GroundingTrainConfig()
-    got = (c.lr, c.betas, c.eps, c.weight_decay, c.cond_dropout, c.finetune_unet)
-    assert got == (1e-4, (0.95, 0.999), 1e-6, 1e-3, 0.1, True)
+    run = read_config_file(find_config("grounding_sto"))
+    opt, options = run["trainer"]["optimizer"], run["options"]
+    got = (opt["lr"], tuple(opt["betas"]), opt["eps"], opt["weight_decay"], options["cond_dropout"],
+           options["finetune_unet"], run["trainer"]["batch_size"])
+    assert got == (1e-4, (0.95, 0.999), 1e-6, 1e-3, 0.1, True, 64)
 
 
 def test_gradients_reach_every_grounding_parameter() -> None:
@@ -148,32 +159,38 @@ def test_dropped_condition_uses_null_vector_and_cuts_gradient() -> None:
     assert all(p.grad is None or p.grad.abs().sum() == 0 for p in grounding.parameters())
 
 
-def test_finetuning_loop_decreases_loss() -> None:
+def _as_data(*batches: GroundingBatch) -> dict[str, torch.Tensor]:
+    return {k: torch.cat([getattr(b, k) for b in batches]) for k in GroundingBatch._fields}
+
+
+def test_finetuning_decreases_loss(tmp_path) -> None:
+    unet, scheduler, batch = _tiny_unet(), _scheduler(), _batch()
     torch.manual_seed(0)
-    grounding, unet, scheduler = GroundingModule(GCFG), _tiny_unet(), _scheduler()
-    grounding.set_null_condition(torch.randn(512))  # stands in for CLAP("")
-    batch = _batch()
-    before = _fixed_loss(grounding, unet, scheduler, batch)
-    cfg = GroundingTrainConfig(lr=1e-3, cond_dropout=0.1, max_steps=15)
-    result = train_grounding_diffusion(grounding, unet, scheduler, iter(lambda: batch, None), cfg, seed=7)
-    after = _fixed_loss(grounding, unet, scheduler, batch)
-    assert result.seed == 7 and result.steps == 15 and len(result.losses) == 15
+    task = GroundingTask(GCFG, unet, scheduler, cond_dropout=0.1, null_cond=torch.randn(512))  # CLAP("") stand-in
+    before = _fixed_loss(task.model, unet, scheduler, batch)
+    config = _trainer_config(tmp_path, lr=1e-3, epochs=15, batch_size=4)  # the one batch, 15 steps
+    result = Trainer(task, TensorDictDataset(_as_data(batch)), config, progress=False).fit()
+    after = _fixed_loss(task.model, unet, scheduler, batch)
+    assert result.global_step == 15 and len(result.history) == 15
     assert after < 0.8 * before, (before, after)
+    assert (result.final_dir / "unet" / "config.json").is_file()  # the fine-tuned UNet is saved beside it
 
 
-def test_frozen_unet_is_unchanged_but_grounding_learns() -> None:
-    torch.manual_seed(0)
-    grounding, unet = GroundingModule(GCFG), _tiny_unet()
+def test_frozen_unet_is_unchanged_but_grounding_learns(tmp_path) -> None:
+    unet = _tiny_unet()
     scheduler = DDIMScheduler(
         num_train_timesteps=1000, beta_start=0.0015, beta_end=0.0195, beta_schedule="linear"
     )
     unet_before = {k: v.clone() for k, v in unet.state_dict().items()}
-    grounding_before = {k: v.clone() for k, v in grounding.state_dict().items()}
-    cfg = GroundingTrainConfig(lr=1e-3, finetune_unet=False)
+    torch.manual_seed(0)
     with pytest.warns(UserWarning, match="null_cond is all zeros"):
-        batches = [_batch(i) for i in range(3)]
-        result = train_grounding_diffusion(grounding, unet, scheduler, batches, cfg, seed=1)
-    assert result.steps == 3
+        task = GroundingTask(GCFG, unet, scheduler, cond_dropout=0.1, finetune_unet=False)
+    grounding = task.model
+    grounding_before = {k: v.clone() for k, v in grounding.state_dict().items()}
+    config = _trainer_config(tmp_path, lr=1e-3, epochs=1, batch_size=4)
+    result = Trainer(task, TensorDictDataset(_as_data(*(_batch(i) for i in range(3)))), config, progress=False).fit()
+    assert result.global_step == 3
+    assert not (result.final_dir / "unet").exists()  # a frozen UNet is not exported
     assert all(torch.equal(unet_before[k], v) for k, v in unet.state_dict().items())
     assert not any(p.requires_grad for p in unet.parameters())
     changed = [k for k, v in grounding.state_dict().items() if not torch.equal(grounding_before[k], v)]

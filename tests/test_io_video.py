@@ -44,9 +44,11 @@ def make_video(
     times_ms: list[int] | None = None,
     gop: int | None = None,
     rotation: int = 0,
+    faststart: bool = False,
 ) -> Path:
-    """Frames whose picture encodes their index; ``times_ms`` gives VFR timestamps."""
-    with av.open(str(path), "w") as c:
+    """Frames whose picture encodes their index; ``times_ms`` gives VFR timestamps; ``faststart`` puts
+    the index (moov) before the data, as web videos have it."""
+    with av.open(str(path), "w", options={"movflags": "+faststart"} if faststart else {}) as c:
         vs = c.add_stream(codec, rate=fps)
         vs.width, vs.height = W, H
         vs.pix_fmt = "yuv420p" if codec == "libx264" else "bgr24"
@@ -190,6 +192,43 @@ def test_truncated_file_raises_input_error(media, tmp_path):
     assert str(cut) in str(err.value)
 
 
+def test_a_truncated_faststart_mp4_is_as_long_as_what_decodes_in_probe_frames_and_mux(tmp_path):
+    """A faststart mp4 cut in half still has its full index: the container claims 4 s. Its usable
+    duration is what decodes, counted here by decoding the file directly until it fails."""
+    full = make_video(tmp_path / "full.mp4", seconds=4.0, fps=25, gop=10, faststart=True, audio=True)
+    data = full.read_bytes()
+    assert data.find(b"moov") < data.find(b"mdat")  # really faststart
+    cut = tmp_path / "upload.mp4"
+    cut.write_bytes(data[: len(data) // 2])
+
+    decoded = []  # the reference: frame indices (drawn in each picture) that decode, in order
+    with av.open(str(cut)) as c:
+        try:
+            for frame in c.decode(c.streams.video[0]):
+                decoded.append(decode_index(frame.to_image()))
+        except av.error.FFmpegError:
+            pass
+    assert 10 < len(decoded) < 90
+    usable = (max(decoded) + 1) / 25
+
+    info = probe_video(cut)
+    assert info.claimed_duration_s == pytest.approx(4.0, abs=0.05)
+    assert info.duration_s == pytest.approx(usable, abs=1 / 25 + 1e-6)
+    assert "upload.mp4" in info.note and f"{info.duration_s:.2f} s" in info.note and str(tmp_path) not in info.note
+    assert probe_video(full).claimed_duration_s is None and probe_video(full).note is None
+
+    # The last frame of the usable span is a real frame near its end, not a stale repeat.
+    last = read_frames(cut, 1, start_s=info.duration_s - 0.03, end_s=info.duration_s)[0]
+    assert decode_index(last) >= max(decoded) - 1
+
+    out = mux_audio(cut, np.zeros(16000 * 4, np.float32), 16000, tmp_path / "with-sound.mp4")
+    with av.open(str(out.path)) as c:
+        v, a = c.streams.video[0], c.streams.audio[0]
+        v_end = float(v.duration * v.time_base)
+        a_end = float(a.duration * a.time_base)
+    assert v_end == pytest.approx(usable, abs=2 / 25) and a_end == pytest.approx(usable, abs=0.05)
+
+
 def test_audio_only_still_image_and_frameless_files_are_refused(tmp_path):
     import soundfile as sf
     from PIL import Image
@@ -244,21 +283,27 @@ def test_mux_copies_video_packets_and_fits_audio_to_video(media, tmp_path, secon
     audio = tone if shape == "mono" else np.stack([tone, tone])
     out = tmp_path / "out.mp4"
     result = mux_audio(media["h264_audio"], audio, sr, out)
-    assert result.path == out and result.video_copied and result.note is None
+    assert result.path == out and result.video_copied
+    # the file lasts as long as the shorter of sound and video: a 1 s sound cuts the 3 s video
+    length = min(seconds, 3.0)
+    assert result.note == (None if seconds >= 3 else "video cut to the sound's 1.00 s (of 3.00 s)")
 
-    assert _packets(out) == _packets(media["h264_audio"])  # bit-identical, same count
+    original = _packets(media["h264_audio"])
+    kept = _packets(out)
+    assert kept == original[:len(kept)]  # bit-identical packets, a prefix when cut
+    assert len(kept) == (len(original) if seconds >= 3 else 25)  # 25 fps: the frames shown in [0, 1) s
     with av.open(str(out)) as c:
         assert len(c.streams.video) == 1 and len(c.streams.audio) == 1  # original audio dropped
         astream = c.streams.audio[0]
         assert astream.codec_context.name == "aac" and astream.codec_context.channels == 2
     wave, rate, duration = _audio_of(out)
     assert rate == 48000
-    assert duration == pytest.approx(3.0, abs=0.05)
-    assert wave.shape[0] == 2 and wave.shape[1] / 48000 == pytest.approx(3.0, abs=0.05)
+    assert duration == pytest.approx(length, abs=0.05)
+    assert wave.shape[0] == 2 and wave.shape[1] / 48000 == pytest.approx(length, abs=0.05)
     audible = np.sqrt((wave[:, 4800:43200] ** 2).mean())
     assert audible == pytest.approx(0.5 / math.sqrt(2), rel=0.1)
-    tail = np.sqrt((wave[:, 96000:] ** 2).mean())
-    assert (tail < 1e-3) if seconds < 3 else (tail > 0.3)  # zero-padded, or trimmed real audio
+    if seconds >= 3:
+        assert np.sqrt((wave[:, 96000:] ** 2).mean()) > 0.3  # trimmed real audio to the video's end
     assert not [p for p in tmp_path.iterdir() if ".part" in p.name]
 
 
@@ -284,7 +329,7 @@ def test_reencode_turns_rotated_frames_upright(rotated, tmp_path, monkeypatch):
 
 def test_mux_reencodes_a_codec_mp4_cannot_hold(media, tmp_path):
     out = tmp_path / "from_raw.mp4"
-    result = mux_audio(media["raw_avi"], np.zeros(16000, np.float32), 16000, out)
+    result = mux_audio(media["raw_avi"], np.zeros(48000, np.float32), 16000, out)
     assert not result.video_copied and "libx264" in result.note and "rawvideo" in result.note
     info = probe_video(out)
     assert info.codec == "h264" and info.duration_s == pytest.approx(3.0, abs=0.05) and info.n_frames == 75

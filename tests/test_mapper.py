@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 
@@ -11,9 +12,10 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
 
+from foleykit.api import train
 from foleykit.errors import InputError
 from foleykit.modules.mapper import KINDS, MapperConfig, V2AMapper, cosine_alphas_cumprod
-from foleykit.training.mapper import EpochStats, evaluate_mapper, load_embedding_pairs, train_mapper
+from foleykit.training.accelerate_config import load_training_data
 
 DV, DA = 32, 24  # small, and different, so a swapped dimension cannot pass unnoticed
 
@@ -42,6 +44,25 @@ def _small(kind: str, **overrides) -> MapperConfig:
               default_inference_steps=25)
     kw.update(overrides)
     return MapperConfig(**kw)
+
+
+def train_mapper(tmp_path, clip, clap, config: MapperConfig, *, epochs: int, batch_size: int = 448, lr: float = 1.1e-4,
+                 val_fraction: float = 0.1, seed: int | None = 0, val_steps: int | None = None,
+                 mixed_precision: str = "no", run: str = "run"):
+    """The one training path (foleykit.train → the accelerate Trainer + MapperTask) on pairs in memory."""
+    return train("mapper", {"clip": clip, "clap": clap}, tmp_path / run, model=dataclasses.asdict(config),
+                 options={"val_sample_steps": val_steps},
+                 trainer={"epochs": epochs, "batch_size": batch_size, "optimizer": {"lr": lr},
+                          "val_fraction": val_fraction, "mixed_precision": mixed_precision, "tensorboard": False,
+                          "log_every_steps": 1000},
+                 seed=seed, device="cpu", progress=False)
+
+
+@torch.no_grad()
+def held_out_cosine(model: V2AMapper, clip, clap, generator=None, steps=None) -> float:
+    """Mean cosine of mapped CLIP to the true CLAP (what the paper's Fig. 3 histograms track)."""
+    model.eval()
+    return (model.map(clip, steps=steps, generator=generator) * F.normalize(clap, dim=-1)).sum(-1).mean().item()
 
 
 def _untrained(config: MapperConfig, seed: int = 0) -> V2AMapper:
@@ -101,23 +122,22 @@ def test_cosine_schedule_matches_closed_form():
 
 
 @pytest.mark.parametrize("kind", ["regression_mlp", "regression_transformer"])
-def test_regression_variants_learn_the_hidden_map(data, kind):
-    result = train_mapper(data["clip"], data["clap"], _small(kind), epochs=12, batch_size=128, lr=1e-3,
-                          seed=0, device="cpu", progress=False)
-    held_out = evaluate_mapper(result.model, data["test_clip"], data["test_clap"])
+def test_regression_variants_learn_the_hidden_map(data, kind, tmp_path):
+    result = train_mapper(tmp_path, data["clip"], data["clap"], _small(kind), epochs=12, batch_size=128, lr=1e-3)
+    held_out = held_out_cosine(result.model, data["test_clip"], data["test_clap"])
     assert held_out >= 0.9, held_out
-    assert result.history[-1].val_cosine >= 0.9
-    assert result.history[-1].train_loss < result.history[0].train_loss
+    assert result.history[-1]["val_cosine"] >= 0.9
+    assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
 
 
 @pytest.mark.parametrize("kind", ["diffusion_transformer", "diffusion_mlp"])
-def test_diffusion_variants_learn_the_hidden_map(data, kind):
+def test_diffusion_variants_learn_the_hidden_map(data, kind, tmp_path):
     config = _small(kind)
-    result = train_mapper(data["clip"], data["clap"], config, epochs=15, batch_size=128, lr=1e-3, seed=0,
-                          device="cpu", progress=False, val_steps=5)
+    result = train_mapper(tmp_path, data["clip"], data["clap"], config, epochs=15, batch_size=128, lr=1e-3,
+                          val_steps=5)
 
     def held_out(model: V2AMapper) -> float:
-        return evaluate_mapper(model, data["test_clip"], data["test_clap"], torch.Generator().manual_seed(7))
+        return held_out_cosine(model, data["test_clip"], data["test_clap"], torch.Generator().manual_seed(7))
 
     trained, untrained = held_out(result.model), held_out(_untrained(config))
     # Predicting the mean CLAP direction scores this; a mapper that ignored the image could reach it.
@@ -127,7 +147,7 @@ def test_diffusion_variants_learn_the_hidden_map(data, kind):
     assert trained >= 0.8 and trained >= baseline + 0.5, (trained, baseline)
 
 
-def test_diffusion_mapper_models_a_one_to_many_mapping():
+def test_diffusion_mapper_models_a_one_to_many_mapping(tmp_path):
     """The paper's reason for a diffusion mapper: when an image fits two sounds, regression returns their
     blurred average, while diffusion samples land on one sound or the other, and on both across images."""
     g = torch.Generator().manual_seed(0)
@@ -135,10 +155,10 @@ def test_diffusion_mapper_models_a_one_to_many_mapping():
     clip = F.normalize(torch.randn(1000, DV, generator=g), dim=-1)
     clap = modes[torch.randint(0, 2, (1000,), generator=g)]  # independent of the image
     test_clip = F.normalize(torch.randn(200, DV, generator=g), dim=-1)
-    kw = dict(epochs=6, batch_size=128, lr=1e-3, val_fraction=0.0, seed=0, device="cpu", progress=False)
+    kw = dict(epochs=6, batch_size=128, lr=1e-3, val_fraction=0.0)
     closeness = {}
     for kind in ("diffusion_mlp", "regression_mlp"):
-        model = train_mapper(clip, clap, _small(kind), **kw).model
+        model = train_mapper(tmp_path, clip, clap, _small(kind), run=kind, **kw).model.eval()
         cos = model.map(test_clip, generator=torch.Generator().manual_seed(1)) @ modes.T
         closeness[kind] = cos.max(-1).values.mean().item()
         if kind == "diffusion_mlp":
@@ -272,48 +292,54 @@ def test_loading_incomplete_weights_fails(tmp_path):
 # --- training loop and pair files --------------------------------------------------------------------
 
 
-def test_train_mapper_is_seeded_and_logs_each_epoch(data, tmp_path):
-    log = tmp_path / "log.jsonl"
+def test_training_is_seeded_logs_each_epoch_and_writes_the_model(data, tmp_path):
     config = _small("regression_mlp")
-    kw = dict(epochs=3, batch_size=256, seed=11, device="cpu", progress=False)
-    first = train_mapper(data["clip"], data["clap"], config, log_path=log, **kw)
-    second = train_mapper(data["clip"], data["clap"], config, **kw)
+    kw = dict(epochs=3, batch_size=256, seed=11)
+    first = train_mapper(tmp_path, data["clip"], data["clap"], config, run="a", **kw)
+    second = train_mapper(tmp_path, data["clip"], data["clap"], config, run="b", **kw)
     assert first.seed == 11 and len(first.history) == 3
     assert first.history == second.history
-    lines = [json.loads(line) for line in log.read_text().splitlines()]
-    assert [EpochStats(**line) for line in lines] == first.history
-    assert not first.model.training
+    lines = [json.loads(line) for line in (tmp_path / "a" / "metrics.jsonl").read_text().splitlines()]
+    assert [line for line in lines if line["kind"] == "epoch"] == first.history
+    loaded = V2AMapper.from_pretrained(first.final_dir)
+    assert loaded.config == config
+    assert all(torch.equal(v, first.model.state_dict()[k]) for k, v in loaded.state_dict().items())
 
 
-def test_train_mapper_without_validation_draws_a_seed():
+def test_training_without_validation_draws_a_seed(tmp_path):
     clip, clap = _pairs(100, seed=4)
-    result = train_mapper(clip, clap, _small("regression_mlp"), epochs=2, val_fraction=0.0, seed=None,
-                          device="cpu", progress=False)
+    result = train_mapper(tmp_path, clip, clap, _small("regression_mlp"), epochs=2, val_fraction=0.0, seed=-1)
     assert isinstance(result.seed, int) and result.seed >= 0
-    assert result.history[-1].val_cosine is None and result.history[-1].val_loss is None
+    assert not any(k.startswith("val_") for k in result.history[-1])
 
 
-def test_train_mapper_in_bfloat16_keeps_float32_weights(data):
-    result = train_mapper(data["clip"][:300], data["clap"][:300], _small("diffusion_transformer"), epochs=2,
-                          dtype="bf16", seed=0, device="cpu", progress=False, val_steps=3)
+def test_training_in_bfloat16_keeps_float32_weights(data, tmp_path):
+    result = train_mapper(tmp_path, data["clip"][:300], data["clap"][:300], _small("diffusion_transformer"), epochs=2,
+                          mixed_precision="bf16", val_steps=3)
     last = result.history[-1]
-    assert math.isfinite(last.train_loss) and math.isfinite(last.val_loss) and -1 <= last.val_cosine <= 1
+    assert result.autocast_dtype == "bfloat16"
+    assert math.isfinite(last["train_loss"]) and math.isfinite(last["val_loss"]) and -1 <= last["val_cosine"] <= 1
     assert next(result.model.parameters()).dtype == torch.float32
 
 
 @pytest.mark.parametrize(
-    "clip_shape, clap_shape, kwargs",
-    [((50, DV + 1), (50, DA), {}), ((50, DV), (49, DA), {}), ((50, DV), (50, DA), dict(dtype="float16")),
-     ((50, DV), (50, DA), dict(val_fraction=1.0)), ((50, DV), (50, DA), dict(epochs=0))],
+    "clip_shape, clap_shape, kwargs, message",
+    [((50, DV + 1), (50, DA), {}, "clip_dim"), ((50, DV), (49, DA), {}, "differ in length"),
+     ((50, DV), (50, DA), dict(mixed_precision="fp32"), "mixed_precision"),
+     ((50, DV), (50, DA), dict(val_fraction=1.0), "val_fraction"), ((50, DV), (50, DA), dict(epochs=0), "epochs")],
 )
-def test_train_mapper_rejects_bad_input(clip_shape, clap_shape, kwargs):
-    kw = dict(epochs=1, device="cpu", progress=False) | kwargs
-    with pytest.raises(InputError):
-        train_mapper(torch.randn(*clip_shape), torch.randn(*clap_shape), _small("regression_mlp"), **kw)
+def test_training_rejects_bad_input(tmp_path, clip_shape, clap_shape, kwargs, message):
+    kw = dict(epochs=1) | kwargs
+    with pytest.raises(InputError, match=message):
+        train_mapper(tmp_path, torch.randn(*clip_shape), torch.randn(*clap_shape), _small("regression_mlp"), **kw)
+    assert not (tmp_path / "run").exists()
+
+
+PAIRS = {"clip": "clip", "clap": "clap"}
 
 
 @pytest.mark.parametrize("suffix", [".safetensors", ".pt", ".npz"])
-def test_load_embedding_pairs_reads_every_format(tmp_path, suffix):
+def test_pair_files_are_read_in_every_format(tmp_path, suffix):
     clip, clap = _pairs(20, seed=3)
     path = tmp_path / f"pairs{suffix}"
     if suffix == ".safetensors":
@@ -322,10 +348,11 @@ def test_load_embedding_pairs_reads_every_format(tmp_path, suffix):
         torch.save({"clip": clip, "clap": clap}, path)
     else:
         np.savez(path, clip=clip.numpy(), clap=clap.numpy())
-    got_clip, got_clap = load_embedding_pairs(path)
-    assert got_clip.dtype == got_clap.dtype == torch.float32
-    assert torch.equal(got_clip, clip)
-    assert torch.allclose(got_clap, clap, atol=1e-3)
+    dataset, _, shapes = load_training_data(path, PAIRS, embeddings=("clip", "clap"))
+    got = dataset.tensors
+    assert got["clip"].dtype == got["clap"].dtype == torch.float32 and shapes == {"clip": (DV,), "clap": (DA,)}
+    assert torch.equal(got["clip"], clip)
+    assert torch.allclose(got["clap"], clap, atol=1e-3)
 
 
 def _nan_clap() -> dict[str, torch.Tensor]:
@@ -337,29 +364,29 @@ def _nan_clap() -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize(
     "tensors, message",
     [
-        ({"clip": torch.randn(20, DV)}, "missing 'clap'"),
-        ({"clip": torch.randn(20, DV), "clap": torch.randn(19, DA)}, "pair up"),
+        ({"clip": torch.randn(20, DV)}, "missing tensor 'clap'"),
+        ({"clip": torch.randn(20, DV), "clap": torch.randn(19, DA)}, "differ in length"),
         (_nan_clap(), "NaN"),
-        ({"clip": torch.randn(5, DV), "clap": torch.randn(5, DA)}, "at least"),
-        ({"clip": torch.randn(20, DV, 2), "clap": torch.randn(20, DA)}, "2-D"),
+        ({"clip": torch.randn(20, DV, 2), "clap": torch.randn(20, DA)}, r"must have shape \[N, D\]"),
         ({"clip": torch.zeros(20, DV), "clap": torch.randn(20, DA)}, "zeros"),
     ],
 )
-def test_load_embedding_pairs_rejects_bad_files(tmp_path, tensors, message):
+def test_bad_pair_files_are_refused(tmp_path, tensors, message):
     path = tmp_path / "pairs.safetensors"
     save_file(tensors, path)
     with pytest.raises(InputError, match=message):
-        load_embedding_pairs(path)
+        train("mapper", path, tmp_path / "run", device="cpu", progress=False)
+    assert not (tmp_path / "run").exists()
 
 
-def test_load_embedding_pairs_rejects_missing_corrupt_and_unknown_files(tmp_path):
-    with pytest.raises(InputError, match="does not exist"):
-        load_embedding_pairs(tmp_path / "nope.safetensors")
+def test_missing_corrupt_and_unknown_pair_files_are_refused(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        load_training_data(tmp_path / "nope.safetensors", PAIRS)
     corrupt = tmp_path / "pairs.safetensors"
     corrupt.write_bytes(b"not a safetensors file")
     with pytest.raises(InputError, match="cannot read"):
-        load_embedding_pairs(corrupt)
+        load_training_data(corrupt, PAIRS)
     unknown = tmp_path / "pairs.csv"
     unknown.write_text("1,2\n")
     with pytest.raises(InputError, match="unsupported"):
-        load_embedding_pairs(unknown)
+        load_training_data(unknown, PAIRS)

@@ -47,12 +47,21 @@ def test_tiny_build_is_deterministic(tmp_path, tiny_models_dir):
         assert all(torch.equal(a[k], b[k]) for k in a)
 
 
-def test_default_set_names_the_papers_checkpoints():
+def test_default_set_names_the_papers_checkpoints(tmp_path, monkeypatch):
+    monkeypatch.setenv("FOLEYKIT_CACHE", str(tmp_path))
+    monkeypatch.delenv("FOLEYKIT_AUDIOLDM_CLAP", raising=False)
     ms = resolve_model_set("default")
     assert ms.clip == "openai/clip-vit-large-patch14"
     assert ms.clip_mapper == "openai/clip-vit-base-patch32"
-    assert ms.clap == "laion/clap-htsat-unfused"
+    # AudioLDM's own CLAP is not on the hub: absent until converted; LAION's CLAP only judges.
+    assert ms.clap is None
+    assert ms.clap_judge == "laion/clap-htsat-unfused"
     assert ms.audioldm == DEFAULT_MODELS["audioldm"] == "cvssp/audioldm-s-full-v2"
+    (tmp_path / "audioldm-clap").mkdir()
+    (tmp_path / "audioldm-clap" / "config.json").write_text("{}")
+    assert resolve_model_set("default").clap == str(tmp_path / "audioldm-clap")
+    monkeypatch.setenv("FOLEYKIT_AUDIOLDM_CLAP", str(tmp_path / "elsewhere"))
+    assert resolve_model_set("default").clap is None
 
 
 def test_unknown_model_set_is_an_input_error():

@@ -26,10 +26,29 @@ def _scene(w: int = 240, h: int = 160) -> Image.Image:
 
 
 @pytest.fixture(scope="module")
-def pipe(tiny_models_dir):
+def untrained_grounding(tiny_models_dir, tmp_path_factory):
+    """A grounding module folder with fresh (seed 0) weights: the grounding route's code paths, offline.
+    (Without one the objects method takes the training-free route: tests/test_training_free.py.)"""
+    from foleykit.encoders.clap import ClapEncoder
+    from foleykit.encoders.clip import ClipEncoder
+    from foleykit.model_sets import resolve_model_set
+    from foleykit.modules.grounding import GroundingConfig, GroundingModule
+
+    ms = resolve_model_set(str(tiny_models_dir))
+    clip, clap = ClipEncoder.from_pretrained(ms.clip), ClapEncoder.from_pretrained(ms.clap)
+    torch.manual_seed(0)
+    g = GroundingModule(GroundingConfig(text_dim=clap.dim, patch_dim=clip.dim, grid_h=clip.patch_grid,
+                                        grid_w=clip.patch_grid))
+    folder = tmp_path_factory.mktemp("grounding-untrained")
+    g.save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_models_dir, untrained_grounding):
     from foleykit.pipelines.objects import ObjectsPipeline
 
-    return ObjectsPipeline.from_models(str(tiny_models_dir), device="cpu")
+    return ObjectsPipeline.from_models(str(tiny_models_dir), grounding=str(untrained_grounding), device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -199,7 +218,8 @@ def test_same_click_and_seed_reproduce_the_output(pipe, tmp_path):
     assert r1.waveform.shape == (int(DUR * 16000),)
     assert np.array_equal(r1.waveform, r2.waveform)
     assert not np.allclose(r1.waveform, r3.waveform)
-    assert r1.record["grounding"]["trained"] is False and "untrained" in r1.record["grounding"]["note"]
+    assert r1.record["grounding"]["trained"] is False and "never trained" in r1.record["grounding"]["note"]
+    assert r1.record["route"]["name"] == "trained"  # a grounding module was given
     assert r1.record["generator"]["guidance_scale"] == 2.0  # the paper's default
 
     # Adding an object keeps the first object's stem (same seed → same noise) and adds a blend.
@@ -360,6 +380,8 @@ def test_grounding_folder_with_a_finetuned_unet_replaces_the_model_sets_unet(tin
     assert not np.allclose(waves["ft"], waves["base"], atol=1e-4)
     ft_side, base_side = sides["ft"], sides["base"]
     assert ft_side["grounding"]["trained"] is True
+    # A trained module present: the trained route is taken, and the record says so.
+    assert ft_side["route"] == {"name": "trained", "why": "a grounding module given"}
     assert ft_side["grounding"]["unet"]["ref"] == str((final / "unet").resolve())
     assert ft_side["grounding"]["unet"]["fine_tuned"] is True
     assert ft_side["models"]["audioldm_unet"] == {"ref": str((final / "unet").resolve()), "revision": "local"}

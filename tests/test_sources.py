@@ -318,17 +318,18 @@ def test_released_checkpoint_and_bad_bundles_load_or_fail_clearly(tmp_path):
 
 
 def test_cycle_mix_slot_weights_by_hand():
-    from foleykit.modules.cycle_mix import _score, cycle_mix, pack_sources
+    from foleykit.modules.cycle_mix import cycle_mix, pack_sources, score_candidates
     from foleykit.modules.manifold import CMSSManifold, ManifoldConfig
     from foleykit.modules.remixer import RemixerConfig, SoundSourceRemixer
 
     sim = torch.tensor([[[0.2, 0.4, 0.9, 0.0]]])  # one candidate, 4 slots
     scored = torch.tensor([[False, True, True, False]])  # feedback slot and a padding slot are not scored
     w = torch.tensor([[5.0, 1.0, 3.0, 7.0]])  # over the scored slots: [1, 3] -> mean-1 weights [0.5, 1.5]
-    assert _score(sim, scored, "relevance", w).item() == pytest.approx((0.5 * 0.4 + 1.5 * 0.9) / 2)
+    assert score_candidates(sim, scored, "relevance", w).item() == pytest.approx((0.5 * 0.4 + 1.5 * 0.9) / 2)
     var = (0.5 * (0.4 - 0.775) ** 2 + 1.5 * (0.9 - 0.775) ** 2) / 2
-    assert _score(sim, scored, "spread", w).item() == pytest.approx(var**0.5)
-    assert _score(sim, scored, "spread", torch.ones(1, 4)).item() == pytest.approx(_score(sim, scored, "spread").item())
+    assert score_candidates(sim, scored, "spread", w).item() == pytest.approx(var**0.5)
+    assert score_candidates(sim, scored, "spread", torch.ones(1, 4)).item() == pytest.approx(
+        score_candidates(sim, scored, "spread").item())
 
     torch.manual_seed(0)
     man = CMSSManifold(ManifoldConfig(manifold_dim=16, projector_widths=(32,), reconstructor_widths=(32,)))

@@ -4,11 +4,7 @@ import math
 
 import pytest
 import torch
-
-from foleykit.modules.ccmr import apply_ccmr, ccmr_mask
-from foleykit.modules.manifold import CMSSManifold, ManifoldConfig
-from foleykit.modules.variational_mlp import VariationalOutput
-from foleykit.training.ss2a_losses import (
+from foleykit.training.losses import (
     contrastive_logits,
     cosine_distance_loss,
     gaussian_kl,
@@ -18,6 +14,10 @@ from foleykit.training.ss2a_losses import (
     symmetric_contrastive_loss,
     variational_cosine_loss,
 )
+
+from foleykit.modules.ccmr import apply_ccmr, ccmr_mask
+from foleykit.modules.manifold import CMSSManifold, ManifoldConfig
+from foleykit.modules.variational_mlp import VariationalOutput
 
 
 def _cos(a: list[float], b: list[float]) -> float:

@@ -1,13 +1,15 @@
 """CMSS manifold: variational behaviour, save/load, EMA, and learning CLIP→CLAP retrieval (synthetic)."""
 
+import dataclasses
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from foleykit.api import train
 from foleykit.errors import InputError
 from foleykit.modules.manifold import CMSSManifold, ManifoldConfig
-from foleykit.training.ss2a_common import ema_update, sigmoid_rampup
-from foleykit.training.ss2a_manifold import retrieval_top1, train_manifold
+from foleykit.training.accelerate_tasks import ema_update, retrieval_top1, sigmoid_rampup
 
 SMALL = ManifoldConfig(
     clip_dim=32,
@@ -42,44 +44,45 @@ def _pairs(n: int, classes: int = 8, seed: int = 0):
     return clip, clap, labels
 
 
-def test_training_lifts_clip_to_clap_retrieval_far_above_chance():
+def train_manifold(tmp_path, clip, clap, epochs, *, batch_size, lr, seed=0, ema_decay=0.999, val_fraction=0.1,
+                   run="run"):
+    """The one training path (foleykit.train → the accelerate Trainer + ManifoldTask) on pairs in memory."""
+    return train("manifold", {"clip": clip, "clap": clap}, tmp_path / run, model=dataclasses.asdict(SMALL),
+                 options={"ema_decay": ema_decay},
+                 trainer={"epochs": epochs, "batch_size": batch_size, "optimizer": {"lr": lr},
+                          "val_fraction": val_fraction, "tensorboard": False, "log_every_steps": 1000},
+                 seed=seed, device="cpu", progress=False)
+
+
+def test_training_lifts_clip_to_clap_retrieval_far_above_chance(tmp_path):
     clip, clap, _ = _pairs(1000, seed=0)
     test_clip, test_clap, test_labels = _pairs(100, seed=1)
     torch.manual_seed(0)
     untrained = CMSSManifold(SMALL)
     class_chance, instance_chance = 1 / 8, 1 / 100
     assert retrieval_top1(untrained, test_clip, test_clap, test_labels) < 2 * class_chance
-    result = train_manifold(
-        clip,
-        clap,
-        SMALL,
-        12,
-        batch_size=100,
-        lr=3e-3,
-        ema_decay=0.95,
-        val_fraction=0.1,
-        seed=0,
-        device="cpu",
-        progress=False,
-    )
-    class_top1 = retrieval_top1(result.model, test_clip, test_clap, test_labels)
-    instance_top1 = retrieval_top1(result.model, test_clip, test_clap)
+    result = train_manifold(tmp_path, clip, clap, 12, batch_size=100, lr=3e-3, ema_decay=0.95)
+    teacher = result.model.eval()
+    class_top1 = retrieval_top1(teacher, test_clip, test_clap, test_labels)
+    instance_top1 = retrieval_top1(teacher, test_clip, test_clap)
     assert class_top1 >= 0.9, class_top1
     assert instance_top1 >= 5 * instance_chance, instance_top1
     history = result.history
-    assert len(history) == 12 and history[-1].contrastive < 0.5 * history[0].contrastive
-    assert history[-1].val_top1 is not None  # held-out pairs were scored every epoch
+    assert len(history) == 12 and history[-1]["train_contrastive"] < 0.5 * history[0]["train_contrastive"]
+    assert all("val_top1_in_batch" in h for h in history)  # held-out pairs were scored every epoch
     # χ learned to reconstruct the audio embedding from the image side.
-    recon = result.model.to_clap(result.model.fold_clips(test_clip))
+    recon = teacher.to_clap(teacher.fold_clips(test_clip))
     assert F.cosine_similarity(recon, test_clap).mean() > 0.8
-    assert not result.model.training and result.model is not result.student
+    # The teacher (an EMA of the student) is what the run exports; the student is kept beside it.
+    assert result.model is result.module.teacher and result.model is not result.module.student
+    assert (result.final_dir / "student" / "config.json").is_file()
 
 
-def test_training_is_reproducible_per_seed():
+def test_training_is_reproducible_per_seed(tmp_path):
     clip, clap, _ = _pairs(120)
-    kwargs = dict(batch_size=40, lr=1e-3, val_fraction=0.0, device="cpu", progress=False)
-    a = train_manifold(clip, clap, SMALL, 1, seed=7, **kwargs)
-    b = train_manifold(clip, clap, SMALL, 1, seed=7, **kwargs)
+    kwargs = dict(batch_size=40, lr=1e-3, val_fraction=0.0, seed=7)
+    a = train_manifold(tmp_path, clip, clap, 1, run="a", **kwargs)
+    b = train_manifold(tmp_path, clip, clap, 1, run="b", **kwargs)
     for (name, pa), pb in zip(a.model.state_dict().items(), b.model.state_dict().values(), strict=True):
         assert torch.equal(pa, pb), name
 
@@ -133,8 +136,8 @@ def test_ema_update_and_rampup_math():
     assert sigmoid_rampup(10, 10) == 1.0 and sigmoid_rampup(3, 0) == 1.0
 
 
-def test_bad_training_input_is_an_input_error():
-    with pytest.raises(InputError, match="expects 32/24"):
-        train_manifold(torch.randn(10, 30), torch.randn(10, 24), SMALL, 1, device="cpu", progress=False)
+def test_bad_training_input_is_an_input_error(tmp_path):
+    with pytest.raises(InputError, match="clip_dim is 32 but the data's clip has 30"):
+        train_manifold(tmp_path, torch.randn(10, 30), torch.randn(10, 24), 1, batch_size=5, lr=1e-3)
     with pytest.raises(InputError, match="projector_widths"):
         ManifoldConfig(projector_widths=())

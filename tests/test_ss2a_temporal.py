@@ -1,9 +1,13 @@
 """Temporal aggregation: positions, padding, save/load, and learning a time-dependent target."""
 
+import dataclasses
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 
+from foleykit.api import train
 from foleykit.errors import InputError
 from foleykit.modules.temporal import (
     TemporalAggregator,
@@ -11,7 +15,6 @@ from foleykit.modules.temporal import (
     evenly_spaced_frame_indices,
     sinusoidal_table,
 )
-from foleykit.training.ss2a_temporal import evaluate_temporal, train_temporal
 
 SMALL = TemporalConfig(
     clap_dim=16, num_frames=8, num_layers=1, num_heads=4, dropout=0.0, position_resolution=32
@@ -84,24 +87,19 @@ def test_trainer_learns_a_target_that_depends_on_time(tmp_path):
     g = torch.Generator().manual_seed(0)
     frames = F.normalize(torch.randn(700, 8, 16, generator=g), dim=-1)
     target = F.normalize(frames[:, 6:].mean(1), dim=-1)
-    result = train_temporal(
-        frames[:600],
-        target[:600],
-        SMALL,
-        15,
-        batch_size=50,
-        lr=1e-2,
-        val_fraction=0.0,
-        seed=0,
-        device="cpu",
-        progress=False,
-        log_path=tmp_path / "log.jsonl",
-    )
+    result = train("temporal", {"frame_claps": frames[:600], "target_clap": target[:600]}, tmp_path / "run",
+                   model=dataclasses.asdict(SMALL),
+                   trainer={"epochs": 15, "batch_size": 50, "optimizer": {"lr": 1e-2}, "val_fraction": 0.0,
+                            "tensorboard": False},
+                   seed=0, device="cpu", progress=False)
     average = F.cosine_similarity(F.normalize(frames[600:].mean(1), dim=-1), target[600:]).mean().item()
-    learned = evaluate_temporal(result.model, frames[600:], target[600:])
+    with torch.no_grad():
+        learned = F.cosine_similarity(result.model.eval().aggregate(frames[600:]), target[600:]).mean().item()
     assert learned > average + 0.15, (average, learned)
-    assert result.history[-1].cosine > result.history[0].cosine
-    assert len((tmp_path / "log.jsonl").read_text().splitlines()) == 15  # one JSON line per epoch
+    history = result.history
+    assert history[-1]["train_cosine_distance"] < history[0]["train_cosine_distance"]
+    epochs = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs if e["kind"] == "epoch"] == list(range(1, 16))  # one record per epoch
 
 
 def _segment_centres(n: int, start: float, end: float) -> torch.Tensor:

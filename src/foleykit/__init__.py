@@ -1,6 +1,7 @@
 """foleykit: generate the sound of a picture.
 
-The Python API mirrors the CLI: ``foleykit.generate(...)`` is ``foleykit generate``. Heavy modules
+The Python API mirrors the CLI: ``foleykit.generate(...)`` is ``foleykit generate``, ``foleykit.train(...)``
+is ``foleykit train TASK``. Heavy modules
 (torch, transformers) load on first use, so ``import foleykit`` stays fast.
 """
 
@@ -8,18 +9,14 @@ from __future__ import annotations
 
 __version__ = "0.1.0"
 
-__all__ = ["generate", "load_pipeline", "train_mapper", "resolve_model_set", "__version__"]
+__all__ = ["generate", "load_pipeline", "train", "resolve_model_set", "__version__"]
 
 
 def __getattr__(name: str):
-    if name in ("generate", "load_pipeline"):
+    if name in ("generate", "load_pipeline", "train"):
         from . import api
 
         return getattr(api, name)
-    if name == "train_mapper":
-        from .training.mapper import train_mapper
-
-        return train_mapper
     if name == "resolve_model_set":
         from .model_sets import resolve_model_set
 

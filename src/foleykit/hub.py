@@ -46,6 +46,13 @@ def _patterns(subfolder: str | None, base: list[str]) -> list[str]:
     return ["*.json"] + [f"{subfolder}/{p.removeprefix('**/')}" for p in base if not p.startswith("**/")]
 
 
+def wanted_suffixes(*, with_bin: bool = False) -> tuple[str, ...]:
+    """File suffixes a model folder is loaded from (configs, tokenizers, weights): the same set as the
+    download patterns above, so a folder fetched by ``foleykit models download`` resolves offline."""
+    base = _ALLOW_PATTERNS + (_BIN_PATTERNS if with_bin else [])
+    return tuple(sorted({p.rsplit("*", 1)[-1] for p in base}))
+
+
 def resolve_pretrained(ref: str, *, revision: str | None = None, subfolder: str | None = None) -> tuple[Path, str]:
     """Return (local folder, revision label) for ``ref``.
 

@@ -1,8 +1,8 @@
 """Named model sets: which foundation models foleykit loads, and the offline ``tiny`` stand-ins.
 
-A model set maps *roles* (``clip``, ``clip_mapper``, ``clap``, ``audioldm``, ``mapper``) to model
-references. A reference is a hub id (``openai/clip-vit-large-patch14``) or a local directory in the
-hub layout. Three kinds of set exist:
+A model set maps *roles* (``clip``, ``clip_mapper``, ``clap``, ``clap_judge``, ``audioldm``,
+``mapper``) to model references. A reference is a hub id (``openai/clip-vit-large-patch14``) or a
+local directory in the hub layout. Three kinds of set exist:
 
 * ``default``: the hub ids of the papers' checkpoints (needs the hub, or a filled HF cache).
 * ``tiny``: deterministic tiny random models of the *same classes*, built in code once into a local
@@ -10,6 +10,17 @@ hub layout. Three kinds of set exist:
   They make every code path runnable offline (tests, CI, the quick start without hub access).
 * a directory: a folder with ``model_set.json`` ({role: relative dir or hub id}), or with one
   sub-folder per role named as in the ``tiny`` layout.
+
+Two CLAPs, two jobs (one CLAP currency):
+
+* ``clap``: AudioLDM's *own* CLAP, the space the generator was trained on. Its text tower is the
+  generator checkpoint's ``text_encoder`` (always available with ``audioldm``); its audio tower is
+  converted from the original AudioLDM checkpoint by ``foleykit models import-audioldm-clap`` into a
+  transformers ``ClapModel`` folder. The ``default`` set looks for that folder at
+  :func:`audioldm_clap_dir` (``$FOLEYKIT_AUDIOLDM_CLAP``, else ``$FOLEYKIT_CACHE/audioldm-clap``);
+  ``clap`` is None while it is absent (text paths still work, audio-conditioned paths say how to convert).
+* ``clap_judge``: ``laion/clap-htsat-unfused``, another training run (another space), used only as
+  the independent judge of ``foleykit evaluate`` (CLAP score, C-FAD). Never fed to the generator.
 
 The real-size architecture configs are kept here too (:func:`real_size_configs`) so benchmarks can
 build full-size models with random weights.
@@ -28,18 +39,22 @@ from .encoders.tiny_vocab import byte_level_vocab, clip_vocab
 from .errors import InputError
 
 #: Bump when the tiny stand-ins change, so stale caches are rebuilt.
-TINY_VERSION = "7"
+TINY_VERSION = "8"
 
 DEFAULT_MODELS: dict[str, str] = {
     # SS2A and Sounding-that-Object use ViT-L/14 (768-d joint space).
     "clip": "openai/clip-vit-large-patch14",
     # V2A-Mapper uses ViT-B/32 (512-d joint space).
     "clip_mapper": "openai/clip-vit-base-patch32",
-    # The CLAP space AudioLDM was trained on (HTSAT-tiny audio tower, RoBERTa text tower).
-    "clap": "laion/clap-htsat-unfused",
     # AudioLDM-S components (unet, vae, vocoder, scheduler, text_encoder, tokenizer) by subfolder.
     "audioldm": "cvssp/audioldm-s-full-v2",
 }
+
+#: The independent judge of ``foleykit evaluate`` (LAION's 630k-audioset run: not AudioLDM's space).
+DEFAULT_CLAP_JUDGE = "laion/clap-htsat-unfused"
+
+#: Where ``foleykit models import-audioldm-clap`` writes by default and the ``default`` set looks.
+AUDIOLDM_CLAP_DIRNAME = "audioldm-clap"
 
 #: Optional roles used by some methods (SS2A perception, Sounding-that-Object). Kept in
 #: ``ModelSet.extra``; each has a tiny builder registered in ``EXTRA_TINY_BUILDERS``.
@@ -53,7 +68,8 @@ DEFAULT_EXTRA_MODELS: dict[str, str] = {
 ROLE_DIRS: dict[str, str] = {
     "clip": "clip-vit-large-patch14",
     "clip_mapper": "clip-vit-base-patch32",
-    "clap": "clap-htsat-unfused",
+    "clap": "audioldm-clap",
+    "clap_judge": "clap-htsat-unfused",
     "audioldm": "audioldm-s-full-v2",
     "mapper": "v2a-mapper",
     "sam": "sam-vit-base",
@@ -75,15 +91,17 @@ EXTRA_TINY_BUILDERS: dict[str, str] = {
 
 @dataclass(frozen=True)
 class ModelSet:
-    """Where each role's weights come from. ``mapper`` is None when no trained mapper is known."""
+    """Where each role's weights come from. ``mapper`` is None when no trained mapper is known;
+    ``clap`` (AudioLDM's own CLAP, both towers) is None when it has not been converted yet."""
 
     name: str
     clip: str
     clip_mapper: str
-    clap: str
+    clap: str | None
     audioldm: str
     mapper: str | None = None
     extra: dict[str, str] = field(default_factory=dict)
+    clap_judge: str = DEFAULT_CLAP_JUDGE
 
     def to_dict(self) -> dict[str, object]:
         return asdict(self)
@@ -97,6 +115,15 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")).expanduser() / "foleykit"
 
 
+def audioldm_clap_dir() -> Path:
+    """Where the converted AudioLDM CLAP lives for the ``default`` set: ``$FOLEYKIT_AUDIOLDM_CLAP``,
+    else ``$FOLEYKIT_CACHE/audioldm-clap`` (``~/.cache/foleykit/audioldm-clap``)."""
+    env = os.environ.get("FOLEYKIT_AUDIOLDM_CLAP")
+    if env:
+        return Path(env).expanduser()
+    return default_cache_dir() / AUDIOLDM_CLAP_DIRNAME
+
+
 def resolve_model_set(models: str | os.PathLike | None = None, *, cache_dir: str | os.PathLike | None = None) -> ModelSet:
     """Turn ``default`` / ``tiny`` / a directory into a :class:`ModelSet`.
 
@@ -106,7 +133,9 @@ def resolve_model_set(models: str | os.PathLike | None = None, *, cache_dir: str
         models = os.environ.get("FOLEYKIT_MODELS", "default")
     models = str(models)
     if models == "default":
-        return ModelSet(name="default", **DEFAULT_MODELS, extra=dict(DEFAULT_EXTRA_MODELS))
+        own = audioldm_clap_dir()
+        clap = str(own) if (own / "config.json").is_file() else None
+        return ModelSet(name="default", **DEFAULT_MODELS, clap=clap, extra=dict(DEFAULT_EXTRA_MODELS))
     if models in ("tiny", "debug"):
         root = Path(cache_dir) if cache_dir is not None else default_cache_dir()
         return _model_set_from_dir(build_tiny_model_set(root / f"tiny-v{TINY_VERSION}"), name="tiny")
@@ -133,23 +162,24 @@ def _model_set_from_dir(path: Path, *, name: str) -> ModelSet:
         for role, sub in ROLE_DIRS.items():
             if (path / sub).is_dir():
                 roles[role] = str(path / sub)
-    missing = [r for r in ("clip", "clap", "audioldm") if r not in roles]
+    missing = [r for r in ("clip", "audioldm") if r not in roles]
     if missing:
         raise InputError(
             f"model-set directory {path} has no {', '.join(missing)}: add model_set.json or sub-folders "
             f"named {', '.join(ROLE_DIRS[r] for r in missing)}"
         )
     roles.setdefault("clip_mapper", roles["clip"])
-    known = {"clip", "clip_mapper", "clap", "audioldm", "mapper"}
+    known = {"clip", "clip_mapper", "clap", "clap_judge", "audioldm", "mapper"}
     extra = {k: v for k, v in roles.items() if k not in known}
     return ModelSet(
         name=name,
         clip=roles["clip"],
         clip_mapper=roles["clip_mapper"],
-        clap=roles["clap"],
+        clap=roles.get("clap"),
         audioldm=roles["audioldm"],
         mapper=roles.get("mapper"),
         extra=extra,
+        clap_judge=roles.get("clap_judge", DEFAULT_CLAP_JUDGE),
     )
 
 
@@ -176,10 +206,13 @@ def build_tiny_model_set(root: str | os.PathLike) -> Path:
     try:
         _write_tiny_clip(tmp / ROLE_DIRS["clip"], projection_dim=768, patch_size=14, seed=0)
         _write_tiny_clip(tmp / ROLE_DIRS["clip_mapper"], projection_dim=512, patch_size=32, seed=1)
-        _write_tiny_clap(tmp / ROLE_DIRS["clap"], seed=2)
+        # The LAION-like judge and the generator's text tower are different random models (two
+        # spaces, as in reality); the tiny "AudioLDM own CLAP" shares the generator's text tower.
+        _write_tiny_clap(tmp / ROLE_DIRS["clap_judge"], seed=2)
         _write_tiny_audioldm(tmp / ROLE_DIRS["audioldm"], seed=3)
+        _write_tiny_clap(tmp / ROLE_DIRS["clap"], seed=5, text_tower_from=tmp / ROLE_DIRS["audioldm"] / "text_encoder")
         _write_tiny_mapper(tmp / ROLE_DIRS["mapper"], seed=4)
-        roles = {role: ROLE_DIRS[role] for role in ("clip", "clip_mapper", "clap", "audioldm", "mapper")}
+        roles = {role: ROLE_DIRS[role] for role in ("clip", "clip_mapper", "clap", "clap_judge", "audioldm", "mapper")}
         for i, (role, target) in enumerate(EXTRA_TINY_BUILDERS.items()):
             builder = _import_builder(target)
             if builder is None:
@@ -264,7 +297,9 @@ def tiny_clap_text_config(vocab_size: int) -> dict:
     )
 
 
-def _write_tiny_clap(path: Path, *, seed: int) -> None:
+def _write_tiny_clap(path: Path, *, seed: int, text_tower_from: Path | None = None) -> None:
+    """A tiny ``ClapModel`` folder; ``text_tower_from``: a ``ClapTextModelWithProjection`` folder whose
+    weights become its text tower (``text_model.*``, ``text_projection.*``: the same names)."""
     import torch
     from transformers import ClapConfig, ClapFeatureExtractor, ClapModel, RobertaTokenizer
 
@@ -285,6 +320,13 @@ def _write_tiny_clap(path: Path, *, seed: int) -> None:
     )
     torch.manual_seed(seed)
     model = ClapModel(config).eval()
+    if text_tower_from is not None:
+        from transformers import ClapTextModelWithProjection
+
+        tower = ClapTextModelWithProjection.from_pretrained(str(text_tower_from)).state_dict()
+        missing, unexpected = model.load_state_dict(tower, strict=False)
+        if unexpected or any(k.startswith(("text_model.", "text_projection.")) for k in missing):
+            raise RuntimeError(f"tiny CLAP text tower does not fit: {unexpected or missing}")
     model.save_pretrained(path)
     tokenizer.save_pretrained(path)
     ClapFeatureExtractor(truncation="rand_trunc", padding="repeatpad").save_pretrained(path)

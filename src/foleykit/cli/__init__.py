@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Annotated, Optional
 
 import typer
 
@@ -36,6 +37,27 @@ __all__ = ["app", "main"]
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Generate the sound of a picture: image/video in, soundtrack out.")
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"foleykit {version('foleykit')}")
+        except PackageNotFoundError:  # a source checkout that was never installed
+            typer.echo("foleykit (not installed: version unknown)")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[Optional[bool], typer.Option("--version", callback=_version, is_eager=True,
+                                                    help="Print foleykit's version and exit.")] = None,
+) -> None:
+    """Generate the sound of a picture: image/video in, soundtrack out."""
+
+
 app.add_typer(_generate_verb.commands)
 app.add_typer(_app_verb.commands)
 app.add_typer(_evaluate_verbs.commands)

@@ -6,7 +6,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from .options import Device, Models
+from .options import Device, Loudness, Models
 
 commands = typer.Typer()
 
@@ -20,8 +20,17 @@ def app_cmd(
     mapper: Annotated[Optional[str], typer.Option(help="Trained V2A-Mapper folder (mapper).")] = None,
     workdir: Annotated[Optional[Path], typer.Option(help="The app's work folder (uploads, results); default: a temp folder.")] = None,
     device: Device = "auto",
+    auth: Annotated[Optional[str], typer.Option(metavar="USER:PASSWORD", envvar="FOLEYKIT_APP_AUTH", help="Ask for this user and password before serving the page (gradio auth); for a shared deployment. Env FOLEYKIT_APP_AUTH keeps it out of the process list.")] = None,
+    loudness: Loudness = None,
 ) -> None:
-    """Start the web app: upload a picture, click the objects that should sound, listen, download."""
-    from ..app import launch_app
+    """Start the web app: upload a picture, click the objects that should sound, listen, download.
 
-    launch_app(models=models, host=host, port=port, grounding=grounding, mapper=mapper, workdir=workdir, device=device)
+    Each request takes at most 8 sources (clicked objects, text lines and audio clips together), texts of
+    at most 200 characters. Binding to an address other than loopback prints a warning (use --auth).
+    The users' files in the work folder are removed when the server stops (Ctrl-C or SIGTERM).
+    """
+    from ..app.main import launch_app, parse_auth
+
+    credentials = parse_auth(auth)  # a malformed value fails here, before anything loads
+    launch_app(models=models, host=host, port=port, grounding=grounding, mapper=mapper, workdir=workdir, device=device,
+               auth=credentials, loudness=loudness)

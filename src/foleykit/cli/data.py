@@ -1,5 +1,6 @@
 """Dataset-scale verbs: ``foleykit extract`` (embeddings of a manifest), ``curate`` (the single-source
-clips), ``batch-generate`` (a sound for every item); each reads a manifest, calls the library and prints a summary."""
+clips), ``build-data`` (a trainer's tensors from an extraction), ``batch-generate`` (a sound for every item);
+each reads a manifest, calls the library and prints a summary."""
 
 # No ``from __future__ import annotations``: typer reads the annotations at runtime.
 import inspect
@@ -36,9 +37,12 @@ from .options import (
 
 commands = typer.Typer()
 
+MediaDir = Annotated[Optional[Path], typer.Option(help="jsonl manifests (e.g. from `foleykit protocol`): folder holding <id>.mp4/.jpg/.png/.wav for items that name no media.")]
+
 
 def read_manifest_for_cli(path: Path, fmt: str = "auto", *, video_dir: Path | None = None,
-                          image_dir: Path | None = None, audio_dir: Path | None = None, split: str | None = None):
+                          image_dir: Path | None = None, audio_dir: Path | None = None, split: str | None = None,
+                          media_dir: Path | None = None):
     """Read a manifest passing only the folder options its format understands; ``split`` filters."""
     from ..data.manifests import detect_format, read_manifest
 
@@ -50,7 +54,7 @@ def read_manifest_for_cli(path: Path, fmt: str = "auto", *, video_dir: Path | No
     if reader is None:
         raise InputError(f"unknown manifest format {fmt!r}")
     accepted = set(inspect.signature(reader).parameters)
-    given = {"video_dir": video_dir, "image_dir": image_dir, "audio_dir": audio_dir}
+    given = {"video_dir": video_dir, "image_dir": image_dir, "audio_dir": audio_dir, "media_dir": media_dir}
     opts = {k: v for k, v in given.items() if v is not None}
     unsupported = sorted(k for k in opts if k not in accepted)
     if unsupported:
@@ -148,6 +152,8 @@ def extract_cmd(
         typer.echo(f"{res.num_noted} items kept with a note (e.g. no box and no detection: zero crops); "
                    "EmbeddingStore(OUTPUT).notes lists them")
     typer.echo(f"wrote {res.out_dir}")
+    if res.num_items and not res.num_extracted:
+        raise InputError(f"{manifest}: none of its {res.num_items} items could be read (see the reasons above)")
 
 
 # ------------------------------------------------------------------------------------------------
@@ -165,6 +171,11 @@ def _load_detector(spec: str, *, models: Optional[str] = None, device: str = "au
     if ":" not in spec:
         raise InputError(f"--detector must be 'owlv2' or module:function returning a detector callable, got {spec!r}")
     module, func = spec.split(":", 1)
+    import os
+    import sys
+
+    if os.getcwd() not in sys.path and "" not in sys.path:  # a module in the current folder (as `python -m` finds it)
+        sys.path.insert(0, os.getcwd())
     try:
         factory = getattr(importlib.import_module(module), func)
     except (ImportError, AttributeError) as exc:
@@ -242,7 +253,7 @@ def batch_generate_cmd(
     preset: Preset = "fast",
     guidance: Guidance = None,
     candidates: Candidates = 1,
-    frames: Annotated[int, typer.Option(help="Video frames averaged per 10 s window.")] = 16,
+    frames: Annotated[Optional[int], typer.Option(help="Video frames per 10 s window (default as generate: sources 64, else 16).")] = None,
     suffix: Annotated[str, typer.Option(help=".wav | .flac | .mp4 (video items muxed; images get .wav)")] = ".wav",
     skip_existing: Annotated[bool, typer.Option("--skip-existing/--no-skip-existing", help="Keep the outputs this same run already made (resume); a folder of a run with other settings (manifest, generation settings, models) is refused. --no-skip-existing regenerates every item.")] = True,
     format: Format = "auto",
@@ -256,15 +267,24 @@ def batch_generate_cmd(
     ray_address: RayAddress = None,
     actors: Actors = None,
     gpus_per_actor: GpusPerActor = 0.0,
+    media_dir: MediaDir = None,
+    ss2a: Annotated[Optional[str], typer.Option(help="sources: SS2A bundle folder (or the released ssv2a.pth).")] = None,
+    grounding: Annotated[Optional[str], typer.Option(help="objects: trained grounding module folder.")] = None,
+    threads: Annotated[Optional[int], typer.Option(help="torch threads while generating (default: all; Ray: one per actor CPU). The same number on both paths makes single-process and --ray outputs bit-identical.")] = None,
     quiet: Quiet = False,
 ) -> None:
-    """Generate a sound for every item of a manifest (resumable with --skip-existing)."""
+    """Generate a sound for every item of a manifest (resumable with --skip-existing).
+
+    objects/sources take each item's own prompts from manifest columns: clicks "X,Y;X,Y",
+    boxes "X0,Y0,X1,Y1;..." (pixels), texts "rain|dog barking". Exits 1 when any item failed."""
     from ..distributed.batch import BatchGenerateConfig, batch_generate
 
     cfg = BatchGenerateConfig(method=method, models=models, mapper=mapper, seed=seed, duration=duration, steps=steps,
                               preset=preset, guidance=guidance, candidates=candidates, frames=frames, device=device,
-                              dtype=dtype, suffix=suffix, skip_existing=skip_existing)
-    m = read_manifest_for_cli(manifest, format, video_dir=video_dir, image_dir=image_dir, audio_dir=audio_dir, split=split)
+                              dtype=dtype, suffix=suffix, skip_existing=skip_existing, ss2a=ss2a, grounding=grounding,
+                              threads=threads)
+    m = read_manifest_for_cli(manifest, format, video_dir=video_dir, image_dir=image_dir, audio_dir=audio_dir,
+                              split=split, media_dir=media_dir)
     if ray or ray_address:
         from ..distributed.ray_jobs import ray_batch_generate
 
@@ -276,6 +296,59 @@ def batch_generate_cmd(
                f"in {rep.seconds:.1f} s")
     if rep.fingerprint:
         typer.echo(f"run fingerprint: {rep.fingerprint['value'][:16]} (batch_run.json)")
-    for s in [s for s in rep.statuses if s.status == "failed"][:10]:
+    failed = [s for s in rep.statuses if s.status == "failed"]
+    for s in failed[:10]:
         typer.echo(f"  failed {s.id}: {s.reason}")
     typer.echo(f"wrote {rep.report_path}")
+    if failed:
+        reasons: dict[str, int] = {}
+        for s in failed:
+            reasons[s.reason or "?"] = reasons.get(s.reason or "?", 0) + 1
+        top = max(reasons, key=reasons.get)
+        typer.echo(f"foleykit: error: {len(failed)} of {rep.total} items failed (most often: {top}); "
+                   f"the list is in {rep.report_path}", err=True)
+        raise typer.Exit(1)
+
+
+# ------------------------------------------------------------------------------------------------
+# build-data
+# ------------------------------------------------------------------------------------------------
+
+
+@commands.command("build-data")
+def build_data_cmd(
+    task: Annotated[str, typer.Argument(help="remixer | temporal | grounding: whose training data to build.")],
+    extraction: Annotated[Path, typer.Argument(help="Extraction folder (remixer: extract_ss2a_scenes; temporal: extract_ss2a; grounding: extract_grounding).")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="The tensors file to write (.safetensors).")],
+    manifold: Annotated[Optional[Path], typer.Option(help="remixer: trained manifold folder that makes the source codes.")] = None,
+    ss2a: Annotated[Optional[Path], typer.Option(help="temporal: SS2A bundle folder with trained manifold/ and remixer/.")] = None,
+    manifest: Annotated[Optional[Path], typer.Option(help="grounding: the manifest the extraction was made from (its audio becomes latents).")] = None,
+    models: Models = None,
+    seconds: Annotated[float, typer.Option(help="grounding: seconds of audio per item (AudioLDM: 10.24).")] = 10.24,
+    seed: Annotated[int, typer.Option(help="temporal: Cycle Mix seed.")] = 0,
+    media_dir: MediaDir = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace OUTPUT if it exists.")] = False,
+) -> None:
+    """Build exactly the tensors file a trainer reads from an extraction (and trained modules)."""
+    from ..training.builders import BUILD_TASKS, build_grounding_pairs, build_remixer_scenes, build_temporal_windows
+
+    if task not in BUILD_TASKS:
+        raise InputError(f"build-data: task must be one of {', '.join(BUILD_TASKS)}, got {task!r}")
+    if output.exists() and not overwrite:
+        raise InputError(f"{output} exists; pass --overwrite to replace it")
+    need = {"remixer": ("--manifold", manifold), "temporal": ("--ss2a", ss2a), "grounding": ("--manifest", manifest)}
+    flag, value = need[task]
+    if value is None:
+        raise InputError(f"build-data {task} needs {flag}")
+    if task == "remixer":
+        path = build_remixer_scenes(extraction, output, manifold=manifold)
+    elif task == "temporal":
+        path = build_temporal_windows(extraction, output, ss2a=ss2a, seed=seed)
+    else:
+        m = read_manifest_for_cli(manifest, media_dir=media_dir)
+        path = build_grounding_pairs(extraction, output, manifest=m, models=models, seconds=seconds)
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        shapes = {k: list(f.get_slice(k).get_shape()) for k in f.keys()}
+    typer.echo(f"wrote {path}: {json.dumps(shapes)}")

@@ -17,6 +17,7 @@ from .options import (
     OverwriteOutput,
     Preset,
     Quiet,
+    Loudness,
     Steps,
 )
 
@@ -26,7 +27,7 @@ commands = typer.Typer()
 @commands.command()
 def generate(
     input: Annotated[Path, typer.Argument(help="Image (jpg/png/...) or video (mp4/mov/...).")],
-    output: Annotated[Path, typer.Option("-o", "--output", help="Output .wav/.flac, or .mp4 for a video input.")],
+    output: Annotated[Path, typer.Option("-o", "--output", help="Output .wav/.flac, or .mp4 (a video: its video with the new sound, cut to the sound's length; an image: a still video).")],
     method: Annotated[Optional[str], typer.Option(help="mapper | objects | sources (default: sources when --audio/--stereo/--image/--mask/--ss2a is given, objects when --click/--box/--text is, else mapper).")] = None,
     models: Models = None,
     mapper: Mapper = None,
@@ -63,8 +64,22 @@ def generate(
     cycle_rounds: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix rounds (default 4).")] = None,
     cycle_samples: Annotated[Optional[int], typer.Option(help="sources: Cycle Mix candidates per round (default 16).")] = None,
     criterion: Annotated[str, typer.Option(help="sources: Cycle Mix selection, spread (released) | relevance.")] = "spread",
+    loudness: Loudness = None,
+    stems_relative: Annotated[bool, typer.Option("--stems-relative", help="objects/sources: level the stems by one common gain (the mix's), keeping their relative levels; default: each stem on its own.")] = False,
+    route: Annotated[str, typer.Option(help="objects/sources: auto (the trained or released module when given or in the model set, else training-free) | trained | released (sources: --ss2a ssv2a.pth) | training-free.")] = "auto",
+    vocabulary: Annotated[Optional[str], typer.Option(help="training-free route: the bridge's vocabulary, sounds (AudioSet + VGGSound, default) | objects | a text file (one name per line).")] = None,
+    bridge_top_k: Annotated[Optional[int], typer.Option(help="training-free route: vocabulary words mixed per source (default 3).")] = None,
+    bridge_temperature: Annotated[Optional[float], typer.Option(help="training-free route: softmax temperature over the words' CLIP similarities (default 0.01).")] = None,
+    original_audio: Annotated[str, typer.Option("--original-audio", help="video to .mp4: the video's own soundtrack is replaced (default), kept under the new one, or ducked (lowered by --duck-db).")] = "replace",
+    duck_db: Annotated[Optional[float], typer.Option("--duck-db", help="--original-audio duck: dB the original is lowered by (default 12).")] = None,
+    keep_candidates: Annotated[bool, typer.Option("--keep-candidates", help="mapper, --candidates >= 2, one window (<= 10.24 s): also write every candidate (<output>.candidate-NN.wav) with its CLAP score in the sidecar.")] = False,
+    negative: Annotated[Optional[str], typer.Option("--negative", help="A negative prompt: guidance steers away from this text (the generator's own CLAP text tower; default: none).")] = None,
 ) -> None:
-    """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds)."""
+    """Generate the sound of an image or a video (objects: --click/--box/--text select what sounds).
+
+    Budget per request: at most 16 sources of all kinds together (--click, --box, --text, --audio,
+    --image, --mask), each text at most 300 characters.
+    """
     from ..api import generate as api_generate
 
     if method is None:
@@ -80,12 +95,21 @@ def generate(
         audios=[str(a) for a in audio or []], images=[str(i) for i in image or []], masks=list(mask or []),
         stereo=stereo, text_mode=text_mode, ss2a=ss2a, detect=detect, threshold=threshold,
         max_detections=max_detections, detector_size=detector_size, max_sources=max_sources,
-        cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion,
+        cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, criterion=criterion, loudness=loudness,
+        stems_relative=stems_relative, route=route, vocabulary=vocabulary, bridge_top_k=bridge_top_k,
+        bridge_temperature=bridge_temperature, original_audio=original_audio, duck_db=duck_db, negative=negative,
+        keep_candidates=keep_candidates,
     )
+    grounding_record = res.sound.record.get("grounding") or {}
+    if method == "objects" and grounding_record.get("trained") is False:
+        typer.echo(f"warning: {grounding_record.get('note')}", err=True)
     for path in res.outputs:
         typer.echo(f"wrote {path} ({res.sound.duration_s:.2f} s, {res.sound.sample_rate} Hz)")
     if res.sidecar is not None:
         typer.echo(f"wrote {res.sidecar}")
     for note in res.sound.record.get("notes", []):
         typer.echo(f"note: {note}", err=True)
+    route_rec = res.sound.record.get("route")
+    if route_rec:  # objects, sources: which route ran and why (pipelines/training_free.py)
+        typer.echo(f"route: {route_rec['name']} ({route_rec['why']})")
     typer.echo(f"seed: {res.seed}")

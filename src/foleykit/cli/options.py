@@ -28,6 +28,10 @@ Steps = Annotated[Optional[int], typer.Option(help="Diffusion steps (default: fr
 Preset = Annotated[str, typer.Option(help="paper (DDIM 200, eta 1, guidance 2.5) | fast (DPM-Solver++ 10, diffusion mapper 25).")]
 Guidance = Annotated[Optional[float], typer.Option(help="Classifier-free guidance scale (default: preset).")]
 Candidates = Annotated[int, typer.Option(help="Clips drawn; the one closest in CLAP to the condition is kept.")]
+Loudness = Annotated[Optional[float], typer.Option(
+    metavar="LUFS", help="Loudness of the outputs in LUFS (ITU-R BS.1770, e.g. -23 EBU R128, -14 streaming), true "
+                         "peak <= -1 dBTP (a sound that cannot reach it stays quieter, with a note); default: each file "
+                         "peak-normalised to -1 dBFS.")]
 
 # ---- manifests (extract, curate, batch-generate) ------------------------------------------------
 

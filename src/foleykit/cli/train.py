@@ -1,8 +1,8 @@
 """``foleykit train mapper | manifold | remixer | temporal | grounding | run``: the accelerate trainer
 (:mod:`foleykit.training.trainer`: resume, validation, metrics.jsonl/TensorBoard, mixed precision, accumulation).
 
-Each command reads the task's run file (``configs/``), applies its options and then ``--set`` (last wins),
-and runs :func:`foleykit.training.accelerate_config.run_training`.
+Each task command is :func:`foleykit.api.train`: the task's run file (``configs/``), then the command's
+options, then ``--set`` (last wins). ``train run`` trains from a run file of any task.
 """
 
 # No ``from __future__ import annotations``: typer reads the annotations at runtime.
@@ -43,35 +43,7 @@ from .options import (
 train_app = typer.Typer(no_args_is_help=True, help="Train foleykit's learnable modules on cached embeddings "
                         "(accelerate: resume, validation, metrics.jsonl/TensorBoard, mixed precision, accumulation).")
 
-TASKS = ("mapper", "manifold", "remixer", "temporal", "grounding")
-_DEFAULT_RUN_FILES = {"manifold": "manifold_ss2a", "remixer": "remixer_ss2a", "temporal": "temporal_ss2a",
-                      "grounding": "grounding_sto", "mapper": "mapper_v2a"}
 _NULL = object()  # an explicit null in the run file (e.g. "take this size from the data")
-
-def _json_value(v: Any) -> str:
-    if v is _NULL:
-        return "null"
-    if isinstance(v, Path):
-        return json.dumps(str(v))
-    if isinstance(v, tuple):
-        v = list(v)
-    return json.dumps(v)
-
-
-def _device_sets(device: str) -> dict[str, Any]:
-    if device == "auto":
-        return {}
-    if device == "cpu":
-        return {"trainer.cpu": True}
-    import torch
-
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: no CUDA device is available")
-    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
-        raise InputError("--device mps: no MPS device is available")
-    if device not in ("cuda", "mps"):
-        raise InputError(f"--device must be auto, cpu, cuda or mps, got {device!r}")
-    return {}
 
 
 def _report_training(res) -> None:
@@ -83,7 +55,10 @@ def _report_training(res) -> None:
     if res.history:
         last = {k: (round(v, 5) if isinstance(v, float) else v) for k, v in res.history[-1].items()}
         typer.echo(f"last epoch: {json.dumps(last)}")
-    if res.stopped_early:
+    if res.stopped_early and res.final_dir is not None:
+        typer.echo(f"stopped at step {res.global_step} (--max-steps); wrote {res.final_dir} (the run folder "
+                   f"{res.output_dir} loads as the model too); rerun without --max-steps (or a larger one) to continue")
+    elif res.stopped_early:
         typer.echo(f"stopped at step {res.global_step}; rerun the same command to continue from {res.output_dir}")
     elif res.final_dir is not None:
         typer.echo(f"wrote {res.final_dir} (the run folder {res.output_dir} loads as the model too)")
@@ -137,38 +112,27 @@ def _train_task(task: str, *, data_arg: Optional[Path], data: Optional[Path], ou
                 checkpoint_every: Optional[int], tensorboard: Optional[bool], device: str,
                 set_: Optional[list[str]], resume: bool, overwrite: bool, quiet: bool,
                 model: Optional[dict[str, Any]] = None, options: Optional[dict[str, Any]] = None,
-                extra: Optional[dict[str, Any]] = None) -> None:
-    """``foleykit train TASK``: the run file, then the command's options, then ``--set`` (last wins)."""
-    from ..training.accelerate_config import find_config, read_config_file
+                manifold: Optional[Path] = None, models: Optional[str] = None) -> None:
+    """``foleykit train TASK`` through :func:`foleykit.api.train`: the run file, then the command's options
+    (those not given leave the run file's), then ``--set`` (last wins)."""
+    from ..api import train
 
-    name = config or _DEFAULT_RUN_FILES[task]
-    cfg = read_config_file(find_config(name))
-    if cfg.get("task") != task:
-        raise InputError(f"run file {name} is for task {cfg.get('task')!r}, not {task!r}")
     if data_arg is not None and data is not None and Path(data_arg) != Path(data):
         raise InputError(f"training data given twice ({data_arg} and --data {data}); give one")
-    data = data if data is not None else data_arg
-    if seed is not None and seed < 0:
-        from ..seeding import resolve_seed
 
-        seed = resolve_seed(None)
-    pairs: dict[str, Any] = {
-        "data.train": data, "data.val": val_data, "trainer.output_dir": output, "trainer.epochs": epochs,
-        "trainer.batch_size": batch_size, "trainer.optimizer.lr": lr, "trainer.grad_accum_steps": grad_accum,
-        "trainer.mixed_precision": mixed_precision, "trainer.seed": seed, "trainer.max_steps": max_steps,
-        "trainer.val_fraction": val_fraction, "trainer.checkpoint_every_steps": checkpoint_every,
-        "trainer.tensorboard": tensorboard,
-    }
-    model = {k: v for k, v in (model or {}).items() if v is not None}
-    if task == "mapper" and "kind" in model and "depth" not in model \
-            and model["kind"] != (cfg.get("model") or {}).get("kind"):
-        model["depth"] = _NULL  # the run file's depth is for its kind: take the paper's best for this one
-    pairs.update({f"model.{k}": v for k, v in model.items()})
-    pairs.update({f"options.{k}": v for k, v in (options or {}).items()})
-    pairs.update(extra or {})
-    pairs.update(_device_sets(device))
-    sets = [f"{k}={_json_value(v)}" for k, v in pairs.items() if v is not None] + list(set_ or [])
-    _run(cfg, sets, resume, quiet, overwrite)
+    def given(values: Optional[dict[str, Any]]) -> dict[str, Any]:
+        return {k: (None if v is _NULL else v) for k, v in (values or {}).items() if v is not None}
+
+    trainer = given({"epochs": epochs, "batch_size": batch_size, "grad_accum_steps": grad_accum,
+                     "mixed_precision": mixed_precision, "max_steps": max_steps, "val_fraction": val_fraction,
+                     "checkpoint_every_steps": checkpoint_every, "tensorboard": tensorboard})
+    if lr is not None:
+        trainer["optimizer"] = {"lr": lr}
+    res = train(task, data if data is not None else data_arg, output, run_file=config, model=given(model),
+                options=given(options), trainer=trainer, val_data=val_data, seed=seed, device=device,
+                manifold=manifold, models=models, settings=list(set_ or []), resume=resume, overwrite=overwrite,
+                progress=not quiet)
+    _report_training(res)
 
 
 def _widths(widths: Optional[str]) -> Optional[tuple[int, ...]]:
@@ -190,7 +154,9 @@ def train_mapper_cmd(
     depth: Annotated[Optional[int], typer.Option(help="Layers (default: the paper's best for the kind).")] = None,
     **shared: Any,
 ) -> None:
-    """Train a V2A-Mapper on (CLIP, CLAP) pairs: 'clip' [N,D] + 'clap' [N,512] (paper settings: mapper_v2a)."""
+    """Train a V2A-Mapper on (CLIP, CLAP) pairs: 'clip' [N,512] + 'clap' [N,512] (paper settings: mapper_v2a).
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_v2a_mapper` (CLIP ViT-B/32, the mapper's)."""
     _train_task("mapper", **shared, model={"kind": kind, "width": width, "depth": depth})
 
 
@@ -204,7 +170,9 @@ def train_manifold_cmd(
     init_from: Annotated[Optional[Path], typer.Option(help="Start from a trained manifold folder (stage 2).")] = None,
     **shared: Any,
 ) -> None:
-    """Train the SS2A CMSS manifold (CCMR + mean teacher) on 'clip' [N,768] + 'clap' [N,512] pairs; exports the teacher."""
+    """Train the SS2A CMSS manifold (CCMR + mean teacher) on 'clip' [N,768] + 'clap' [N,512] pairs; exports the teacher.
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_ss2a` (CLIP ViT-L/14)."""
     w = _widths(widths)
     _train_task("manifold", **shared,
                 model={"manifold_dim": manifold_dim, "projector_widths": w, "reconstructor_widths": w},
@@ -222,19 +190,23 @@ def train_remixer_cmd(
     kl_weight: KLWeight = None,
     **shared: Any,
 ) -> None:
-    """Train the SS2A Sound Source Remixer (L_mix) on scenes: 'clips' [N,M,768], 'target_clap' [N,512], 'codes' [N,M,S] or --manifold."""
-    extra: dict[str, Any] = {}
+    """Train the SS2A Sound Source Remixer (L_mix) on scenes: 'clips' [N,M,768], 'target_clap' [N,512], 'codes' [N,M,S] or --manifold.
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_ss2a_scenes`, then
+    `foleykit build-data remixer EMB --manifold BUNDLE/manifold -o scenes.safetensors`."""
     model: dict[str, Any] = {"embed_dim": embed_dim, "num_layers": layers, "num_heads": heads,
                              "token_dropout": token_dropout}
     if manifold is not None:
-        extra["data.manifold"] = manifold
         model["manifold_dim"] = _NULL  # the manifold's codes set it
-    _train_task("remixer", **shared, model=model, options={"kl_weight": kl_weight}, extra=extra)
+    _train_task("remixer", **shared, model=model, options={"kl_weight": kl_weight}, manifold=manifold)
 
 
 @_task_command("temporal")
 def train_temporal_cmd(layers: Layers = None, heads: Heads = None, **shared: Any) -> None:
-    """Train the SS2A temporal aggregation (L_ta) on 'frame_claps' [N,T,512] → 'target_clap' [N,512] (+ 'padding_mask')."""
+    """Train the SS2A temporal aggregation (L_ta) on 'frame_claps' [N,T,512] → 'target_clap' [N,512] (+ 'padding_mask').
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_ss2a` (videos), then
+    `foleykit build-data temporal EMB --ss2a BUNDLE -o windows.safetensors`."""
     _train_task("temporal", **shared, model={"num_layers": layers, "num_heads": heads})
 
 
@@ -244,8 +216,11 @@ def train_grounding_cmd(
     finetune_unet: Annotated[Optional[bool], typer.Option("--finetune-unet/--freeze-unet", help="Fine-tune the UNet jointly (paper) or freeze it.")] = None,
     **shared: Any,
 ) -> None:
-    """Train the Sounding-that-Object grounding module through the AudioLDM UNet on 'latents', 'text_emb', 'patch_emb'."""
-    _train_task("grounding", **shared, options={"finetune_unet": finetune_unet}, extra={"models": models})
+    """Train the Sounding-that-Object grounding module through the AudioLDM UNet on 'latents', 'text_emb', 'patch_emb'.
+
+    Data: `foleykit extract MANIFEST -o EMB --config extract_grounding`, then
+    `foleykit build-data grounding EMB --manifest MANIFEST --models SET -o pairs.safetensors`."""
+    _train_task("grounding", **shared, options={"finetune_unet": finetune_unet}, models=models)
 
 
 @train_app.command("run")

@@ -223,20 +223,43 @@ class Manifest:
             _raise_rows(self.source or "manifest", [(self.where(it), reason) for it, reason in bad],
                         what="items with missing media")
 
-    def to_jsonl(self) -> str:
-        return "".join(json.dumps(it.to_dict(), sort_keys=True, ensure_ascii=False) + "\n" for it in self.items)
+    def to_jsonl(self, relative_to: str | os.PathLike | None = None) -> str:
+        """JSON lines; with ``relative_to`` (a folder) media paths are written relative to it, so the
+        manifest works from any current folder (:func:`read_manifest_jsonl` resolves them against its own)."""
+        def item_dict(it: ManifestItem) -> dict[str, Any]:
+            d = it.to_dict()
+            if relative_to is not None:
+                for key in ("image", "video", "audio"):
+                    if d.get(key):
+                        d[key] = os.path.relpath(Path(d[key]).expanduser().resolve(), Path(relative_to).resolve())
+            return d
+
+        return "".join(json.dumps(item_dict(it), sort_keys=True, ensure_ascii=False) + "\n" for it in self.items)
 
     def write_jsonl(self, path: str | os.PathLike) -> Path:
-        """Write foleykit's JSON-lines form atomically (one item per line)."""
+        """Write foleykit's JSON-lines form atomically (one item per line), media paths relative to
+        the file's folder."""
         path = Path(path)
         with atomic_path(path) as tmp:
-            tmp.write_text(self.to_jsonl(), encoding="utf-8")
+            tmp.write_text(self.to_jsonl(relative_to=path.expanduser().parent), encoding="utf-8")
         return path
 
 
 # ------------------------------------------------------------------------------------------------
 # helpers
 # ------------------------------------------------------------------------------------------------
+
+
+def _duplicate_rows(items: Sequence[ManifestItem], row_name: str) -> list[tuple[str, str]]:
+    """(where, problem) for every item whose id repeats an earlier one's."""
+    seen: dict[str, ManifestItem] = {}
+    out = []
+    for item in items:
+        if item.id in seen:
+            out.append((f"{row_name} {item.row}", f"duplicate id {item.id!r} (first at {row_name} {seen[item.id].row})"))
+        else:
+            seen[item.id] = item
+    return out
 
 
 def _raise_rows(source: str, problems: Sequence[tuple[str, str]], what: str = "bad rows") -> None:
@@ -374,6 +397,7 @@ def read_vggsound_csv(
                 row=line,
             )
         )
+    problems += _duplicate_rows(items, "line")  # every bad row in one pass, duplicates too
     if problems:
         _raise_rows(str(p), problems)
     if not items:
@@ -478,6 +502,7 @@ def read_vggss_json(
                 row=n,
             )
         )
+    problems += _duplicate_rows(items, "entry")  # every bad row in one pass, duplicates too
     if problems:
         _raise_rows(str(p), problems, what="bad entries")
     if not items:
@@ -656,9 +681,34 @@ def read_generic_csv(path: str | os.PathLike, *, root: str | os.PathLike | None 
 # ------------------------------------------------------------------------------------------------
 
 
-def read_manifest_jsonl(path: str | os.PathLike) -> Manifest:
-    """foleykit's JSON-lines manifest (:meth:`Manifest.write_jsonl`): one item object per line."""
+#: Media looked up as ``<media_dir>/<id><suffix>`` for items that name none (protocol manifests).
+MEDIA_SUFFIXES = {"video": (".mp4", ".mkv", ".webm", ".mov", ".avi"), "image": (".jpg", ".jpeg", ".png"),
+                  "audio": (".wav", ".flac")}
+
+
+def find_media(media_dir: str | os.PathLike, item_id: str) -> dict[str, str]:
+    """``{"video"|"image"|"audio": path}`` of the files named ``<id>.<suffix>`` in ``media_dir``."""
+    root = Path(media_dir).expanduser()
+    found: dict[str, str] = {}
+    for kind, suffixes in MEDIA_SUFFIXES.items():
+        for suffix in suffixes:
+            cand = root / f"{item_id}{suffix}"
+            if cand.is_file():
+                found[kind] = str(cand)
+                break
+    return found
+
+
+def read_manifest_jsonl(path: str | os.PathLike, *, media_dir: str | os.PathLike | None = None) -> Manifest:
+    """foleykit's JSON-lines manifest (:meth:`Manifest.write_jsonl`): one item object per line.
+
+    Relative media paths are taken from the manifest's folder. An item naming no media (a protocol
+    manifest, ``foleykit protocol``) takes ``<media_dir>/<id>.mp4|.jpg|.png|.wav|...``.
+    """
     p, text = _read_text(path, "manifest jsonl")
+    base = p.parent
+    if media_dir is not None and not Path(media_dir).expanduser().is_dir():
+        raise InputError(f"--media-dir {media_dir}: not a folder")
     items: list[ManifestItem] = []
     problems: list[tuple[str, str]] = []
     for line, raw in enumerate(text.splitlines(), start=1):
@@ -668,13 +718,21 @@ def read_manifest_jsonl(path: str | os.PathLike) -> Manifest:
             data = json.loads(raw)
             if not isinstance(data, dict) or not isinstance(data.get("id"), str) or not data["id"]:
                 raise ValueError("not an object with a non-empty string 'id'")
+            for key in ("image", "video", "audio"):
+                if isinstance(data.get(key), str) and data[key] and not Path(data[key]).expanduser().is_absolute():
+                    data[key] = os.path.normpath(base / data[key])
+            if media_dir is not None and not any(data.get(k) for k in ("image", "video", "audio")):
+                data.update(find_media(media_dir, data["id"]))
+                if not any(data.get(k) for k in ("image", "video", "audio")):
+                    raise ValueError(f"no {data['id']}.mp4/.jpg/.png/.wav (or similar) in {media_dir}")
             item = ManifestItem.from_dict(data, row=line)
             if not (item.image or item.video or item.audio):
-                raise ValueError("no image, video or audio path")
+                raise ValueError("no image, video or audio path (a protocol manifest: give --media-dir)")
         except (ValueError, TypeError) as exc:
             problems.append((f"line {line}", str(exc).split("\n")[0]))
             continue
         items.append(replace(item, row=line))
+    problems += _duplicate_rows(items, "line")  # every bad row in one pass, duplicates too
     if problems:
         _raise_rows(str(p), problems)
     if not items:

@@ -32,7 +32,7 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 RUN_FILE = "batch_run.json"
 REPORT_FILE = "batch_report.json"
 #: Settings that do not change what an item sounds like (not in the fingerprint).
-_RUNTIME_SETTINGS = ("device", "skip_existing", "models", "mapper")
+_RUNTIME_SETTINGS = ("device", "skip_existing", "models", "mapper", "threads")
 
 
 @dataclass
@@ -48,17 +48,51 @@ class BatchGenerateConfig:
     preset: str = "fast"
     guidance: float | None = None
     candidates: int = 1
-    frames: int = 16
+    frames: int | None = None  # video frames per window; None = generate's default (sources 64, else 16)
     device: str = "auto"
     dtype: str | None = None
     suffix: str = ".wav"
     skip_existing: bool = True
+    ss2a: str | None = None  # sources: a trained SS2A bundle folder (or the released ssv2a.pth)
+    grounding: str | None = None  # objects: a trained grounding module folder
+    #: torch intra-op threads while generating (None: the process's). Float sums are ordered by the
+    #: thread count, so the single-process and Ray paths give bit-identical files when this is equal
+    #: (Ray actors default to one thread per CPU they reserve).
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         if self.suffix not in (".wav", ".flac", ".mp4"):
             raise InputError(f"output suffix must be .wav, .flac or .mp4, got {self.suffix!r}")
         if self.seed < 0:
             raise InputError("batch generation needs a fixed base seed (>= 0) so items are reproducible")
+        if self.frames is None:  # as `foleykit generate` (and so the fingerprint names the number used)
+            self.frames = 64 if self.method == "sources" else 16
+
+
+#: Manifest columns (generic csv columns, or ``extra`` keys of a jsonl item) with per-item prompts.
+PROMPT_COLUMNS = {"clicks": "clicks", "boxes": "boxes", "texts": "texts"}
+
+
+def _split_prompts(value, sep: str) -> list[str]:
+    if value is None or value == "":
+        return []
+    if isinstance(value, (list, tuple)):
+        return [",".join(str(v) for v in x) if isinstance(x, (list, tuple)) else str(x) for x in value]
+    return [v.strip() for v in str(value).split(sep) if v.strip()]
+
+
+def item_prompts(item: ManifestItem, method: str) -> dict[str, list[str]]:
+    """The item's own clicks / boxes / texts for ``objects`` and ``sources``, from manifest columns:
+    ``clicks`` ``X,Y;X,Y``, ``boxes`` ``X0,Y0,X1,Y1;...`` (pixels; sources may add ``@WEIGHT``) and
+    ``texts`` ``rain|dog barking`` (a jsonl item may give lists in ``extra``)."""
+    if method not in ("objects", "sources"):
+        return {}
+    extra = item.extra or {}
+    out = {"clicks": _split_prompts(extra.get("clicks"), ";"), "boxes": _split_prompts(extra.get("boxes"), ";"),
+           "texts": _split_prompts(extra.get("texts"), "|")}
+    if method == "sources" and out["clicks"]:
+        raise InputError(f"item {item.id}: clicks need method 'objects'")
+    return {k: v for k, v in out.items() if v}
 
 
 def item_seed(base_seed: int, item_id: str) -> int:
@@ -204,7 +238,17 @@ class BatchWorker:
         self.fingerprint = fingerprint
         self.out_dir = Path(out_dir).expanduser()
         self.out_dir.mkdir(parents=True, exist_ok=True)
-        load_pipeline(config.method, config.models, config.mapper, config.device, config.dtype)
+        if config.threads:
+            import torch
+
+            torch.set_num_threads(config.threads)
+        # the same arguments as foleykit.api.generate passes, so its cached pipeline is this one
+        if config.method == "objects":
+            load_pipeline("objects", config.models, None, config.device, config.dtype, config.grounding)
+        elif config.method == "sources":
+            load_pipeline("sources", config.models, None, config.device, config.dtype, None, config.ss2a)
+        else:
+            load_pipeline(config.method, config.models, config.mapper, config.device, config.dtype)
 
     def run(self, items: Sequence[ManifestItem]) -> list[ItemStatus]:
         return [self.run_one(it) for it in items]
@@ -222,10 +266,13 @@ class BatchWorker:
             return ItemStatus(item.id, "failed", None, seed, "item has no image or video")
         t0 = time.perf_counter()
         try:
+            prompts = item_prompts(item, cfg.method)
             res = generate(source, out, method=cfg.method, models=cfg.models, mapper=cfg.mapper, seed=seed,
                            duration=cfg.duration, steps=cfg.steps, preset=cfg.preset, guidance=cfg.guidance,
                            candidates=cfg.candidates, frames=cfg.frames, device=cfg.device, dtype=cfg.dtype,
-                           overwrite=True, progress=False)
+                           overwrite=True, progress=False, **prompts,
+                           **({"ss2a": cfg.ss2a} if cfg.method == "sources" else {}),
+                           **({"grounding": cfg.grounding} if cfg.method == "objects" else {}))
             if self.fingerprint is not None:
                 self._stamp(res.sidecar or out.with_name(out.name + ".json"), seed)
         except FoleykitError as exc:
@@ -291,8 +338,14 @@ def batch_generate(manifest: Manifest, out_dir: str | os.PathLike, config: Batch
     out = Path(out_dir).expanduser()
     t0 = time.perf_counter()
     fp = prepare_batch_run(manifest, out, config)
-    worker = BatchWorker(config, out, fingerprint=fp["value"])
-    statuses = []
-    for item in tqdm(manifest.items, desc="generate", unit="item", disable=not progress):
-        statuses.append(worker.run_one(item))
+    import torch
+
+    threads = torch.get_num_threads()
+    try:
+        worker = BatchWorker(config, out, fingerprint=fp["value"])
+        statuses = []
+        for item in tqdm(manifest.items, desc="generate", unit="item", disable=not progress):
+            statuses.append(worker.run_one(item))
+    finally:
+        torch.set_num_threads(threads)  # config.threads applies to this batch only
     return write_report(out, manifest, statuses, config, time.perf_counter() - t0, fingerprint=fp)

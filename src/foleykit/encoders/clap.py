@@ -42,6 +42,18 @@ def clap_windows(wave: np.ndarray, sample_rate: int) -> list[np.ndarray]:
 
 
 
+def embed_texts_batched(tokenizer, forward, texts: Sequence[str], *, batch_size: int, device: torch.device,
+                        dim: int) -> torch.Tensor:
+    """[N, dim] unit embeddings of ``texts``: ``forward(input_ids, attention_mask)`` over tokenised batches.
+    Shared by :class:`ClapEncoder` and the generator's text tower (``GeneratorClap``)."""
+    outs = []
+    for i in range(0, len(texts), batch_size):
+        tok = tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, return_tensors="pt").to(device)
+        outs.append(forward(tok.input_ids, tok.attention_mask).float())
+    emb = torch.cat(outs) if outs else torch.empty(0, dim, device=device)
+    return F.normalize(emb, dim=-1)
+
+
 class ClapEncoder(FrozenEncoder):
     """Frozen CLAP audio/text encoder returning L2-normalised [N, 512] vectors."""
 
@@ -67,13 +79,11 @@ class ClapEncoder(FrozenEncoder):
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], *, batch_size: int = 64) -> torch.Tensor:
         """[N, 512] unit text embeddings."""
-        outs = []
-        for i in range(0, len(texts), batch_size):
-            tok = self.tokenizer(list(texts[i : i + batch_size]), padding=True, truncation=True, return_tensors="pt")
-            tok = tok.to(self.device)
-            outs.append(pooled(self.model.get_text_features(**tok)).float())
-        emb = torch.cat(outs) if outs else torch.empty(0, self.dim, device=self.device)
-        return F.normalize(emb, dim=-1)
+        def forward(ids, mask):
+            return pooled(self.model.get_text_features(input_ids=ids, attention_mask=mask))
+
+        return embed_texts_batched(self.tokenizer, forward, texts, batch_size=batch_size, device=self.device,
+                                   dim=self.dim)
 
     @torch.no_grad()
     def embed_audio(

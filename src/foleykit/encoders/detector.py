@@ -4,7 +4,7 @@ SS2A perceives the visual sound sources of a scene by detecting objects and crop
 released code used YOLOv8 (AGPL weights, a closed class list); foleykit uses OWLv2
 (``google/owlv2-base-patch16-ensemble``, Apache-2.0), which scores every image region against free
 text queries, so the vocabulary is the list of sounding objects in
-:mod:`foleykit.pipelines.sound_vocabulary` (or any list the caller passes).
+:data:`foleykit.vocabulary.SOUNDING_OBJECTS` (or any list the caller passes).
 
 What happens per image (:meth:`SoundSourceDetector.detect`):
 
@@ -38,6 +38,7 @@ from PIL import Image
 from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
 from ..io.image import ImageInput, load_image
+from ..vocabulary import SOUNDING_OBJECTS
 from .loading import LoadedFrom, load_pretrained, pooled, to_device
 
 __all__ = [
@@ -192,8 +193,6 @@ class SoundSourceDetector:
     def set_vocabulary(self, vocabulary: Sequence[str] | None) -> None:
         """Use ``vocabulary`` (default: the shared list of sounding objects); queries are re-embedded lazily."""
         if vocabulary is None:
-            from ..pipelines.sound_vocabulary import SOUNDING_OBJECTS
-
             vocabulary = SOUNDING_OBJECTS
         vocab = tuple(str(v).strip() for v in vocabulary)
         if not vocab or any(not v for v in vocab):

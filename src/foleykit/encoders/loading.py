@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,14 @@ import torch
 
 from ..errors import ModelNotAvailableError
 from ..hub import resolve_pretrained
+
+
+#: The one process-wide lock around every model load. Loading is not thread-safe in the libraries we
+#: use: accelerate's ``init_empty_weights`` (used by diffusers and transformers) patches torch globally
+#: (``nn.Module.register_parameter``) for the duration of a load, so two interleaved loads in threads
+#: fail ("Cannot copy out of meta tensor") and can leave torch patched for good. Re-entrant, so a
+#: pipeline load may hold it around the loads of its parts.
+MODEL_LOAD_LOCK = threading.RLock()
 
 
 def quiet_loading() -> None:
@@ -32,7 +41,14 @@ class LoadedFrom:
 
 
 def load_pretrained(cls: Any, ref: str, *, subfolder: str | None = None, revision: str | None = None, **kwargs: Any):
-    """``cls.from_pretrained`` on the resolved local folder; returns (object, LoadedFrom)."""
+    """``cls.from_pretrained`` on the resolved local folder; returns (object, LoadedFrom).
+
+    Runs under :data:`MODEL_LOAD_LOCK`: one load at a time per process."""
+    with MODEL_LOAD_LOCK:
+        return _load_pretrained(cls, ref, subfolder=subfolder, revision=revision, **kwargs)
+
+
+def _load_pretrained(cls: Any, ref: str, *, subfolder: str | None, revision: str | None, **kwargs: Any):
     quiet_loading()
     local, rev = resolve_pretrained(ref, revision=revision, subfolder=subfolder)
     folder = Path(local) / subfolder if subfolder else Path(local)

@@ -167,6 +167,19 @@ class Segmenter:
             raise InputError(f"{what} ({x0:g},{y0:g},{x1:g},{y1:g}) reaches outside the {w}x{h} image")
         return x0, y0, x1, y1
 
+    def segment_image(
+        self,
+        image: ImageInput,
+        points: Sequence | None = None,
+        labels: Sequence | None = None,
+        boxes: Sequence[Box] | None = None,
+    ) -> SegmentResult:
+        """:meth:`set_image` then :meth:`segment`, as one step: safe when threads share this segmenter
+        (another thread's ``set_image`` cannot slip in between)."""
+        with self._lock:
+            self.set_image(image)
+            return self.segment(points, labels, boxes)
+
     def masks(
         self,
         points: Sequence | None = None,

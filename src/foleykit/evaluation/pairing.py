@@ -16,6 +16,8 @@ from ..errors import InputError
 #: Extensions soundfile (libsndfile) decodes without ffmpeg.
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".mp3", ".aiff", ".aif")
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+#: Videos whose soundtrack is the clip (reference sets of video datasets).
+VIDEO_EXTENSIONS = (".mp4", ".mkv", ".webm", ".mov", ".avi")
 
 _SHOWN = 8
 

@@ -59,6 +59,7 @@ def render_markdown(report: dict[str, Any]) -> str:
     lines = [
         "# foleykit evaluation",
         "",
+        *([f"> **{report['banner']}**", ""] if report.get("banner") else []),
         f"- generated: `{report['generated_dir']}`",
         f"- reference: `{report['reference_dir']}`" if report["reference_dir"] else "- reference: none",
         (

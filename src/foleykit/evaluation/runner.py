@@ -37,7 +37,7 @@ from .embedders import build_embedders
 from .embedders.base import AudioEmbedder
 from .frechet import FrechetWarning, frechet_distance, pool_frames
 from .kl_is import IS_SEED, IS_SPLITS, inception_score, kl_divergence
-from .pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, list_files, require_same_names
+from .pairing import AUDIO_EXTENSIONS, IMAGE_EXTENSIONS, VIDEO_EXTENSIONS, list_files, require_same_names
 from .protocols import BenchmarkProtocol, resolve_protocol
 from .published import published_for
 from .report import write_report
@@ -85,7 +85,12 @@ class _Clip:
 
     def audio(self) -> tuple[np.ndarray, int]:
         if self._audio is None:
-            self._audio = load_audio(self.path, mono=True)
+            if self.path.suffix.lower() in VIDEO_EXTENSIONS:  # a video's own soundtrack
+                from ..io.video import read_video_audio
+
+                self._audio = read_video_audio(self.path)
+            else:
+                self._audio = load_audio(self.path, mono=True)
         return self._audio
 
     def check(self) -> dict[str, np.ndarray]:
@@ -146,9 +151,9 @@ def evaluate(
     seed_used = resolve_seed(seed)
     out = _check_out_dir(out_dir, [generated_dir, reference_dir])
 
-    sides = {"generated": list_files(generated_dir, AUDIO_EXTENSIONS, "generated audio")}
-    if reference_dir is not None:
-        sides["reference"] = list_files(reference_dir, AUDIO_EXTENSIONS, "reference audio")
+    sides = {"generated": list_files(generated_dir, AUDIO_EXTENSIONS + VIDEO_EXTENSIONS, "generated audio")}
+    if reference_dir is not None:  # reference audio may be the soundtrack of videos (<name>.mp4)
+        sides["reference"] = list_files(reference_dir, AUDIO_EXTENSIONS + VIDEO_EXTENSIONS, "reference audio")
         require_same_names(
             sides["generated"],
             sides["reference"],
@@ -174,6 +179,10 @@ def evaluate(
     built, unavailable = build_embedders(
         embedders, roles, device=str(resolve_device(device)), model_set=model_set
     )
+    asked = set(embedders) if isinstance(embedders, Mapping) else set()
+    refused = sorted(r for r in roles if r in unavailable and r in asked)
+    if refused:  # an embedder the user named that cannot be built is an error, not a skipped metric
+        raise InputError(f"embedder {refused[0]} ({embedders[refused[0]]}): {unavailable[refused[0]]}")
     for metric in active:
         lacking = [r for r in METRICS[metric].roles if r in unavailable]
         if lacking:
@@ -246,10 +255,24 @@ def evaluate(
         "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "per_clip": per_clip,
     }
+    stand_ins = sorted(r for r, e in built.items() if _is_stand_in(e, embedders, r))
+    if stand_ins:
+        report["stand_in_embedders"] = stand_ins
+        report["banner"] = (f"Stand-in embedders with random weights ({', '.join(stand_ins)}): these numbers "
+                            "measure nothing and cannot be compared with the papers' numbers.")
     report["timing_s"]["total"] = round(time.perf_counter() - started, 3)
+    if not results:
+        reasons = "; ".join(f"{m}: {why}" for m, why in report["skipped"].items())
+        raise InputError(f"no metric could be computed ({reasons or 'none asked for'})")
     out.mkdir(parents=True, exist_ok=True)
     write_report(report, out, outputs=outputs if plots else None)
     return report
+
+
+def _is_stand_in(embedder: Any, spec: Any, role: str) -> bool:
+    """A random-weight stand-in: built from ``"tiny"`` (the spec or the role's), or from the tiny model set."""
+    item = spec if not isinstance(spec, Mapping) else spec.get(role)
+    return item == "tiny" or "tiny" in str(getattr(embedder, "id", "")).lower()
 
 
 def _versions() -> dict[str, str]:

@@ -62,6 +62,9 @@ class GeneratorOutput:
     waveforms: np.ndarray
     sample_rate: int
     seed: int
+    #: With a ranker and several candidates: every candidate [B, n, T] and its CLAP cosine [B, n].
+    candidates: np.ndarray | None = None
+    candidate_scores: np.ndarray | None = None
     settings: dict = field(default_factory=dict)
     scores: np.ndarray | None = None
 
@@ -93,7 +96,16 @@ class AudioLDMGenerator:
         self._prepared_for: tuple | None = None
         self._compiled_unet = None
         self._schedulers: dict[str, object] = {}  # name -> a set-up template, copied per call
-        self._lock = threading.RLock()  # one-time preparation, whichever thread calls first
+        self._lock = threading.RLock()  # lazy state (unconditional vector, fast-path layouts) is set once
+
+    def with_unet(self, unet) -> AudioLDMGenerator:
+        """A copy that runs ``unet`` and shares everything else (VAE, vocoder, text encoder) with this one:
+        a shared generator is never changed in place. Its UNet gets the fast path on first use."""
+        other = copy.copy(self)
+        other.unet = unet
+        other._prepared_for = None
+        other._compiled_unet = None  # the lock stays shared: preparing converts the shared VAE and vocoder
+        return other
 
     @classmethod
     def from_pretrained(
@@ -179,6 +191,19 @@ class AudioLDMGenerator:
                     emb = self.text_encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).text_embeds
                     self._uncond = F.normalize(emb.float(), dim=-1)[0]
         return self._uncond
+
+    @torch.no_grad()
+    def text_embedding(self, text: str) -> torch.Tensor:
+        """[512] unit CLAP text embedding of ``text`` by the generator's own text tower (a negative
+        prompt: classifier-free guidance then steers away from it instead of from ``""``)."""
+        if not text:
+            return self.unconditional_embedding()
+        if self.text_encoder is None or self.tokenizer is None:
+            raise InputError("this generator has no text encoder, so a negative prompt cannot be embedded")
+        tok = self.tokenizer([text], padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").to(self.device)
+        emb = self.text_encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).text_embeds
+        return F.normalize(emb.float(), dim=-1)[0]
 
     def _scheduler_template(self, name: str):
         """A scheduler of kind ``name`` on the checkpoint's noise schedule, built once per generator."""
@@ -277,15 +302,20 @@ class AudioLDMGenerator:
                     step_callback(i + 1, len(timesteps))
 
             waves = self.decode(latents, duration_s)
-        scores = None
+        scores = all_waves = all_scores = None
         if num_candidates > 1 or ranker is not None:
-            waves, scores = self._rank(waves, cond, batch, num_candidates, ranker)
+            all_waves = waves
+            waves, scores, all_scores = self._rank(waves, cond, batch, num_candidates, ranker)
         settings = dict(
             preset=p.name, scheduler=sched_name, num_inference_steps=steps, guidance_scale=guidance, eta=eta,
             duration_s=duration_s, num_candidates=num_candidates, ranked=ranker is not None,
             device=str(self.device), dtype=dtype_name(self.dtype),
         )
-        return GeneratorOutput(waveforms=waves, sample_rate=self.sample_rate, seed=seed, settings=settings, scores=scores)
+        out = GeneratorOutput(waveforms=waves, sample_rate=self.sample_rate, seed=seed, settings=settings, scores=scores)
+        if all_scores is not None and num_candidates > 1:
+            out.candidates = all_waves.reshape(batch, num_candidates, -1)
+            out.candidate_scores = all_scores
+        return out
 
     def decode(self, latents: torch.Tensor, duration_s: float) -> np.ndarray:
         """Latents → mel (VAE) → waveform (HiFi-GAN), cut to ``duration_s``."""
@@ -311,7 +341,12 @@ class AudioLDMGenerator:
         return self._prepared_for is not None and self._prepared_for[2]
 
     def _prepare(self) -> None:
-        """Apply the CPU fast path once per (device, dtype); a no-op elsewhere or when switched off."""
+        """Apply the CPU fast path once per (device, dtype); a no-op elsewhere or when switched off.
+        Locked: the first threads to generate wait for the one that converts the modules."""
+        with self._lock:
+            self._prepare_unlocked()
+
+    def _prepare_unlocked(self) -> None:
         key = (self.device, self.dtype)
         if self._prepared_for is not None and self._prepared_for[:2] == key:
             return
@@ -335,6 +370,10 @@ class AudioLDMGenerator:
     def _unet_callable(self):
         if not self.compile:
             return self.unet
+        with self._lock:
+            return self._compiled_unet_locked()
+
+    def _compiled_unet_locked(self):
         if self._compiled_unet is None:
             # Frozen weights let inductor pre-pack them for oneDNN/MKL and fold constants; the
             # generator is inference-only, so nothing updates the weights behind its back.
@@ -344,12 +383,12 @@ class AudioLDMGenerator:
     def _rank(self, waves, cond, batch, n, ranker):
         """Keep, per condition, the candidate whose CLAP audio embedding best matches the condition."""
         if ranker is None:
-            return waves[::n], None
+            return waves[::n], None, None
         emb = ranker.embed_audio(list(waves), self.sample_rate).to(cond.device)
         sims = (emb * cond).sum(-1).view(batch, n)
         best = sims.argmax(dim=1)
         idx = (torch.arange(batch, device=best.device) * n + best).cpu().numpy()
-        return waves[idx], sims.max(dim=1).values.cpu().numpy()
+        return waves[idx], sims.max(dim=1).values.cpu().numpy(), sims.float().cpu().numpy()
 
     def _check(self, clap_embeds, duration_s, steps, guidance, n) -> None:
         if not isinstance(clap_embeds, torch.Tensor) or clap_embeds.dim() != 2:

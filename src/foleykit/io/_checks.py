@@ -8,6 +8,10 @@ from pathlib import Path
 from ..errors import InputError
 
 
+#: File suffixes read as video (anything else given as a picture is read as an image).
+VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
+
+
 def one_line(exc: BaseException) -> str:
     """An exception's message flattened to one line, for user-facing errors."""
     return " ".join(str(exc).split()) or type(exc).__name__

@@ -13,9 +13,25 @@ Selection criteria:
 * ``"relevance"``: the highest mean cosine similarity to the tracks.
 
 Differences from the released code, on purpose: empty (padding) slots and the feedback slot are not
-scored (the released score included them, so it changed with the number of slots); the Remixer is
-given the padding mask; std is the population std; every random draw comes from the caller's
-``torch.Generator``, so a seed fixes the result.
+scored (the released score included them, so it changed with the number of slots); a Remixer of
+ours is given the padding mask (released weights get the released tokens, below); std is the
+population std; every random draw comes from the caller's ``torch.Generator``, so a seed fixes the
+result.
+
+Released weights (a Remixer with ``attend_to_padding=True``, as imported from ``ssv2a.pth``): the
+released code has no padding mask and always runs all M = 64 slots through its encoders, so an empty
+slot is not a zero token but carries what the released encoders make of "nothing", and the released
+Remixer was trained on exactly those tokens. :func:`cycle_mix` therefore fills every empty slot up to
+``max_sources`` with the released content (:func:`released_empty_codes`) and attends to all slots:
+
+* image layout (slot 0 holds the global image; released ``image_to_audio``, and video per frame): the
+  manifold code of an all-zero CLIP, v(0);
+* multimodal layout (slot 0 empty; released ``srcs_to_audio``): a zero manifold code (the released
+  ``fixed_src`` rows of empty slots are zero);
+
+and under ``source_code`` "clap"/"manifold+clap" (released ``guidance`` "generator"/"manifold+generator")
+the χ part of an empty slot is the normalised CLAP that χ decodes from that code. The CLIP part of an
+empty slot is zero in both layouts. Our own bundles keep the padding mask instead.
 
 Degenerate scenes (no ranking signal otherwise, so the first draw would win and later rounds could
 never improve on it):
@@ -160,6 +176,32 @@ def manifold_codes(
     return codes
 
 
+def released_empty_codes(codes: Tensor, padding_mask: Tensor) -> Tensor:
+    """The manifold codes the released pipeline gives its empty slots (see the module docstring).
+
+    ``codes`` [B, M, D] from :func:`manifold_codes` (an empty slot's CLIP is zero, so it already holds
+    v(0) there); scenes whose slot 0 is empty are in the released multimodal layout, where empty slots
+    carry a zero code instead."""
+    multimodal = padding_mask[:, :1] & padding_mask  # [B, M]: empty slots of multimodal-layout scenes
+    return codes.masked_fill(multimodal[..., None].to(codes.device), 0.0)
+
+
+def _pad_to(slots: SourceSlots, m: int) -> SourceSlots:
+    """``slots`` padded with empty slots to ``m`` (the released Remixer always sees all of its slots)."""
+    if slots.num_slots > m:
+        raise InputError(f"the remixer takes at most {m} sources, got {slots.num_slots}")
+    extra = m - slots.num_slots
+
+    def pad(x: Tensor | None, value: float | bool) -> Tensor | None:
+        if x is None:
+            return None
+        filler = torch.full((x.shape[0], extra, *x.shape[2:]), value, dtype=x.dtype, device=x.device)
+        return torch.cat([x, filler], dim=1)
+
+    return SourceSlots(pad(slots.clips, 0.0), pad(slots.padding_mask, True),  # type: ignore[arg-type]
+                       pad(slots.audio_claps, 0.0), pad(slots.is_audio, False))
+
+
 def remixer_source_codes(
     manifold: CMSSManifold,
     codes: Tensor,
@@ -186,7 +228,7 @@ class CycleMixResult:
     criterion_used: tuple[str, ...] = ()  # per scene: "spread" or "relevance" (see the module docstring)
 
 
-def _score(similarity: Tensor, scored: Tensor, criterion: str, slot_weights: Tensor | None = None) -> Tensor:
+def score_candidates(similarity: Tensor, scored: Tensor, criterion: str, slot_weights: Tensor | None = None) -> Tensor:
     """similarity [B, S, M], scored [B, M] → [B, S] (lower is better for spread, higher for relevance).
 
     ``slot_weights`` [B, M] (optional, >= 0) turn the mean and std into weighted ones; they are
@@ -225,6 +267,8 @@ def cycle_mix(
     (0 = means only, which makes all candidates equal). ``feedback_slot=None`` turns the feedback off.
     ``slot_weights`` [B, M] (>= 0) weight each source's track in the selection score (a composition's
     per-source weights); ``None`` scores every source equally.
+    A Remixer with ``attend_to_padding=True`` (released weights) gets the released tokens: all
+    ``max_sources`` slots, empty ones filled by :func:`released_empty_codes` (module docstring).
     Both modules run in eval mode for the call and are restored afterwards.
     """
     if criterion not in CRITERIA:
@@ -239,6 +283,13 @@ def cycle_mix(
     if slot_weights is not None:
         if slot_weights.shape != (b, m) or not torch.isfinite(slot_weights).all() or (slot_weights < 0).any():
             raise InputError(f"slot_weights must be a finite, non-negative [{b}, {m}] tensor")
+    released = remixer.config.attend_to_padding
+    caller_slots = m
+    if released:  # the released Remixer sees all of its slots, empty ones with the released content
+        slots = _pad_to(slots, remixer.config.max_sources)
+        if slot_weights is not None:
+            slot_weights = F.pad(slot_weights, (0, slots.num_slots - m))
+        m = slots.num_slots
     modes = (manifold.training, remixer.training)
     manifold.eval()
     remixer.eval()
@@ -257,6 +308,8 @@ def cycle_mix(
             else scored.sum(-1) == 1
         weights = None if slot_weights is None else slot_weights.to(device)
         base_codes = manifold_codes(manifold, slots, var_samples, generator)
+        if released:
+            base_codes = released_empty_codes(base_codes, padding)
         best_key = torch.full((b,), float("inf"), device=device)  # lower is better: std, or -mean
         best_clap = torch.zeros(b, manifold.config.clap_dim, device=device)
         best_similarity = torch.full((b, m), float("nan"), device=device)
@@ -278,14 +331,14 @@ def cycle_mix(
             candidates = remixer.sample(
                 remixer_source_codes(manifold, many, remixer.config.source_code, var_samples, generator),
                 clips.repeat_interleave(samples, dim=0),
-                remix_padding.repeat_interleave(samples, dim=0),
+                None if released else remix_padding.repeat_interleave(samples, dim=0),
                 num_samples=var_samples,
                 generator=generator,
             ).view(b, samples, -1)
             similarity = torch.einsum("bsc,bmc->bsm", candidates, tracks)
-            key = -_score(similarity, scored, "relevance", weights)
+            key = -score_candidates(similarity, scored, "relevance", weights)
             if not use_relevance.all():
-                key = torch.where(use_relevance[:, None], key, _score(similarity, scored, "spread", weights))
+                key = torch.where(use_relevance[:, None], key, score_candidates(similarity, scored, "spread", weights))
             pick = key.argmin(dim=1)
             rows = torch.arange(b, device=device)
             round_key = key[rows, pick]
@@ -296,7 +349,8 @@ def cycle_mix(
             best_similarity = torch.where(improved[:, None], picked_similarity, best_similarity)
         best_score = torch.where(use_relevance, -best_key, best_key)
         used = tuple("relevance" if r else "spread" for r in use_relevance.tolist())
-        return CycleMixResult(F.normalize(best_clap, dim=-1), best_score, best_similarity, used)
+        similarity = best_similarity[:, :caller_slots]  # the caller's slots (released: padded to 64 here)
+        return CycleMixResult(F.normalize(best_clap, dim=-1), best_score, similarity, used)
     finally:
         manifold.train(modes[0])
         remixer.train(modes[1])

@@ -7,9 +7,15 @@ give the mean and log-variance of the mixture's CLAP embedding.
 
 Padding: a batch of scenes with different numbers of sources is padded to a common length and
 ``padding_mask`` (True = empty slot) removes the empty slots from attention, so the output does not
-depend on how much padding there is or what it holds. The released code had no mask (zero slots were
-attended to like sources); ``attend_to_padding=True`` reproduces that for imported weights by
-zeroing empty slots and padding every scene to ``max_sources``.
+depend on how much padding there is or what it holds. The released code had no mask: it ran all
+``max_sources`` slots through its encoders and attended to every one of them, so an empty slot
+carried the released encoders' code of "nothing" (not a zero token), and the released weights were
+trained on those tokens. ``attend_to_padding=True`` (set when importing released weights) drops the
+mask and attends to every slot as given; the released *contents* of empty slots depend on the
+manifold and the scene layout, so :func:`foleykit.modules.cycle_mix.cycle_mix` builds them (all
+``max_sources`` slots). Called directly in this mode, masked slots are zeroed and missing slots are
+appended as zero tokens, which matches the released tokens only in its multimodal layout under
+manifold guidance.
 
 Classifier-free training (paper: "randomly zeroing out tokens"): in training mode each source token
 of each item is zeroed with probability ``token_dropout``.
@@ -41,8 +47,9 @@ class RemixerConfig:
     tokens, Linear+LN+GELU heads, FFN width ``embed_dim * ffn_multiplier``. ``embed_dim``, layers,
     heads and dropout are the released layer defaults (512, 3, 8, 0.2); the real values sit in the
     unpublished ``ssv2a.json``. ``token_dropout`` 0.1 is our choice (the paper gives no rate).
-    ``key_softmax="tokens"`` is Shen et al.'s efficient attention; ``"features"`` and
-    ``attend_to_padding=True`` are the released code's behaviour, for imported weights.
+    ``key_softmax="tokens"`` is Shen et al.'s efficient attention; ``"features"`` is the released
+    code's. ``attend_to_padding=True`` (released weights) attends to every slot with no mask; the
+    released tokens for empty slots come from ``cycle_mix`` (see the module docstring).
     """
 
     manifold_dim: int = 512

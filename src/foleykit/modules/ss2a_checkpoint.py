@@ -20,10 +20,12 @@ Layouts (theirs → ours):
 * ``agg.pth``: ``pe.pe`` [R, 1, D] → ``position_table`` [R, D]; ``encoder.encoder.<i>`` →
   ``encoder.layers.<i>``; ``pred_token``/heads as for the remixer.
 
-The released weights were trained with the key softmax over head features and with zero padding
-slots attended to, so ``reference_compatible=True`` (the default for imports) sets
-``key_softmax="features"`` and ``attend_to_padding=True``; our own models use Shen et al.'s token
-softmax and a padding mask.
+The released weights were trained with the key softmax over head features and with every one of the
+64 slots attended to, empty ones carrying the released encoders' code of an empty source, so
+``reference_compatible=True`` (the default for imports) sets ``key_softmax="features"`` and
+``attend_to_padding=True``, and :func:`foleykit.modules.cycle_mix.cycle_mix` then feeds the Remixer
+the released tokens (empty slots included); our own models use Shen et al.'s token softmax and a
+padding mask.
 """
 
 import os

@@ -7,6 +7,7 @@ from the frames of its own stretch of the video.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,18 +16,18 @@ import torch
 from PIL import Image
 
 from ..devices import resolve_device, resolve_dtype
-from ..encoders.clap import ClapEncoder
+from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..errors import InputError
 from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
 from ..generator.pipeline import AudioLDMGenerator
 from ..generator.presets import get_preset
+from ..io._checks import VIDEO_SUFFIXES  # noqa: F401 - re-exported (the suffixes are io's)
 from ..io.image import load_image
 from ..model_sets import ModelSet, resolve_model_set
 from ..seeding import make_generator, resolve_seed
 from .zero_shot_bridge import ZeroShotBridge
 
-VIDEO_SUFFIXES = {".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".wmv", ".flv", ".gif"}
 DEFAULT_IMAGE_DURATION_S = 10.0
 
 
@@ -38,6 +39,8 @@ class SoundResult:
     sample_rate: int
     seed: int
     record: dict = field(default_factory=dict)
+    #: Every candidate drawn and its CLAP cosine to the condition (several candidates, one window).
+    candidates: list[tuple[np.ndarray, float]] = field(default_factory=list)
 
     @property
     def duration_s(self) -> float:
@@ -84,7 +87,7 @@ def check_input(source: str | Path | Image.Image, duration_s: float | None = Non
 class MapperPipeline:
     """Image/video to audio with V2A-Mapper (or the zero-shot bridge when no mapper is trained)."""
 
-    def __init__(self, clip: ClipEncoder, mapper, generator: AudioLDMGenerator, clap: ClapEncoder | None = None,
+    def __init__(self, clip: ClipEncoder, mapper, generator: AudioLDMGenerator, clap: GeneratorClap | None = None,
                  *, model_set: ModelSet | None = None, mapper_ref: str | None = None) -> None:
         self.mapper_ref = mapper_ref
         self.clip = clip
@@ -110,9 +113,11 @@ class MapperPipeline:
         ms = resolve_model_set(models)
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        clip = ClipEncoder.from_pretrained(ms.clip_mapper, device=dev, dtype=dt)
-        clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dt)
-        gen = AudioLDMGenerator.from_pretrained(ms.audioldm, device=dev, dtype=dt)
+        from . import components  # one CLIP, CLAP and generator per process, shared by every method
+
+        clip = components.clip(ms.clip_mapper, dev, dt)
+        gen = components.generator(ms.audioldm, dev, dt)
+        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
         mapper_ref = mapper or ms.mapper
         if mapper_ref:
             from ..modules.mapper import V2AMapper
@@ -177,12 +182,19 @@ class MapperPipeline:
         frames_per_window: int = 16,
         mapper_steps: int | None = None,
         mapper_guidance: float | None = None,
-        progress: bool = True,
+        progress: bool | Callable[[float, str], None] = True,
+        negative: str | None = None,
     ) -> SoundResult:
         """Generate the sound of an image (default 10 s) or a video (its own length).
 
         ``source`` may be the :class:`CheckedInput` of :func:`check_input` (then ``duration_s`` is its own).
+        ``progress``: True/False for a terminal bar, or ``fn(fraction, message)`` called at each stage
+        (encoding, every diffusion step, decoding). ``negative``: a negative prompt for classifier-free
+        guidance, embedded by the generator's own CLAP text tower (default: ``""``, AudioLDM's).
         """
+        report = progress if callable(progress) else None
+        if report:
+            report(0.0, "encoding the picture")
         seed = resolve_seed(seed)
         checked = source if isinstance(source, CheckedInput) else check_input(source, duration_s)
         video, source, duration_s = checked.video, checked.source, checked.duration_s
@@ -198,25 +210,37 @@ class MapperPipeline:
                                          mapper_steps=mapper_steps, mapper_guidance=mapper_guidance)
         else:
             cond = self.image_condition(source, seed=seed, mapper_steps=mapper_steps, mapper_guidance=mapper_guidance)
+        step_cb = None
+        if report:
+            def step_cb(i: int, n: int) -> None:
+                report(0.1 + 0.85 * i / n, f"diffusion step {i}/{n}" + (", decoding" if i == n else ""))
+
+            report(0.1, "generating")
         out = generate_long(
             self.generator, cond, duration_s, seed=seed, preset=preset, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, num_candidates=num_candidates,
-            ranker=self.clap if num_candidates > 1 else None, progress=progress,
+            ranker=self.clap if num_candidates > 1 else None, progress=bool(progress) and report is None,
+            step_callback=step_cb, negative_embeds=self.generator.text_embedding(negative) if negative else None,
         )
+        if report:
+            report(1.0, "done")
         record = {
             "method": "mapper",
             "mapper": self._mapper_record(cond, mapper_steps),
-            "generator": out.settings,
+            "generator": {**out.settings, "negative": negative or ""},
             "models": self.models_record(),
             "input_kind": "video" if video else "image",
         }
         if video:
             record["frames_per_window"] = frames_per_window
-        return SoundResult(waveform=out.waveforms[0], sample_rate=out.sample_rate, seed=seed, record=record)
+        candidates = [] if out.candidates is None else [
+            (out.candidates[0][k], float(out.candidate_scores[0][k])) for k in range(out.candidates.shape[1])]
+        return SoundResult(waveform=out.waveforms[0], sample_rate=out.sample_rate, seed=seed, record=record,
+                           candidates=candidates)
 
     def _mapper_record(self, cond: torch.Tensor, mapper_steps: int | None) -> dict:
         if isinstance(self.mapper, ZeroShotBridge):
-            return {"kind": "zero_shot_bridge", "note": "no trained mapper given; see foleykit train mapper"}
+            return {**self.mapper.record(), "note": "no trained mapper given; see foleykit train mapper"}
         c = self.mapper.config
         rec = {"kind": c.kind, "depth": c.depth, "width": c.width, "ref": self.mapper_ref}
         if c.is_diffusion:
@@ -225,10 +249,12 @@ class MapperPipeline:
 
     def models_record(self) -> dict:
         rec = {}
-        for role, enc in (("clip", self.clip), ("clap", self.clap), ("audioldm", self.generator)):
+        for role, enc in (("clip", self.clip), ("audioldm", self.generator)):
             src = getattr(enc, "loaded_from", None)
             if src is not None:
                 rec[role] = {"ref": src.ref, "revision": src.revision}
+        if self.clap is not None:
+            rec["clap"] = self.clap.record()
         if self.model_set is not None:
             rec["model_set"] = self.model_set.name
         return rec

@@ -9,6 +9,10 @@ condition → AudioLDM. Each selected object gets its own attention weights over
   variance → substituted for the softmax weights (the paper's test-time mask substitution);
 * a **text** → the grounding module's own learned attention for that CLAP text query.
 
+Without a grounding module (none is published) the **training-free route** runs instead
+(:mod:`foleykit.pipelines.training_free`): each clicked object is cut out on grey and bridged from CLIP
+to CLAP through a vocabulary of sounds; texts use the CLAP text tower.
+
 What comes out (:class:`ObjectsResult`): one sound per object, and a **blend**. "Blended in the
 scene's context" means here: a *single* diffusion pass conditioned on the union of all selected
 objects (clicks/boxes: union of their masks; texts: their attention normalised to a peak of 1; the
@@ -19,7 +23,7 @@ the sound too. ``context`` (0..1) additionally mixes in that fraction of uniform
 patches (the whole scene), so the ambience of the unselected rest of the picture becomes audible:
 ``w = (1 - context) * w_union + context / P``. With one object, the blend is that object's sound.
 
-Rescaling statistics: a grounding module trained with :mod:`foleykit.training.grounding` records the
+Rescaling statistics: a grounding module trained with ``foleykit train grounding`` records the
 variance of its attention weights; masks are rescaled to that mean (1/P) and variance. A module
 without recorded statistics (never trained) uses the normalised mask ``m / sum(m)`` instead (mean
 1/P, all weight on the object), which is what the rescaled mask equals when the attention's support
@@ -47,7 +51,7 @@ import torch
 from PIL import Image
 
 from ..devices import resolve_device, resolve_dtype
-from ..encoders.clap import ClapEncoder
+from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.segmenter import Segmenter, image_key
 from ..errors import InputError, ModelNotAvailableError, OutputError
@@ -56,7 +60,7 @@ from ..generator.pipeline import AudioLDMGenerator
 from ..generator.presets import get_preset
 from ..io.image import load_image
 from ..model_sets import ModelSet, resolve_model_set
-from ..modules.grounding import GroundingConfig, GroundingModule
+from ..modules.grounding import GroundingModule
 from ..modules.mask_substitution import (
     masks_to_patch_grid,
     rescale_to_attention,
@@ -66,6 +70,8 @@ from ..modules.mask_substitution import (
 )
 from ..seeding import resolve_seed
 from .mapper import DEFAULT_IMAGE_DURATION_S, is_video_path
+from .training_free import TRAINING_FREE, TrainingFree, choose_route, generator_clap, route_record
+from .zero_shot_bridge import BridgeSettings
 
 __all__ = [
     "PAPER_GUIDANCE_SCALE",
@@ -137,12 +143,14 @@ class SelectedObject:
     index: int  # 1-based, in order clicks, boxes, texts
     kind: str  # "click" | "box" | "text"
     prompt: object  # (x, y) | (x0, y0, x1, y1) | str
-    weights: torch.Tensor  # (P,) weights substituted for (or equal to) the attention
+    weights: torch.Tensor | None  # (P,) weights substituted for (or equal to) the attention; None: training-free
     cond: torch.Tensor  # (512,) the UNet condition
-    selection: torch.Tensor  # (P,) in [0, 1]: patch coverage (masks) or attention / max (texts)
+    selection: torch.Tensor | None  # (P,) in [0, 1]: patch coverage (masks) or attention / max (texts)
     mask: np.ndarray | None = None  # H×W bool SAM mask (clicks and boxes)
     sam_score: float | None = None  # SAM's predicted IoU
     note: str | None = None
+    crop: Image.Image | None = None  # training-free: the cut-out CLIP saw
+    info: dict = field(default_factory=dict)  # training-free: the bridge's words, ...
 
     @property
     def label(self) -> str:
@@ -163,15 +171,17 @@ class SelectedObject:
         return f"text-{_slug(str(self.prompt))}"
 
     def to_record(self) -> dict:
-        w = self.weights.detach().float().cpu()
         rec = {
             "index": self.index,
             "kind": self.kind,
             "prompt": list(self.prompt) if isinstance(self.prompt, tuple) else self.prompt,
-            "weights": {"mean": float(w.mean()), "var": float(w.var(unbiased=False)), "max": float(w.max()),
-                        "min": float(w.min())},
-            "patches_selected": int((self.selection > 0).sum()),
         }
+        if self.weights is not None:
+            w = self.weights.detach().float().cpu()
+            rec["weights"] = {"mean": float(w.mean()), "var": float(w.var(unbiased=False)), "max": float(w.max()),
+                              "min": float(w.min())}
+            rec["patches_selected"] = int((self.selection > 0).sum())
+        rec.update(self.info)
         if self.mask is not None:
             rec["mask_area"] = round(float(self.mask.mean()), 6)
             rec["sam_score"] = self.sam_score
@@ -186,12 +196,14 @@ class ObjectsPlan:
 
     image: Image.Image
     objects: list[SelectedObject]
-    blend_weights: torch.Tensor  # (P,)
+    blend_weights: torch.Tensor | None  # (P,); None on the training-free route
     blend_cond: torch.Tensor  # (512,)
-    grid: tuple[int, int]
-    rescale: str  # "training_reference" | "normalised_mask"
+    grid: tuple[int, int] | None
+    rescale: str | None  # "training_reference" | "normalised_mask"; None on the training-free route
     context: float
     notes: list[str] = field(default_factory=list)
+    blend_how: str | None = None  # training-free: how the blend was made
+    image_words: list | None = None  # training-free: the bridge's words for the whole image
 
     @property
     def conditions(self) -> torch.Tensor:
@@ -237,8 +249,8 @@ class ObjectsPipeline:
     def __init__(
         self,
         clip: ClipEncoder,
-        clap: ClapEncoder,
-        grounding: GroundingModule,
+        clap: GeneratorClap,
+        grounding: GroundingModule | None,
         generator: AudioLDMGenerator,
         *,
         segmenter: Segmenter | None = None,
@@ -246,10 +258,15 @@ class ObjectsPipeline:
         grounding_record: dict | None = None,
         model_set: ModelSet | None = None,
         cache_size: int = 4,
+        route: tuple[str, str] | None = None,
     ) -> None:
         self.clip = clip
         self.clap = clap
         self.grounding = grounding
+        # (route, why): "trained" with a grounding module, else "training-free" (pipelines/training_free.py)
+        self.route, self.route_why = route or (("trained", "a grounding module given") if grounding is not None
+                                               else (TRAINING_FREE, "no grounding module given"))
+        self.free = TrainingFree(clip, generator_clap(self)) if grounding is None else None
         self.generator = generator
         self._segmenter = segmenter
         self.sam_ref = sam_ref
@@ -258,6 +275,8 @@ class ObjectsPipeline:
         self._patch_cache: OrderedDict[str, torch.Tensor] = OrderedDict()
         self._cache_size = cache_size
         self._lock = threading.RLock()
+        if grounding is None:
+            return
         c = grounding.config
         if (c.grid_h, c.grid_w) != (clip.patch_grid, clip.patch_grid) or c.patch_dim != clip.dim:
             raise InputError(
@@ -275,12 +294,13 @@ class ObjectsPipeline:
         grounding: str | os.PathLike | None = None,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype | None = None,
+        route: str | None = "auto",
     ) -> ObjectsPipeline:
         """Load CLIP (ViT-L/14), CLAP, AudioLDM and (lazily) SAM of a model set, and a grounding module.
 
         ``grounding``: a folder saved by ``GroundingModule.save_pretrained``; else the model set's
-        ``grounding`` role; else an *untrained* module (fixed seed) so every code path runs — its
-        sounds are not meaningful, which the output record says.
+        ``grounding`` role; else the training-free route (:mod:`foleykit.pipelines.training_free`).
+        ``route``: auto | trained | training-free (see :func:`~foleykit.pipelines.training_free.choose_route`).
 
         A grounding folder that holds a ``unet/`` sub-folder (what ``foleykit train grounding`` writes
         into ``final/`` when the UNet was fine-tuned jointly, the paper's default) supplies the UNet:
@@ -289,42 +309,35 @@ class ObjectsPipeline:
         record names it (``grounding.unet``, ``models.audioldm_unet``).
         """
         ms = resolve_model_set(models)
+        route_name, ref, why = choose_route("objects", route, grounding, ms.extra.get("grounding"))
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        clip = ClipEncoder.from_pretrained(ms.clip, device=dev, dtype=dt)
-        clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dt)
-        gen = AudioLDMGenerator.from_pretrained(ms.audioldm, device=dev, dtype=dt)
-        ref = grounding or ms.extra.get("grounding")
-        if ref:
-            path = Path(ref).expanduser()
-            if not (path / "config.json").is_file():
-                raise InputError(f"grounding {ref}: expected a folder with config.json + model.safetensors")
-            try:
-                g = GroundingModule.from_pretrained(str(path))
-            except (OSError, ValueError, TypeError, RuntimeError) as exc:
-                raise InputError(f"grounding module {ref} could not be loaded: {exc}") from None
-            trained = int(g.ref_attn_count) > 0
-            record = {"ref": str(path), "trained": trained}
-            if not trained:
-                record["note"] = "this grounding module recorded no attention statistics (never trained)"
-            record.update(_use_finetuned_unet(gen, g, path, ms))
-        else:
-            config = GroundingConfig(text_dim=clap.dim, patch_dim=clip.dim, grid_h=clip.patch_grid, grid_w=clip.patch_grid)
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(0)
-                g = GroundingModule(config)
-            record = {
-                "ref": None,
-                "trained": False,
-                "note": "no trained grounding module given (--grounding DIR): an untrained one (seed 0) was used, "
-                "so the sounds do not follow the selected objects meaningfully",
-                "unet": None,
-            }
+        from . import components  # one CLIP, CLAP and generator per process, shared by every method
+
+        clip = components.clip(ms.clip, dev, dt)
+        gen = components.generator(ms.audioldm, dev, dt)
+        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
+        if route_name == TRAINING_FREE:
+            return cls(clip, clap, None, gen, sam_ref=ms.extra.get("sam"), model_set=ms, route=(route_name, why))
+        path = Path(ref).expanduser()
+        if not (path / "config.json").is_file():
+            raise InputError(f"grounding {ref}: expected a folder with config.json + model.safetensors")
+        try:
+            g = GroundingModule.from_pretrained(str(path))
+        except (OSError, ValueError, TypeError, RuntimeError) as exc:
+            raise InputError(f"grounding module {ref} could not be loaded: {exc}") from None
+        trained = int(g.ref_attn_count) > 0
+        record = {"ref": str(path), "trained": trained}
+        if not trained:
+            record["note"] = "this grounding module recorded no attention statistics (never trained)"
+        gen, unet_record = _use_finetuned_unet(gen, g, path, ms)
+        record.update(unet_record)
         if float(g.null_cond.norm()) == 0:
             g.set_null_condition(gen.unconditional_embedding().cpu())
         g = g.to(device=dev).eval()
         g.requires_grad_(False)
-        return cls(clip, clap, g, gen, sam_ref=ms.extra.get("sam"), grounding_record=record, model_set=ms)
+        return cls(clip, clap, g, gen, sam_ref=ms.extra.get("sam"), grounding_record=record, model_set=ms,
+                   route=(route_name, why))
 
     # -- parts ------------------------------------------------------------------------------
     @property
@@ -334,7 +347,9 @@ class ObjectsPipeline:
             if self._segmenter is None:
                 if not self.sam_ref:
                     raise ModelNotAvailableError("this model set has no 'sam' model: clicks and boxes need SAM")
-                self._segmenter = Segmenter.from_pretrained(self.sam_ref, device=self.clip.device, dtype=self.clip.dtype)
+                from . import components
+
+                self._segmenter = components.segmenter(self.sam_ref, self.clip.device, self.clip.dtype)
             return self._segmenter
 
     @property
@@ -358,6 +373,12 @@ class ObjectsPipeline:
             while len(self._patch_cache) > self._cache_size:
                 self._patch_cache.popitem(last=False)
             return emb
+
+    def segment_prompts(self, img: Image.Image, clicks, boxes) -> list[tuple[str, tuple, np.ndarray, float]]:
+        """SAM masks of the clicks, then the boxes: (kind, prompt, H×W bool mask, SAM score) each."""
+        res = self.segmenter.segment_image(img, points=clicks, boxes=boxes)
+        prompts = [("click", c) for c in clicks] + [("box", b) for b in boxes]
+        return [(kind, tuple(p), m, s) for (kind, p), m, s in zip(prompts, res.masks, res.scores)]
 
     def _stats(self) -> tuple[float, float] | None:
         if int(self.grounding.ref_attn_count) > 0:
@@ -390,8 +411,11 @@ class ObjectsPipeline:
         boxes: Sequence = (),
         texts: Sequence[str] = (),
         context: float = 0.0,
+        bridge: BridgeSettings | None = None,
     ) -> ObjectsPlan:
-        """Masks/attention and conditions for every object and for the blend (no diffusion)."""
+        """Masks/attention and conditions for every object and for the blend (no diffusion).
+
+        ``bridge``: the zero-shot bridge's settings (training-free route only)."""
         img = load_image(image)
         clicks = [parse_point(c) for c in clicks]
         boxes = [parse_box(b) for b in boxes]
@@ -409,17 +433,17 @@ class ObjectsPipeline:
             Segmenter._check_point(c, w, h, f"click {i + 1}")
         for i, b in enumerate(boxes):
             Segmenter._check_box(b, w, h, f"box {i + 1}")
+        if bridge is not None and self.free is None:
+            raise InputError("bridge settings (vocabulary, top-k, temperature) apply to the training-free route only")
+        if self.free is not None:
+            return self.free.plan_objects(self, img, clicks, boxes, texts, context, bridge)
 
         patches = self.patches(img)
         stats = self._stats()
         objects: list[SelectedObject] = []
         notes: list[str] = []
         if clicks or boxes:
-            seg = self.segmenter
-            seg.set_image(img)
-            res = seg.segment(points=clicks, boxes=boxes)
-            prompts = [("click", c) for c in clicks] + [("box", b) for b in boxes]
-            for (kind, prompt), mask, score in zip(prompts, res.masks, res.scores):
+            for kind, prompt, mask, score in self.segment_prompts(img, clicks, boxes):
                 obj_label = f"{kind} {len(objects) + 1}"
                 sel = self._selection(mask, obj_label)
                 weights = self._mask_weights(sel, stats)
@@ -470,6 +494,8 @@ class ObjectsPipeline:
         frame_s: float | None = None,
         progress: bool | ProgressFn = True,
         save_maps_dir: str | os.PathLike | None = None,
+        bridge: BridgeSettings | None = None,
+        negative: str | None = None,
     ) -> ObjectsResult:
         """Generate one sound per selected object and the blend (default 10 s; a video: its length).
 
@@ -489,7 +515,7 @@ class ObjectsPipeline:
         report = progress if callable(progress) else None
         if report:
             report(0.0, "selecting objects")
-        plan = self.plan(image, clicks=clicks, boxes=boxes, texts=texts, context=context)
+        plan = self.plan(image, clicks=clicks, boxes=boxes, texts=texts, context=context, bridge=bridge)
 
         jobs = [(o.label, o.cond) for o in plan.objects]
         separate_blend = len(plan.objects) > 1 or plan.context > 0
@@ -499,7 +525,10 @@ class ObjectsPipeline:
         n_windows = len(plan_windows(duration_s))
         total = len(jobs) * math.ceil(n_windows / 4) * int(steps)
         done = [0]
-        neg = self.grounding.null_cond if float(self.grounding.null_cond.norm()) > 0 else None
+        neg = self.grounding.null_cond if self.grounding is not None and float(self.grounding.null_cond.norm()) > 0 \
+            else None
+        if negative:  # a negative prompt replaces the unconditional vector (the generator's own text tower)
+            neg = self.generator.text_embedding(negative)
 
         waves: list[np.ndarray] = []
         settings: dict = {}
@@ -525,22 +554,25 @@ class ObjectsPipeline:
         record = {
             "method": "objects",
             "input_kind": source_kind,
-            "grounding": dict(self.grounding_record),
+            "route": route_record(self.route, self.route_why,
+                                  self.free.bridge(bridge) if self.free is not None else None, bridge),
+            "grounding": dict(self.grounding_record) if self.grounding is not None else None,
             "objects": [o.to_record() for o in plan.objects],
             "blend": {
                 "objects": [o.index for o in plan.objects],
                 "context": plan.context,
-                "how": "one diffusion pass conditioned on the union of the objects' patch selections"
+                "how": plan.blend_how or "one diffusion pass conditioned on the union of the objects' patch selections"
                 + (", mixed with uniform whole-scene weights" if plan.context > 0 else "")
                 + ("" if separate_blend else " (a single object: the blend is its sound)"),
             },
-            "mask_rescale": plan.rescale,
-            "center_crop": self.center_crop,
-            "patch_grid": list(plan.grid),
             "seed_policy": "every object and the blend use the same seed (same initial noise)",
             "generator": settings,
             "models": self.models_record(),
         }
+        if plan.grid is not None:  # the grounding route's patch weights
+            record.update(mask_rescale=plan.rescale, center_crop=self.center_crop, patch_grid=list(plan.grid))
+        if plan.image_words is not None:
+            record["blend"]["image_bridge_words"] = plan.image_words
         if source_kind == "video":
             record["frame_s"] = frame_s
         if plan.notes:
@@ -582,24 +614,30 @@ class ObjectsPipeline:
             if o.mask is not None:
                 save_mask_png(o.mask, d / f"{stem}-mask.png", plan.image)
                 written.append(d / f"{stem}-mask.png")
-            name = "attention" if o.kind == "text" else "weights"
-            save_attention_png(o.weights, plan.grid, d / f"{stem}-{name}.png", crop)
-            written.append(d / f"{stem}-{name}.png")
+            if o.crop is not None:  # training-free: what CLIP saw
+                o.crop.save(d / f"{stem}-crop.png")
+                written.append(d / f"{stem}-crop.png")
+            if o.weights is not None:
+                name = "attention" if o.kind == "text" else "weights"
+                save_attention_png(o.weights, plan.grid, d / f"{stem}-{name}.png", crop)
+                written.append(d / f"{stem}-{name}.png")
         masks = [o.mask for o in plan.objects if o.mask is not None]
         if masks:
             save_mask_png(union_masks(masks), d / "blend-mask.png", plan.image)
             written.append(d / "blend-mask.png")
-        save_attention_png(plan.blend_weights, plan.grid, d / "blend-weights.png", crop)
-        written.append(d / "blend-weights.png")
+        if plan.blend_weights is not None:
+            save_attention_png(plan.blend_weights, plan.grid, d / "blend-weights.png", crop)
+            written.append(d / "blend-weights.png")
         return written
 
     def models_record(self) -> dict:
         rec = {}
-        for role, enc in (("clip", self.clip), ("clap", self.clap), ("audioldm", self.generator),
+        for role, enc in (("clip", self.clip), ("audioldm", self.generator),
                           ("sam", self._segmenter)):
             src = getattr(enc, "loaded_from", None)
             if src is not None:
                 rec[role] = {"ref": src.ref, "revision": src.revision}
+        rec["clap"] = self.clap.record()
         unet = self.grounding_record.get("unet")
         if unet:  # the fine-tuned UNet from the grounding folder replaced the model set's
             rec["audioldm_unet"] = {"ref": unet["ref"], "revision": unet["revision"]}
@@ -613,8 +651,10 @@ GROUNDING_UNET_SUBFOLDER = "unet"
 _UNET_MUST_MATCH = ("in_channels", "out_channels", "class_embed_type", "projection_class_embeddings_input_dim")
 
 
-def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path: Path, ms: ModelSet) -> dict:
-    """Swap the generator's UNet for ``path/unet`` when the grounding folder has one; the record entries.
+def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path: Path,
+                        ms: ModelSet) -> tuple[AudioLDMGenerator, dict]:
+    """The generator with the UNet of ``path/unet`` when the grounding folder has one (a copy: the shared
+    generator is left as it is), and the record entries.
 
     Loaded with the generator's dtype onto its device through :func:`load_pretrained` (the same path as
     every model). Refused when it cannot drive this model set's VAE or take the grounding's condition.
@@ -636,7 +676,7 @@ def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path
         if training.get("task") == "grounding" and options.get("finetune_unet", True):
             rec["unet_note"] = (f"{path} was trained with the UNet fine-tuned but holds no {GROUNDING_UNET_SUBFOLDER}/ "
                                 "sub-folder: the model set's (not fine-tuned) UNet was used")
-        return rec
+        return gen, rec
     try:
         unet, src = load_pretrained(UNet2DConditionModel, str(path), subfolder=GROUNDING_UNET_SUBFOLDER,
                                     torch_dtype=gen.dtype)
@@ -651,8 +691,8 @@ def _use_finetuned_unet(gen: AudioLDMGenerator, grounding: GroundingModule, path
                 f"grounding {path}: its fine-tuned UNet has {key}={unet.config.get(key)!r}, but the model set "
                 f"{ms.name!r} and the grounding module need {expected!r}; train it from the same model set"
             )
-    gen.unet = to_device(unet, gen.device, gen.dtype)
-    return {"unet": {"ref": str(folder.resolve()), "revision": src.revision, "fine_tuned": True,
+    gen = gen.with_unet(to_device(unet, gen.device, gen.dtype))
+    return gen, {"unet": {"ref": str(folder.resolve()), "revision": src.revision, "fine_tuned": True,
                      "replaces": f"the UNet of {ms.audioldm}"}}
 
 
@@ -695,21 +735,28 @@ def write_objects_outputs(
     *,
     record: dict,
     stems_dir: str | os.PathLike | None = None,
-    video_source: Path | None = None,
+    video_source: object = None,
+    loudness: float | None = None,
+    stems_relative: bool = False,
+    mux: dict | None = None,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Write the blend to ``out_path`` and the stems to ``stems_dir``, each with its JSON sidecar.
+    ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
 
     Everything is first written to staging files beside its target and only then renamed into place,
     so an error leaves no partial set of outputs. Returns (outputs, sidecars, notes).
     """
     from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
-    from ..io.outputs import write_sound
+    from ..io.outputs import level_outputs, write_sound, written_format
     from ..io.sidecar import sidecar_path, write_sidecar
 
     if out_path.suffix.lower() == ".mp4" and video_source is None:
-        raise OutputError("an .mp4 output needs a video input")
+        raise OutputError("an .mp4 output needs a video or picture input")
     notes: list[str] = []
+    levels = level_outputs(result.waveform, [o.waveform for o in result.objects] if stems_dir is not None else [],
+                           result.sample_rate, loudness=loudness, stems_relative=stems_relative,
+                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
     stems: list[tuple[Path, ObjectSound]] = []
     stems_final = created = None
     if stems_dir is not None:
@@ -724,18 +771,22 @@ def write_objects_outputs(
     try:
         with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
             main_tmp = paths[1]
-            note = write_sound(main_tmp, result.waveform, result.sample_rate, video_source=video_source)
+            note = write_sound(main_tmp, levels.mix, result.sample_rate, video_source=video_source,
+                               normalize=levels.normalize, **(mux or {}))
             notes += [note] if note else []
             main_record = dict(record)
             main_record["output"] = {
                 "path": str(out_path.resolve()), "what": "blend", "sample_rate": result.sample_rate,
                 "duration_s": round(result.duration_s, 6), "channels": 1,
             }
+            if levels.record:
+                main_record["output"]["levels"] = levels.record
+            main_record["output"].update(written_format(main_tmp))  # what the file holds (mp4: 48 kHz stereo)
             if notes:
                 main_record["notes"] = list(main_record.get("notes", [])) + notes
             write_sidecar(main_tmp, main_record)  # = paths[0]
-            for (final, sound), tmp in zip(stems, paths[3::2]):
-                write_audio(tmp, sound.waveform, sound.sample_rate)
+            for (final, sound), tmp, wave in zip(stems, paths[3::2], levels.stems):
+                write_audio(tmp, wave, sound.sample_rate, normalize=levels.normalize)
                 rec = dict(record)
                 rec["object"] = sound.object.to_record()
                 rec["output"] = {"path": str(final.resolve()), "what": f"stem: {sound.object.label}",

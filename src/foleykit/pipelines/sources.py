@@ -3,7 +3,7 @@
 Perception → CMSS manifold → Remixer + Cycle Mix → AudioLDM, for any composition of sources:
 
 * **images** (optionally several): the whole image is the *global* source; OWLv2 detects sounding
-  objects (vocabulary :data:`~foleykit.pipelines.sound_vocabulary.SOUNDING_OBJECTS`), and user
+  objects (vocabulary :data:`~foleykit.vocabulary.SOUNDING_OBJECTS`), and user
   **boxes** / **masks** add regions. Every region is cropped (masks: the region's bounding box with
   the pixels outside the mask blacked out) and letterboxed to a square, then the global image and all
   crops of that image go through CLIP ViT-L/14 in **one** batch. Detection and CLIP run once per
@@ -11,6 +11,11 @@ Perception → CMSS manifold → Remixer + Cycle Mix → AudioLDM, for any compo
 * **texts**: through the text→CLIP-image prior (:mod:`foleykit.encoders.prior`, ``text_mode="prior"``)
   or, as a documented fallback, plain CLIP text embeddings (``text_mode="clip"``).
 * **audios**: CLAP audio embeddings (their Remixer token has v = 0, paper §Remixer).
+
+Routes: with SS2A weights (a trained bundle or the released checkpoint) the manifold and Remixer run as
+below; without them the **training-free route** runs instead (:mod:`foleykit.pipelines.training_free`:
+each source's own CLAP vector through CLIP and the zero-shot bridge, the weighted mix refined like
+Cycle Mix, stems from each source's vector). Perception, weights, stems, stereo and video are shared.
 
 Slots (:func:`~foleykit.modules.cycle_mix.pack_sources`): with one image, slot 0 holds its global
 CLIP (the released image-to-audio layout, and the Cycle Mix feedback slot); with several images or
@@ -64,7 +69,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from ..devices import resolve_device, resolve_dtype
-from ..encoders.clap import ClapEncoder
+from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.detector import (
     DEFAULT_MAX_DETECTIONS,
@@ -81,12 +86,14 @@ from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
 from ..generator.pipeline import AudioLDMGenerator
 from ..generator.presets import get_preset
 from ..io.audio import SILENCE_PEAK, load_audio
-from ..io.image import crop_box, letterbox, load_image
+from ..io.image import crop_box, cut_out, load_image
 from ..model_sets import ModelSet, resolve_model_set
 from ..modules.cycle_mix import CRITERIA, cycle_mix, manifold_codes, pack_sources, stack_slots
 from ..seeding import make_generator, resolve_seed
 from .mapper import DEFAULT_IMAGE_DURATION_S, SoundResult, is_video_path
 from .ss2a_bundle import SS2ABundle, load_ss2a
+from .training_free import TRAINING_FREE, TrainingFree, choose_route, generator_clap, route_record
+from .zero_shot_bridge import BridgeSettings
 
 __all__ = [
     "DEFAULT_CYCLE_ROUNDS",
@@ -208,6 +215,7 @@ class SoundSource:
     score: float | None = None
     label: str | None = None
     info: dict = field(default_factory=dict)
+    vector: torch.Tensor | None = None  # [512] unit CLAP its stem is conditioned on (set by the mix)
 
     @property
     def stem_name(self) -> str:
@@ -237,6 +245,7 @@ class SourcesResult:
     record: dict
     sources: list[SoundSource] = field(default_factory=list)
     mono_mix: SoundResult | None = None
+    condition: torch.Tensor | None = None  # [512] the mix's CLAP condition (images)
 
     @property
     def seed(self) -> int:
@@ -264,11 +273,7 @@ _crop_box = crop_box
 
 
 def _mask_region(img: Image.Image, mask: np.ndarray) -> tuple[Image.Image, tuple[float, float, float, float]]:
-    ys, xs = np.nonzero(mask)
-    x0, x1, y0, y1 = int(xs.min()), int(xs.max()) + 1, int(ys.min()), int(ys.max()) + 1
-    arr = np.asarray(img).copy()
-    arr[~mask] = 0  # released SS2A: the image multiplied by the mask
-    return letterbox(Image.fromarray(arr[y0:y1, x0:x1])), (float(x0), float(y0), float(x1), float(y1))
+    return cut_out(img, mask, background=(0, 0, 0))  # released SS2A: the image multiplied by the mask
 
 
 #: Mask files whose compression noise would turn black pixels nonzero.
@@ -400,9 +405,9 @@ class SourcesPipeline:
     def __init__(
         self,
         clip: ClipEncoder,
-        clap: ClapEncoder,
+        clap: GeneratorClap,
         generator: AudioLDMGenerator,
-        ss2a: SS2ABundle,
+        ss2a: SS2ABundle | None,
         *,
         detector: SoundSourceDetector | None = None,
         prior: TextToImagePrior | None = None,
@@ -410,6 +415,7 @@ class SourcesPipeline:
         prior_ref: str | None = None,
         model_set: ModelSet | None = None,
         cache_size: int = 8,
+        route: tuple[str, str] | None = None,
     ) -> None:
         self.clip = clip
         self.clap = clap
@@ -424,8 +430,14 @@ class SourcesPipeline:
         self._lock = threading.RLock()
         self._cache: OrderedDict[tuple, _Perceived] = OrderedDict()
         self._cache_size = max(1, int(cache_size))
-        ss2a.check(clip.dim, clap.dim)
-        self.ss2a.to(clip.device)
+        # (route, why): SS2A modules ("trained" / "released"), or none: "training-free" (pipelines/training_free.py)
+        self.route, self.route_why = route or ((("released" if ss2a.source.startswith("released") else "trained"),
+                                                 "SS2A modules given") if ss2a is not None
+                                                else (TRAINING_FREE, "no SS2A modules given"))
+        self.free = TrainingFree(clip, generator_clap(self)) if ss2a is None else None
+        if ss2a is not None:
+            ss2a.check(clip.dim, clap.dim)
+            self.ss2a.to(clip.device)
 
     @classmethod
     def from_models(
@@ -435,23 +447,28 @@ class SourcesPipeline:
         ss2a: str | os.PathLike | None = None,
         device: str | torch.device = "auto",
         dtype: str | torch.dtype | None = None,
+        route: str | None = "auto",
     ) -> SourcesPipeline:
         """Load CLIP ViT-L/14, CLAP and AudioLDM of a model set, the SS2A bundle, and (lazily, when
         first needed) the OWLv2 detector and the text prior.
 
         ``ss2a``: a bundle folder (``manifold/``, ``remixer/``, optional ``temporal/``), the released
         ``ssv2a.pth`` (``ssv2a.json`` and optional ``agg.pth`` beside it); else the model set's ``ss2a``
-        role; else untrained modules (the record says so).
+        role; else the training-free route (:mod:`foleykit.pipelines.training_free`). ``route``:
+        auto | trained | released | training-free (:func:`~foleykit.pipelines.training_free.choose_route`).
         """
         ms = resolve_model_set(models)
+        route_name, ref, why = choose_route("sources", route, ss2a, ms.extra.get("ss2a"))
         dev = resolve_device(device)
         dt = resolve_dtype(dtype, dev)
-        clip = ClipEncoder.from_pretrained(ms.clip, device=dev, dtype=dt)
-        clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dt)
-        gen = AudioLDMGenerator.from_pretrained(ms.audioldm, device=dev, dtype=dt)
-        bundle = load_ss2a(ss2a if ss2a is not None else ms.extra.get("ss2a"))
+        from . import components  # one CLIP, CLAP and generator per process, shared by every method
+
+        clip = components.clip(ms.clip, dev, dt)
+        gen = components.generator(ms.audioldm, dev, dt)
+        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
+        bundle = None if route_name == TRAINING_FREE else load_ss2a(ref)
         pipe = cls(clip, clap, gen, bundle, detector_ref=ms.extra.get("detector"), prior_ref=ms.extra.get("prior"),
-                   model_set=ms)
+                   model_set=ms, route=(route_name, why))
         pipe._dtype = dt
         return pipe
 
@@ -462,9 +479,9 @@ class SourcesPipeline:
             if self._detector is None:
                 if not self.detector_ref:
                     raise InputError("this model set has no 'detector' role; pass detect=False (--no-detect) or boxes")
-                self._detector = SoundSourceDetector.from_pretrained(
-                    self.detector_ref, device=self.clip.device, dtype=self._dtype
-                )
+                from . import components
+
+                self._detector = components.detector(self.detector_ref, self.clip.device, self._dtype)
             return self._detector
 
     @property
@@ -472,14 +489,14 @@ class SourcesPipeline:
         """The text prior, or None when the model set has none (texts then use CLIP text)."""
         with self._lock:
             if self._prior is None and self.prior_ref:
-                self._prior = TextToImagePrior.from_pretrained(
-                    self.prior_ref, device=self.clip.device, dtype=self._dtype
-                )
+                from . import components
+
+                self._prior = components.prior(self.prior_ref, self.clip.device, self._dtype)
             return self._prior
 
     @property
     def max_slots(self) -> int:
-        return int(self.ss2a.remixer.config.max_sources)
+        return int(self.ss2a.remixer.config.max_sources) if self.ss2a is not None else 64
 
     # -- perception ------------------------------------------------------------------------------
     @torch.no_grad()
@@ -551,8 +568,11 @@ class SourcesPipeline:
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], *, mode: str, seed: int, prior_steps: int, prior_guidance: float
                     ) -> tuple[torch.Tensor, str, list[str]]:
-        """[N, clip_dim] unit CLIP-image-space embeddings of text sources, the mode used and notes."""
+        """[N, clip_dim] unit CLIP-image-space embeddings of text sources, the mode used and notes.
+        Training-free route: [N, clap_dim] CLAP text vectors, mode ``"clap"``."""
         notes: list[str] = []
+        if self.free is not None:
+            return self.free.embed_texts(texts), "clap", notes
         if not texts:
             return torch.empty(0, self.clip.dim), mode, notes
         if mode == "prior":
@@ -622,6 +642,8 @@ class SourcesPipeline:
         stems: bool = False,
         stereo: bool = False,
         progress: bool | ProgressFn = True,
+        bridge: BridgeSettings | None = None,
+        negative: str | None = None,
     ) -> SourcesResult:
         """Generate the sound of a composition of sources (see the module docstring).
 
@@ -633,10 +655,19 @@ class SourcesPipeline:
         ``detector_size``: OWLv2 input side in pixels (default: native 960; smaller is cheaper, coarser).
         ``stems``/``stereo``: also generate one stem per source / a stereo mix from the stems.
         ``progress``: True/False for terminal bars, or ``fn(fraction, message)``.
+        ``bridge``: the zero-shot bridge's settings (training-free route only).
         """
         seed = resolve_seed(seed)
+        if bridge is not None and self.free is None:
+            raise InputError("bridge settings (vocabulary, top-k, temperature) apply to the training-free route only")
+        bridge = (bridge or BridgeSettings()).check()
+        neg = self.generator.text_embedding(negative) if negative else None  # negative prompt (CFG)
         report = progress if callable(progress) else None
         bars = bool(progress) and report is None
+        if self.free is not None:  # vocabulary and top_k checked (and embedded once per model) before perception
+            if report:
+                report(0.0, "sound vocabulary (embedded once per model, then read from the cache)")
+            self.free.bridge(bridge)
         texts = [(v.strip() if isinstance(v, str) else v, w) for v, w in (_split_weight(t) for t in texts)]
         audios = [_split_weight(a) for a in audios]
         boxes = [_split_weight(b) for b in boxes]
@@ -709,8 +740,9 @@ class SourcesPipeline:
         audio_emb = torch.empty(0, self.clap.dim)
         if audio_data:
             audio_emb = torch.cat([self.clap.embed_audio([wv], sr).cpu() for wv, sr, *_ in audio_data])
-        text_sources = [SoundSource(0, "text", f"text '{t}'", f"text-{_slug(t)}", w, clip=text_emb[i],
-                                    info={"text_mode": text_mode_used})
+        free = self.free is not None  # training-free: texts are CLAP vectors already
+        text_sources = [SoundSource(0, "text", f"text '{t}'", f"text-{_slug(t)}", w, clip=None if free else text_emb[i],
+                                    clap=text_emb[i] if free else None, info={"text_mode": text_mode_used})
                         for i, (t, w) in enumerate(texts)]
         audio_sources = [SoundSource(0, "audio", f"audio {name}", f"audio-{_slug(Path(name).stem)}", w,
                                      clap=audio_emb[i], info=info)
@@ -722,7 +754,8 @@ class SourcesPipeline:
                                max_detections=max_detections, max_sources=max_sources, duration_s=duration_s,
                                preset=preset, steps=num_inference_steps, guidance=guidance_scale,
                                candidates=num_candidates, cycle=(cycle_rounds, cycle_samples, var_samples, criterion),
-                               frames=frames, report=report, bars=bars, text_mode=text_mode_used)
+                               frames=frames, report=report, bars=bars, text_mode=text_mode_used, bridge=bridge,
+                               negative_embeds=neg)
 
         # Images: detection + CLIP once per image.
         room_left = room - user_count
@@ -750,12 +783,15 @@ class SourcesPipeline:
         if report:
             report(0.15, "mixing sources")
         sources = visual + text_sources + audio_sources
-        single_image = len(img_list) == 1
+        # Released weights: an image with texts or audios is the released multimodal layout (srcs_to_audio).
+        single_image = len(img_list) == 1 and not (self.ss2a is not None and self.ss2a.released_tokens
+                                                     and (text_sources or audio_sources))
         mix_clap, tracks, cm = self._mix(sources, single_image=single_image, seed=seed,
-                                         cycle=(cycle_rounds, cycle_samples, var_samples, criterion))
-        notes += _cycle_mix_notes(sources, single_image, criterion, [cm["criterion_used"]])
+                                         cycle=(cycle_rounds, cycle_samples, var_samples, criterion), bridge=bridge)
+        notes += cm.pop("notes") if self.free is not None else \
+            _cycle_mix_notes(sources, single_image, criterion, [cm["criterion_used"]])
         for i, s in enumerate(sources):
-            s.index = i
+            s.index, s.vector = i, tracks[i]
             s.info["track_similarity"] = None if not math.isfinite(cm["similarity"][i]) else round(cm["similarity"][i], 4)
 
         # Generation: the mix, then (for stems/stereo) one stem per source, all with the same seed.
@@ -763,12 +799,12 @@ class SourcesPipeline:
         jobs = [("mix", mix_clap)] + ([(s.stem_name, tracks[i]) for i, s in enumerate(sources)] if (stems or stereo) else [])
         waves, settings = self._generate(jobs, duration, seed=seed, preset=preset, steps=num_inference_steps,
                                          guidance=guidance_scale, candidates=num_candidates, report=report, bars=bars,
-                                         start=0.2)
+                                         start=0.2, negative_embeds=neg)
         sr = self.generator.sample_rate
         record = self._record(sources, cm, settings, notes, kind="image", text_mode=text_mode_used, detect=detect,
                               threshold=threshold, max_detections=max_detections, max_sources=max_sources,
                               detector_size=detector_size,
-                              single_image=single_image, stems=stems, stereo=stereo)
+                              single_image=single_image, stems=stems, stereo=stereo, bridge=bridge)
         record["detections"] = detections_rec
         mono = SoundResult(waves[0], sr, seed, record)
         stem_results = [(name, SoundResult(waves[j + 1], sr, seed, {"source": sources[j].to_record()}))
@@ -781,7 +817,7 @@ class SourcesPipeline:
         if report:
             report(1.0, "done")
         return SourcesResult(mix=mix, stems=stem_results, record=record, sources=sources,
-                             mono_mix=mono if stereo else None)
+                             mono_mix=mono if stereo else None, condition=mix_clap)
 
     # -- mixing ------------------------------------------------------------------------------------
     def _slots(self, sources: Sequence[SoundSource], single_image: bool):
@@ -801,8 +837,10 @@ class SourcesPipeline:
             weights[0, i + offset] = s.weight
         return slots, weights, offset
 
-    def _mix(self, sources: Sequence[SoundSource], *, single_image: bool, seed: int, cycle
-             ) -> tuple[torch.Tensor, torch.Tensor, dict]:
+    def _mix(self, sources: Sequence[SoundSource], *, single_image: bool, seed: int, cycle,
+             bridge: BridgeSettings | None = None) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        if self.free is not None:
+            return self.free.mix(sources, seed=seed, cycle=cycle, settings=bridge)
         rounds, samples, var_samples, criterion = cycle
         slots, weights, offset = self._slots(sources, single_image)
         gen = make_generator(seed)
@@ -819,7 +857,8 @@ class SourcesPipeline:
             "criterion_used": res.criterion_used[0],
         }
 
-    def _generate(self, jobs, duration, *, seed, preset, steps, guidance, candidates, report, bars, start=0.0):
+    def _generate(self, jobs, duration, *, seed, preset, steps, guidance, candidates, report, bars, start=0.0,
+                  negative_embeds=None):
         n_steps = steps if steps is not None else get_preset(preset).num_inference_steps
         per_job = math.ceil(len(plan_windows(duration)) / 4) * int(n_steps)
         total = max(1, len(jobs) * per_job)
@@ -835,6 +874,7 @@ class SourcesPipeline:
                 self.generator, cond.reshape(1, -1), duration, seed=seed,
                 preset=preset, num_inference_steps=steps, guidance_scale=guidance, num_candidates=candidates,
                 ranker=self.clap if candidates > 1 else None, progress=bars, step_callback=step_cb,
+                negative_embeds=negative_embeds,
             )
             waves.append(out.waveforms[0])
             settings = out.settings
@@ -842,7 +882,8 @@ class SourcesPipeline:
 
     # -- video -------------------------------------------------------------------------------------
     def _video(self, path, text_sources, audio_sources, *, notes, seed, det_kwargs, max_detections, max_sources,
-               duration_s, preset, steps, guidance, candidates, cycle, frames, report, bars, text_mode) -> SourcesResult:
+               duration_s, preset, steps, guidance, candidates, cycle, frames, report, bars, text_mode,
+               bridge=None, negative_embeds=None) -> SourcesResult:
         from ..io.video import probe_video, read_frames, segment_centres
         from ..modules.temporal import FULL_WINDOW_S, frame_time_positions
 
@@ -880,12 +921,15 @@ class SourcesPipeline:
         for b, srcs in enumerate(frame_sources):  # slot order == source order (the frame's global in slot 0)
             weights[b, : len(srcs)] = torch.tensor([s.weight for s in srcs])
         rounds, samples, var_samples, criterion = cycle
-        res = cycle_mix(self.ss2a.manifold, self.ss2a.remixer, batch, rounds=rounds, samples=samples,
-                        var_samples=var_samples, criterion=criterion, generator=make_generator(seed),
-                        slot_weights=weights)
+        if self.free is not None:
+            res = self.free.mix_scenes(frame_sources, seed=seed, cycle=cycle, settings=bridge)
+        else:
+            res = cycle_mix(self.ss2a.manifold, self.ss2a.remixer, batch, rounds=rounds, samples=samples,
+                            var_samples=var_samples, criterion=criterion, generator=make_generator(seed),
+                            slot_weights=weights)
         notes += _cycle_mix_notes(None, True, criterion, res.criterion_used)
         frame_claps = res.clap.view(len(windows), frames, -1)
-        agg = self.ss2a.temporal
+        agg = self.ss2a.temporal if self.ss2a is not None else None
         # Timestamp positions: 0..frames-1 for a full 10 s window (the released index convention),
         # closer together for a shorter one (a short clip, the last window of a long video).
         positions = frame_time_positions(torch.tensor(frame_times, dtype=torch.float64), FULL_WINDOW_S)
@@ -893,6 +937,9 @@ class SourcesPipeline:
             dev = next(agg.parameters()).device
             window_claps = agg.aggregate(frame_claps.to(dev), positions=positions.to(dev)).cpu()
             how = "temporal aggregator over per-frame SS2A CLAPs"
+        elif self.free is not None:
+            window_claps = F.normalize(frame_claps.mean(1), dim=-1).cpu()
+            how = "mean of per-frame training-free mixes (no temporal aggregator on this route)"
         else:
             window_claps = F.normalize(frame_claps.mean(1), dim=-1).cpu()
             how = "mean of per-frame SS2A CLAPs (no temporal aggregator in the SS2A bundle)"
@@ -901,7 +948,8 @@ class SourcesPipeline:
             report(0.35, "generating")
         out = generate_long(self.generator, window_claps, duration, seed=seed, preset=preset, num_inference_steps=steps,
                             guidance_scale=guidance, num_candidates=candidates,
-                            ranker=self.clap if candidates > 1 else None, progress=bars)
+                            ranker=self.clap if candidates > 1 else None, progress=bars,
+                            negative_embeds=negative_embeds)
         sources = text_sources + audio_sources
         for i, s in enumerate(sources):
             s.index = i + 1
@@ -912,7 +960,7 @@ class SourcesPipeline:
                               out.settings, notes, kind="video", text_mode=text_mode, detect=det_kwargs["detect"],
                               threshold=det_kwargs["threshold"], max_detections=max_detections,
                               detector_size=det_kwargs["detector_size"],
-                              max_sources=max_sources, single_image=True, stems=False, stereo=False)
+                              max_sources=max_sources, single_image=True, stems=False, stereo=False, bridge=bridge)
         record["video"] = {"frames_per_window": frames, "windows": [list(w) for w in windows], "aggregation": how,
                            "positions": f"frame times: (t - t_first) * frames / {FULL_WINDOW_S:g} s (0..frames-1 "
                                         "for a full window)",
@@ -925,11 +973,13 @@ class SourcesPipeline:
 
     # -- record ------------------------------------------------------------------------------------
     def _record(self, sources, cm, settings, notes, *, kind, text_mode, detect, threshold, max_detections, max_sources,
-                single_image, stems, stereo, detector_size=None) -> dict:
-        all_notes = list(self.ss2a.notes) + list(notes)
+                single_image, stems, stereo, detector_size=None, bridge=None) -> dict:
+        all_notes = (list(self.ss2a.notes) if self.ss2a is not None else []) + list(notes)
         rec = {
             "method": "sources",
             "input_kind": kind,
+            "route": route_record(self.route, self.route_why,
+                                  self.free.bridge(bridge) if self.free is not None else None, bridge),
             "sources": [s.to_record() for s in sources],
             "slot_layout": "slot 0 = the image's global source (feedback slot)" if single_image
             else "slot 0 = empty feedback slot; every image's global source has its own slot",
@@ -938,13 +988,14 @@ class SourcesPipeline:
                            "max_sources": max_sources, "text_mode": text_mode,
                            "detector": self.detector_ref, "prior": self.prior_ref if text_mode == "prior" else None},
             "cycle_mix": {k: v for k, v in cm.items() if k != "similarity"},
-            "ss2a": self.ss2a.record(),
+            "ss2a": self.ss2a.record() if self.ss2a is not None else None,
             "generator": settings,
             "models": self.models_record(),
             "seed_policy": "the mix and every stem use the same seed (same initial noise)",
         }
         if stems or stereo:
-            rec["stems"] = "one per source: AudioLDM conditioned on the source's track semantics chi(e)"
+            rec["stems"] = "one per source: AudioLDM conditioned on " + (
+                "the source's own CLAP vector" if self.free is not None else "the source's track semantics chi(e)")
         if stereo:
             rec["stereo"] = ("sum over stems of weight * equal-power pan(position) * stem / RMS(stem); images, texts and "
                              "audios centred, regions panned by the horizontal centre of their box")
@@ -954,11 +1005,12 @@ class SourcesPipeline:
 
     def models_record(self) -> dict:
         rec = {}
-        for role, enc in (("clip", self.clip), ("clap", self.clap), ("audioldm", self.generator),
+        for role, enc in (("clip", self.clip), ("audioldm", self.generator),
                           ("detector", self._detector), ("prior", self._prior)):
             src = getattr(enc, "loaded_from", None)
             if src is not None:
                 rec[role] = {"ref": src.ref, "revision": src.revision}
+        rec["clap"] = self.clap.record()
         if self.model_set is not None:
             rec["model_set"] = self.model_set.name
         return rec
@@ -974,9 +1026,13 @@ def write_sources_outputs(
     record: dict,
     stems_dir: str | os.PathLike | None = None,
     overwrite: bool = False,
-    video_source: Path | None = None,
+    video_source: object = None,
+    loudness: float | None = None,
+    stems_relative: bool = False,
+    mux: dict | None = None,
 ) -> tuple[list[Path], list[Path], list[str]]:
     """Write the mix to ``out_path`` and (with ``stems_dir``) one stem per source, each with a sidecar.
+    ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
 
     All files are written to staging folders beside their targets first and only then renamed into
     place; a clash with an existing stem (without ``overwrite``) or any error leaves nothing behind.
@@ -984,11 +1040,11 @@ def write_sources_outputs(
     """
     from ..io.atomic import staged_outputs
     from ..io.audio import write_audio
-    from ..io.outputs import write_sound
+    from ..io.outputs import level_outputs, write_sound, written_format
     from ..io.sidecar import sidecar_path, write_sidecar
 
     if out_path.suffix.lower() == ".mp4" and video_source is None:
-        raise OutputError("an .mp4 output needs a video input")
+        raise OutputError("an .mp4 output needs a video or picture input")
     notes: list[str] = []
     stems: list[tuple[Path, str, SoundResult]] = []  # (final path, stem name, sound)
     d = created = None
@@ -1006,11 +1062,15 @@ def write_sources_outputs(
     outputs = [out_path] + [final for final, _, _ in stems]
     sidecars = [sidecar_path(final) for final in outputs]
     mix = result.mix
+    levels = level_outputs(mix.waveform, [sound.waveform for _, _, sound in stems], mix.sample_rate,
+                           loudness=loudness, stems_relative=stems_relative,
+                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
     # Each sidecar before its file: whoever sees a file also sees its sidecar.
     try:
         with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
             main_tmp = paths[1]
-            note = write_sound(main_tmp, mix.waveform, mix.sample_rate, video_source=video_source)
+            note = write_sound(main_tmp, levels.mix, mix.sample_rate, video_source=video_source,
+                               normalize=levels.normalize, **(mux or {}))
             notes += [note] if note else []
             main_record = dict(record)
             main_record["output"] = {
@@ -1018,11 +1078,14 @@ def write_sources_outputs(
                 "sample_rate": mix.sample_rate, "duration_s": round(mix.duration_s, 6),
                 "channels": 1 if mix.waveform.ndim == 1 else int(mix.waveform.shape[0]),
             }
+            if levels.record:
+                main_record["output"]["levels"] = levels.record
+            main_record["output"].update(written_format(main_tmp))  # what the file holds (mp4: 48 kHz stereo)
             if notes:
                 main_record["notes"] = list(main_record.get("notes", [])) + notes
             write_sidecar(main_tmp, main_record)  # = paths[0]
-            for (final, name, sound), tmp in zip(stems, paths[3::2]):
-                write_audio(tmp, sound.waveform, sound.sample_rate)
+            for (final, name, sound), tmp, wave in zip(stems, paths[3::2], levels.stems):
+                write_audio(tmp, wave, sound.sample_rate, normalize=levels.normalize)
                 rec = dict(record)
                 rec.pop("notes", None)
                 rec["source"] = sound.record.get("source")

@@ -54,6 +54,12 @@ class SS2ABundle:
             self.temporal.to(device)
         return self
 
+    @property
+    def released_tokens(self) -> bool:
+        """True for released weights: the Remixer sees all of its slots with the released empty-slot
+        contents and the released slot layouts (see :mod:`foleykit.modules.cycle_mix`)."""
+        return bool(self.remixer.config.attend_to_padding)
+
     def check(self, clip_dim: int, clap_dim: int) -> None:
         """Refuse modules whose sizes do not fit the encoders (or each other)."""
         m, r = self.manifold.config, self.remixer.config

@@ -82,23 +82,35 @@ def find_config(name_or_path: str) -> Path:
     raise InputError(f"config {name_or_path!r} not found (looked in {', '.join(str(r) for r in roots)})")
 
 
-def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
-    """``a.b.c=value`` assignments (values parsed as YAML: numbers, lists, null)."""
+def set_values(config: dict[str, Any], values: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy of ``config`` with ``{"a.b.c": value}`` assignments (paths as strings, tuples as lists,
+    as a run file would hold them)."""
     out = copy.deepcopy(config)
-    yaml = _yaml()
-    for item in overrides:
-        if "=" not in item:
-            raise InputError(f"override {item!r} is not key.path=value")
-        key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if yaml is not None else json.loads(raw)
+    for key, value in values.items():
+        if isinstance(value, os.PathLike):
+            value = os.fspath(value)
+        elif isinstance(value, tuple):
+            value = list(value)
         node = out
         parts = key.strip().split(".")
         for part in parts[:-1]:
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
-                raise InputError(f"override {item!r}: {part} is not a mapping")
+                raise InputError(f"setting {key}: {part} is not a mapping")
         node[parts[-1]] = value
     return out
+
+
+def apply_overrides(config: dict[str, Any], overrides: Sequence[str]) -> dict[str, Any]:
+    """``a.b.c=value`` assignments (values parsed as YAML: numbers, lists, null)."""
+    yaml = _yaml()
+    values: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise InputError(f"override {item!r} is not key.path=value")
+        key, raw = item.split("=", 1)
+        values[key] = yaml.safe_load(raw) if yaml is not None else json.loads(raw)
+    return set_values(config, values)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -132,21 +144,28 @@ def _load_tensor_file(p: Path, what: str = "training tensors") -> dict[str, torc
     return {k: torch.as_tensor(v) for k, v in data.items()}
 
 
-def load_training_data(path: str | os.PathLike, keys: Mapping[str, str], *, in_memory: bool = True,
+def load_training_data(path: str | os.PathLike | Mapping[str, torch.Tensor], keys: Mapping[str, str], *,
+                       in_memory: bool = True,
                        optional: Sequence[str] = (), what: str = "training tensors",
+                       embeddings: Sequence[str] = (),
                        prepare: Callable[[Path, dict[str, torch.Tensor]], dict[str, torch.Tensor]] | None = None,
                        ) -> tuple[torch.utils.data.Dataset, str, dict[str, tuple[int, ...]]]:
-    """(dataset, fingerprint, per-item shapes) for an extraction folder or a tensors file.
+    """(dataset, fingerprint, per-item shapes) for an extraction folder, a tensors file, or a dict of
+    tensors in memory (checked as a file's would be).
 
     ``keys`` maps batch keys to stored names (in a tensors file, a tensor named like the batch key
     stands in for a mapped name it lacks); keys in ``optional`` may be absent from the data.
     ``what`` names the data in error messages; ``prepare(path, tensors)`` may derive tensors of a
-    file before the keys are looked up (the remixer's codes from a manifold).
+    file before the keys are looked up (the remixer's codes from a manifold). Keys in ``embeddings``
+    hold one embedding per row: an all-zero row (no embedding) is refused.
     """
     from .extraction import INDEX_FILE, EmbeddingStore, StoreDataset
 
-    p = Path(path).expanduser()
-    if p.is_dir():
+    if isinstance(path, Mapping):
+        p, data = Path("<tensors>"), {k: torch.as_tensor(v) for k, v in path.items()}
+    else:
+        p, data = Path(path).expanduser(), None
+    if data is None and p.is_dir():
         if not (p / INDEX_FILE).is_file():
             raise InputError(f"{p} is not an extraction folder (no {INDEX_FILE})")
         store = EmbeddingStore(p)
@@ -160,9 +179,10 @@ def load_training_data(path: str | os.PathLike, keys: Mapping[str, str], *, in_m
             loaded = store.load(list(present.values()))
             return TensorDictDataset({k: loaded[v].float() for k, v in present.items()}), fp, shapes
         return StoreDataset(store, dict(present)), fp, shapes
-    if not p.is_file():
-        raise InputError(f"training data not found: {p}")
-    data = _load_tensor_file(p, what)
+    if data is None:
+        if not p.is_file():
+            raise InputError(f"training data not found: {p}")
+        data = _load_tensor_file(p, what)
     if prepare is not None:
         data = prepare(p, data)
     # A tensors file may name its tensors by batch key ('clip') where the run file maps the key to an
@@ -182,6 +202,10 @@ def load_training_data(path: str | os.PathLike, keys: Mapping[str, str], *, in_m
         else:
             if not torch.isfinite(t.float()).all():
                 raise InputError(f"{p}: tensor {v!r} contains NaN or infinite values")
+            if k in embeddings and t.ndim >= 2:
+                zero = (t.float().flatten(1).norm(dim=1) == 0).nonzero()
+                if len(zero):
+                    raise InputError(f"{p}: {v!r} row {int(zero[0])} is all zeros (not an embedding)")
             tensors[k] = t.float()
     ds = TensorDictDataset(tensors)
     return ds, ds.fingerprint(), {k: tuple(t.shape[1:]) for k, t in tensors.items()}
@@ -195,6 +219,14 @@ DEFAULT_KEYS: dict[str, dict[str, str]] = {
     "grounding": {"latents": "latents", "text_emb": "text_emb", "patch_emb": "patch_emb"},
 }
 OPTIONAL_KEYS = ("padding_mask",)
+
+#: The run file each task starts from (the papers' settings, in ``configs/``).
+DEFAULT_RUN_FILES = {"mapper": "mapper_v2a", "manifold": "manifold_ss2a", "remixer": "remixer_ss2a",
+                     "temporal": "temporal_ss2a", "grounding": "grounding_sto"}
+
+#: Batch keys holding one embedding per row (an all-zero row is an error, not an embedding).
+EMBEDDING_KEYS = {"mapper": ("clip", "clap"), "manifold": ("clip", "clap"), "remixer": ("target_clap",),
+                  "temporal": ("target_clap",)}
 
 #: How each task's data is named in error messages.
 DATA_WHAT = {"mapper": "embedding pairs", "manifold": "embedding pairs", "remixer": "remixer scenes",
@@ -234,6 +266,50 @@ def check_item_shapes(task: str, shapes: Mapping[str, tuple[int, ...]], source: 
                              f"{shapes['frame_claps'][-1]} and {shapes['target_clap'][-1]}")
 
 
+def compute_remixer_codes(scenes: str | os.PathLike, manifold: str | os.PathLike, clips: torch.Tensor,
+                          padding: torch.Tensor | None, audio: torch.Tensor | None,
+                          is_audio: torch.Tensor | None) -> torch.Tensor:
+    """The Remixer's source codes [N, M, S] of scene slots, from a trained CMSS manifold folder.
+
+    ``clips`` [N, M, C] (zero for audio and empty slots), ``padding`` [N, M] (True = empty slot),
+    optional ``audio`` [N, M, 512] + ``is_audio`` [N, M] for slots that are audio clips.
+    """
+    from ..modules.cycle_mix import SourceSlots, manifold_codes, remixer_source_codes
+    from ..modules.manifold import CMSSManifold
+
+    _check_shape(scenes, "clips", clips, (None, None, None))
+    n, m, clip_dim = clips.shape
+    if padding is not None:
+        _check_shape(scenes, "padding_mask", padding, (n, m))
+    path = Path(manifold).expanduser()
+    if not (path / "config.json").is_file():
+        raise InputError(f"manifold {path}: expected a folder with config.json + model.safetensors")
+    man = CMSSManifold.from_pretrained(str(path)).eval()
+    if man.config.clip_dim != clip_dim:
+        raise InputError(f"manifold {path} takes {man.config.clip_dim}-d CLIP, {scenes} holds {clip_dim}-d")
+    if (audio is None) != (is_audio is None):
+        raise InputError(f"{scenes}: 'audio_claps' and 'is_audio' go together")
+    if audio is not None:
+        _check_shape(scenes, "audio_claps", audio, (n, m, man.config.clap_dim))
+        _check_shape(scenes, "is_audio", is_audio, (n, m))
+        audio, is_audio = audio.float(), is_audio.bool()
+    mask = padding.bool() if padding is not None else torch.zeros(n, m, dtype=torch.bool)
+    with torch.no_grad():
+        return torch.cat([
+            remixer_source_codes(man, manifold_codes(man, SourceSlots(
+                clips[i:i + 256].float(), mask[i:i + 256], None if audio is None else audio[i:i + 256],
+                None if is_audio is None else is_audio[i:i + 256])), "manifold")
+            for i in range(0, n, 256)
+        ])
+
+
+def _check_shape(path: Any, name: str, t: torch.Tensor, shape: tuple[int | None, ...]) -> None:
+    """``t`` must have ``len(shape)`` dims, matching every non-None entry; else one InputError line."""
+    if t.ndim != len(shape) or any(s is not None and s != d for s, d in zip(shape, t.shape)):
+        want = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
+        raise InputError(f"{path}: {name!r} must have shape {want}, got {list(t.shape)}")
+
+
 def _remixer_prepare(data_cfg: Mapping[str, Any], keys: Mapping[str, str]):
     """``prepare`` for remixer files: codes from ``data.manifold`` when the file has none."""
     manifold = data_cfg.get("manifold")
@@ -248,8 +324,6 @@ def _remixer_prepare(data_cfg: Mapping[str, Any], keys: Mapping[str, str]):
         if not manifold:
             raise InputError(f"{p} has no {codes_key!r}; pass --manifold DIR (data.manifold in a run file), "
                              "a trained CMSS manifold, to compute them")
-        from .ss2a_commands import compute_remixer_codes
-
         names = {"clips": keys.get("clips", "clips"), "padding_mask": keys.get("padding_mask", "padding_mask")}
         if names["clips"] not in tensors:
             raise InputError(f"{p}: missing tensor {names['clips']!r}; found {sorted(tensors)}")
@@ -277,6 +351,10 @@ def _folder_digest(path: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def _data_name(source: Any) -> str:
+    return "<tensors>" if isinstance(source, Mapping) else str(source)
+
+
 def run_training(config: Mapping[str, Any], *, progress: bool = True, resume: str | None = "auto",
                  overwrite: bool = False) -> TrainResult:
     """Train from a run-file mapping (see the module docstring). ``overwrite`` discards a previous
@@ -291,25 +369,35 @@ def run_training(config: Mapping[str, Any], *, progress: bool = True, resume: st
     if task not in TASK_NAMES:
         raise InputError(f"run file: task must be one of {', '.join(TASK_NAMES)}, got {task!r}")
     data = dict(config.get("data") or {})
-    if not data.get("train"):
+    if data.get("train") is None or (not isinstance(data["train"], Mapping) and not data["train"]):
         raise InputError("run file: data.train (an extraction folder or a tensors file) is required")
     keys = {**DEFAULT_KEYS[task], **(data.get("keys") or {})}
     in_memory = bool(data.get("in_memory", True))
     load = dict(in_memory=in_memory, optional=OPTIONAL_KEYS, what=DATA_WHAT[task],
+                embeddings=EMBEDDING_KEYS.get(task, ()),
                 prepare=_remixer_prepare(data, keys) if task == "remixer" else None)
+    from .provenance import check_provenance, check_training_data, read_provenance
+
+    for part in ("train", "val"):  # embeddings from the encoders the module will meet, else one line
+        if data.get(part) is not None and not isinstance(data[part], Mapping):  # tensors in memory: no record
+            check_provenance(task, read_provenance(data[part]), data[part])  # CLIP role
+            check_training_data(data[part], keys, config.get("models"))  # CLAP space
     train_ds, fp, shapes = load_training_data(data["train"], keys, **load)
-    check_item_shapes(task, shapes, data["train"])
+    check_item_shapes(task, shapes, _data_name(data["train"]))
     if task == "remixer" and data.get("manifold"):
         fp = f"{fp}|manifold:{_folder_digest(data['manifold'])}"
     val_ds = None
-    if data.get("val"):
+    if data.get("val") is not None and (isinstance(data["val"], Mapping) or data["val"]):
         val_ds, vfp, vshapes = load_training_data(data["val"], keys, **load)
-        check_item_shapes(task, vshapes, data["val"])
+        check_item_shapes(task, vshapes, _data_name(data["val"]))
         fp = f"{fp}+{vfp}"
+    # What run.json records: tensors given in memory by their fingerprint, not their values.
+    recorded = dict(config, data={
+        k: (f"<tensors {fp[:16]}>" if k in ("train", "val") and isinstance(v, Mapping) else v) for k, v in data.items()})
     trainer_cfg = TrainerConfig.from_dict(config.get("trainer") or {})
     factory = build_task(task, config.get("model") or {}, config.get("options") or {}, data_shapes=shapes,
                          models=config.get("models"))
     trainer = Trainer(factory, train_ds, trainer_cfg, val_data=val_ds, resume=resume, data_fingerprint=fp,
-                      task_name=task, run_config=json.loads(json.dumps(config, default=str)), progress=progress,
+                      task_name=task, run_config=json.loads(json.dumps(recorded, default=str)), progress=progress,
                       overwrite=overwrite)
     return trainer.fit()

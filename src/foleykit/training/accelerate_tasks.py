@@ -1,7 +1,9 @@
 """The learnable modules of the three papers as :class:`~foleykit.training.trainer.TrainModule` s.
 
 Each wraps the network and computes its paper loss inside ``forward(batch, generator)`` (so DDP and
-autocast apply), reusing the loss functions of the per-module trainers:
+autocast apply) from the terms in :mod:`foleykit.training.losses`. This is the only way foleykit trains
+a module: ``foleykit train TASK``, :func:`foleykit.api.train` and the :class:`~foleykit.training.trainer.Trainer`
+used directly all run these.
 
 ==========  ===========================================  ======================================
 task        batch keys                                   loss
@@ -15,11 +17,17 @@ temporal    frame_claps [B, T, 512], target_clap,        SS2A L_ta (Eq. 10)
 grounding   latents [B, 8, T', F'], text_emb [B, 512],   Sounding-that-Object Eq. 1 through the
             patch_emb [B, P, 768]                        AudioLDM UNet (fine-tuned by default)
 ==========  ===========================================  ======================================
+
+Besides the registry (:func:`build_task`): :class:`GroundingContrastiveTask`, the grounding module alone
+against a bank of audio embeddings (a quick check without the UNet, e.g. on
+:mod:`foleykit.training.synthetic_scenes`).
 """
 
 from __future__ import annotations
 
 import copy
+import math
+import warnings
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -76,10 +84,17 @@ class ManifoldTask(TrainModule):
     """Student manifold trained with L_fold + mean-teacher consistency; the teacher (an EMA of the
     student, part of the checkpoints) is what is exported.
 
-    One backward per step reproduces the alternating optimisation of ``train_manifold``: L_fold
-    reaches the projectors and τ through a *parameter-detached* copy of χ, and χ is trained only by
-    its reconstruction + KL terms on detached codes (AdamW per parameter, so one optimizer over the
-    two disjoint gradient sets equals the two optimizers).
+    One backward per step does the paper's alternating optimisation of the projectors and the
+    generator ("alternatively optimize ... with L_fold"): L_fold reaches the projectors and τ through a
+    *parameter-detached* copy of χ, and χ is trained only by its reconstruction + KL terms on detached
+    codes (AdamW per parameter, so one optimizer over the two disjoint gradient sets equals two).
+    Consistency: cosine distance of the student's codes to the teacher's for the same pairs (each with
+    its own input noise when ``input_noise`` > 0), ramped up with Tarvainen's sigmoid over
+    ``consistency_rampup`` of all steps; the EMA decay is warmed up (min(decay, 1 − 1/(step + 1))) so
+    a short run still yields a usable teacher. The paper trains a first teacher on its clean VGG-SS
+    pairs and the student on all pairs: pass that model as ``init_from`` for the second stage.
+    Defaults the paper's main text does not give (λ1, EMA decay, consistency weight) are ours;
+    λ1 = 5e-4 follows a checkpoint name in the released code ("kl00005").
     """
 
     batch_keys = ("clip", "clap")
@@ -135,9 +150,7 @@ class ManifoldTask(TrainModule):
         from torch.func import functional_call
 
         from ..modules.manifold import ManifoldForward
-        from .ss2a_common import sigmoid_rampup
-        from .ss2a_losses import cosine_distance_loss, manifold_loss, variational_kl
-        from .ss2a_manifold import consistency_loss
+        from .losses import consistency_loss, cosine_distance_loss, manifold_loss, variational_kl
 
         clip, clap = batch["clip"].float(), batch["clap"].float()
         s = self.student
@@ -168,8 +181,6 @@ class ManifoldTask(TrainModule):
 
     @torch.no_grad()
     def after_optimizer_step(self, step: int, total_steps: int) -> None:
-        from .ss2a_common import ema_update
-
         ema_update(self.teacher, self.student, min(self.ema_decay, 1.0 - 1.0 / (step + 1)))
         self.step.fill_(step + 1)
         self._steps_cache = (step + 1, total_steps)
@@ -183,6 +194,49 @@ class ManifoldTask(TrainModule):
         hits = (q @ g.T).argmax(dim=1) == torch.arange(q.shape[0], device=q.device)
         sums["top1_in_batch"] = hits.float().sum()
         return sums
+
+
+@torch.no_grad()
+def ema_update(teacher: nn.Module, student: nn.Module, decay: float) -> None:
+    """teacher ← decay·teacher + (1 − decay)·student, parameters and float buffers alike."""
+    for t, s in zip(teacher.parameters(), student.parameters(), strict=True):
+        t.lerp_(s, 1.0 - decay)
+    for t, s in zip(teacher.buffers(), student.buffers(), strict=True):
+        if t.is_floating_point():
+            t.lerp_(s, 1.0 - decay)
+        else:
+            t.copy_(s)
+
+
+def sigmoid_rampup(step: int, rampup_steps: int) -> float:
+    """exp(−5(1 − t)²) for t = step / rampup_steps ≤ 1 (Tarvainen & Valpola's consistency ramp-up)."""
+    if rampup_steps <= 0:
+        return 1.0
+    t = min(step, rampup_steps) / rampup_steps
+    return math.exp(-5.0 * (1.0 - t) ** 2)
+
+
+@torch.no_grad()
+def retrieval_top1(manifold: nn.Module, clip: Tensor, clap: Tensor, labels: Tensor | None = None,
+                   chunk: int = 1024) -> float:
+    """CLIP→CLAP retrieval accuracy of a CMSS manifold over a whole set (the validation's
+    ``top1_in_batch`` is the same within one batch): query i is right when its nearest CLAP code is
+    pair i (or, with ``labels``, any pair of the same class). Chance is 1/N (1/classes)."""
+    was_training = manifold.training
+    manifold.eval()
+    try:
+        device = manifold.logit_scale.device
+        gallery = torch.cat([F.normalize(manifold.fold_claps(c.to(device)), dim=-1) for c in clap.split(chunk)])
+        correct = 0
+        for start in range(0, clip.shape[0], chunk):
+            queries = F.normalize(manifold.fold_clips(clip[start:start + chunk].to(device)), dim=-1)
+            nearest = (queries @ gallery.T).argmax(dim=1).cpu()
+            expected = torch.arange(start, start + queries.shape[0])
+            hits = labels[nearest] == labels[expected] if labels is not None else nearest == expected
+            correct += int(hits.sum())
+        return correct / clip.shape[0]
+    finally:
+        manifold.train(was_training)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -211,7 +265,7 @@ class RemixerTask(TrainModule):
         self.kl_weight = kl_weight
 
     def forward(self, batch, generator=None):
-        from .ss2a_losses import variational_cosine_loss
+        from .losses import variational_cosine_loss
 
         out = self.model(batch["codes"], batch["clips"], _mask(batch), generator)
         loss, cosine, kl = variational_cosine_loss(batch["target_clap"], out, self.kl_weight, generator)
@@ -239,7 +293,7 @@ class TemporalTask(TrainModule):
         self.kl_weight = kl_weight
 
     def forward(self, batch, generator=None):
-        from .ss2a_losses import variational_cosine_loss
+        from .losses import variational_cosine_loss
 
         out = self.model(batch["frame_claps"], padding_mask=_mask(batch))
         loss, cosine, kl = variational_cosine_loss(batch["target_clap"], out, self.kl_weight, generator)
@@ -279,6 +333,10 @@ class GroundingTask(TrainModule):
         self.model = GroundingModule(config)
         if null_cond is not None:
             self.model.set_null_condition(null_cond)
+        if cond_dropout > 0 and not bool(self.model.null_cond.any()):
+            warnings.warn(
+                "grounding null_cond is all zeros: dropped conditions will not match AudioLDM's unconditional "
+                "input; pass null_cond (the generator's unconditional_embedding(), CLAP of \"\")", stacklevel=2)
         self.unet = unet
         self.unet.requires_grad_(finetune_unet)
         self.finetune_unet = finetune_unet
@@ -286,7 +344,7 @@ class GroundingTask(TrainModule):
         self.cond_dropout = cond_dropout
 
     def forward(self, batch, generator=None):
-        from .grounding import diffusion_loss
+        from .losses import diffusion_loss
 
         loss = diffusion_loss(self.model, self.unet, self.noise_scheduler,
                               (batch["latents"], batch["text_emb"], batch["patch_emb"]),
@@ -295,6 +353,33 @@ class GroundingTask(TrainModule):
 
     def extra_exports(self) -> dict[str, nn.Module]:
         return {"unet": self.unet} if self.finetune_unet else {}
+
+
+class GroundingContrastiveTask(TrainModule):
+    """The grounding module alone, trained with :func:`~foleykit.training.losses.output_contrastive_loss`:
+    its conditioning must pick the named source's embedding out of ``audio_bank`` [S, D], which it can
+    only do by attending to that source's patches (no patch labels). A cheap stand-in for the diffusion
+    objective (no UNet), for sanity checks. Batch keys: text_emb, patch_emb, target_id (index into the bank).
+    """
+
+    batch_keys = ("text_emb", "patch_emb", "target_id")
+
+    def __init__(self, config: Any, audio_bank: Tensor, *, temperature: float = 0.1) -> None:
+        super().__init__()
+        from ..modules.grounding import GroundingConfig, GroundingModule
+
+        if isinstance(config, Mapping):
+            config = GroundingConfig(**config)
+        self.model = GroundingModule(config)
+        self.register_buffer("audio_bank", torch.as_tensor(audio_bank).float(), persistent=False)
+        self.temperature = temperature
+
+    def forward(self, batch, generator=None):
+        from .losses import output_contrastive_loss
+
+        cond, _ = self.model(batch["text_emb"].float(), batch["patch_emb"].float())
+        loss = output_contrastive_loss(cond, self.audio_bank, batch["target_id"].long(), self.temperature)
+        return {"loss": loss, "metrics": {}}
 
 
 # ------------------------------------------------------------------------------------------------
@@ -347,12 +432,28 @@ def _infer_dims(task: str, model: dict[str, Any], shapes: Mapping[str, tuple[int
     return model
 
 
+@torch.no_grad()
+def _clap_of_empty_text(audioldm_folder: str) -> Tensor:
+    """[512] unit CLAP text embedding of "" from the AudioLDM folder's own text encoder: the unconditional
+    input classifier-free guidance uses at inference (``AudioLDMGenerator.unconditional_embedding``), so
+    the 10 % dropped conditions train that same branch."""
+    from transformers import AutoTokenizer, ClapTextModelWithProjection
+
+    tokenizer = AutoTokenizer.from_pretrained(audioldm_folder, subfolder="tokenizer")
+    encoder = ClapTextModelWithProjection.from_pretrained(audioldm_folder, subfolder="text_encoder").eval()
+    tok = tokenizer([""], padding="max_length", max_length=tokenizer.model_max_length, truncation=True,
+                    return_tensors="pt")
+    emb = encoder(input_ids=tok.input_ids, attention_mask=tok.attention_mask).text_embeds
+    return F.normalize(emb.float(), dim=-1)[0]
+
+
 def build_task(task: str, model: Mapping[str, Any] | None = None, options: Mapping[str, Any] | None = None, *,
                data_shapes: Mapping[str, tuple[int, ...]] | None = None,
                models: str | None = None) -> Callable[[], TrainModule]:
     """A factory for the task's TrainModule (the Trainer calls it after seeding). ``model`` holds
     the network's config fields (dimensions missing are read from ``data_shapes``), ``options`` the
-    loss settings; ``models`` (grounding) names the model set whose AudioLDM UNet is fine-tuned."""
+    loss settings; ``models`` (grounding) names the model set whose AudioLDM UNet is fine-tuned (its text
+    encoder's CLAP of "" is the null condition unless ``options["null_cond"]`` gives one)."""
     if task not in TASK_NAMES:
         raise InputError(f"unknown task {task!r}; choose one of {', '.join(TASK_NAMES)}")
     model_cfg = _infer_dims(task, dict(model or {}), data_shapes or {})
@@ -376,12 +477,13 @@ def build_task(task: str, model: Mapping[str, Any] | None = None, options: Mappi
         local, _ = resolve_pretrained(ref)
         unet = UNet2DConditionModel.from_pretrained(local, subfolder="unet")
         scheduler = DDPMScheduler.from_pretrained(local, subfolder="scheduler")
-        null = opts.pop("null_cond", None)
-        return GroundingTask(model_cfg, unet, scheduler, null_cond=None if null is None else torch.as_tensor(null),
-                             **opts)
+        task_opts = dict(opts)
+        null = task_opts.pop("null_cond", None)
+        null = _clap_of_empty_text(local) if null is None else torch.as_tensor(null)
+        return GroundingTask(model_cfg, unet, scheduler, null_cond=null, **task_opts)
 
     return grounding
 
 
-__all__ = ["MapperTask", "ManifoldTask", "RemixerTask", "TemporalTask", "GroundingTask", "TASK_NAMES",
-           "build_task", "batch_len"]
+__all__ = ["MapperTask", "ManifoldTask", "RemixerTask", "TemporalTask", "GroundingTask", "GroundingContrastiveTask",
+           "TASK_NAMES", "build_task", "batch_len", "ema_update", "sigmoid_rampup", "retrieval_top1"]

@@ -28,7 +28,11 @@ Features (``ExtractionConfig.features``):
   own embedding).
 * ``clip_patches``: CLIP patch tokens in the joint space (the grounding module's keys/values).
 * ``clap``: CLAP of the audio file, or of the video's audio track, over the item's window
-  (``audio_seconds`` from its start; CLAP's 10-s windows are averaged beyond that).
+  (``audio_seconds`` from its start; CLAP's 10-s windows are averaged beyond that). Always the
+  generator's own CLAP space (:class:`~foleykit.encoders.generator_clap.GeneratorClap`: AudioLDM's
+  converted audio tower, space-checked against the generator's text tower); ``extraction.json``
+  records it under ``models.clap.space`` (CLAP, generator, probe agreement, space fingerprint), and
+  trainers refuse ``clap`` targets of any other space (:mod:`foleykit.training.provenance`).
 * ``clip_crops``: CLIP of the sound-source regions of the image (or of the video frame at the
   window's centre, the one ``clip`` embeds), as SS2A perceives them. The boxes are the manifest's
   ``boxes`` (VGG-SS annotations) when the item has any (the first ``max_crops``); otherwise the
@@ -232,60 +236,18 @@ class LoadedItem:
     error: str | None = None
 
 
+def read_video_audio(path: str | os.PathLike, start_s: float = 0.0, end_s: float | None = None) -> tuple[np.ndarray, int]:
+    """The first audio track of a video as mono float32 at its own rate, cut to [start_s, end_s)
+    (:func:`foleykit.io.video.read_video_audio`; imported here so PyAV loads only when needed)."""
+    from ..io.video import read_video_audio as read
+
+    return read(path, start_s, end_s)
+
+
 def _silence_peak() -> float:
     from ..io.audio import SILENCE_PEAK
 
     return SILENCE_PEAK
-
-
-def read_video_audio(path: str | os.PathLike, start_s: float = 0.0, end_s: float | None = None) -> tuple[np.ndarray, int]:
-    """The first audio track of a video as mono float32 at its own rate, cut to [start_s, end_s)."""
-    import av
-
-    from ..io._checks import check_input_file
-
-    p = check_input_file(path, "video")
-    try:
-        container = av.open(str(p), metadata_errors="ignore")
-    except (av.error.FFmpegError, OSError, ValueError) as exc:
-        raise InputError(f"video file {p} is not a readable media file ({one_line(exc)})") from None
-    with container:
-        if not container.streams.audio:
-            raise InputError(f"video file {p} has no audio track")
-        stream = container.streams.audio[0]
-        rate = int(stream.codec_context.sample_rate or stream.rate or 0)
-        if rate <= 0:
-            raise InputError(f"video file {p}: audio track has no sample rate")
-        resampler = av.AudioResampler(format="flt", layout="mono", rate=rate)
-        origin = float(stream.start_time * stream.time_base) if stream.start_time is not None else 0.0
-        if start_s > 1.0:
-            container.seek(int(max(0.0, start_s - 0.5) / stream.time_base) + (stream.start_time or 0),
-                           stream=stream, backward=True)
-        chunks: list[np.ndarray] = []
-        first_t: float | None = None
-        try:
-            for frame in container.decode(stream):
-                if first_t is None:
-                    first_t = (float(frame.pts * stream.time_base) - origin) if frame.pts is not None else 0.0
-                for out in resampler.resample(frame):
-                    chunks.append(out.to_ndarray().reshape(-1))
-                decoded_end = first_t + sum(c.size for c in chunks) / rate
-                if end_s is not None and decoded_end >= end_s:
-                    break
-            for out in resampler.resample(None):
-                chunks.append(out.to_ndarray().reshape(-1))
-        except (av.error.FFmpegError, OSError, ValueError) as exc:
-            raise InputError(f"video file {p}: audio could not be decoded ({one_line(exc)})") from None
-    if not chunks:
-        raise InputError(f"video file {p} has an empty audio track")
-    wave = np.concatenate(chunks).astype(np.float32)
-    first_t = first_t or 0.0
-    a = max(0, int(round((start_s - first_t) * rate)))
-    b = wave.size if end_s is None else max(a, int(round((end_s - first_t) * rate)))
-    wave = wave[a:b]
-    if wave.size == 0:
-        raise InputError(f"video file {p} has no audio in [{start_s:g}, {end_s if end_s is not None else 'end'}) s")
-    return wave, rate
 
 
 class MediaLoader(torch.utils.data.Dataset):
@@ -530,7 +492,10 @@ class ShardExtractor:
         if config.needs_clap and clap_encoder is None:
             raise InputError("the clap feature was asked for but no CLAP encoder given")
         self.clip = clip_encoder if config.needs_clip else None
+        #: The CLAP given: a GeneratorClap (its space-checked audio tower is used, its space recorded) or,
+        #: for benchmarks, a bare ClapEncoder (no space record: trainers refuse its targets).
         self.clap = clap_encoder if config.needs_clap else None
+        self._clap_audio = getattr(self.clap, "audio_encoder", self.clap)  # raises: missing/other space
         self.detector = detector if config.needs_crops else None
 
     @classmethod
@@ -547,10 +512,10 @@ class ShardExtractor:
             from ..encoders.clip import ClipEncoder
 
             clip = ClipEncoder.from_pretrained(getattr(ms, config.clip_role), device=dev, dtype=dtype)
-        if config.needs_clap:
-            from ..encoders.clap import ClapEncoder
+        if config.needs_clap:  # training targets live in the generator's own CLAP space
+            from ..encoders.generator_clap import GeneratorClap
 
-            clap = ClapEncoder.from_pretrained(ms.clap, device=dev, dtype=dtype)
+            clap = GeneratorClap.from_pretrained(ms.audioldm, ms.clap, device=dev, dtype=dtype)
         if config.needs_crops and ms.extra.get("detector"):
             # As the sources pipeline loads it: the model set's detector role, on the CLIP device.
             from ..encoders.detector import SoundSourceDetector
@@ -577,7 +542,10 @@ class ShardExtractor:
         }
 
     def model_identity(self) -> dict[str, Any]:
-        ident = {"clip": self._describe(self.clip), "clap": self._describe(self.clap)}
+        ident = {"clip": self._describe(self.clip), "clap": self._describe(self._clap_audio)}
+        if ident["clap"] is not None:
+            space = getattr(self.clap, "space", None)
+            ident["clap"]["space"] = None if space is None else {**space.record(), "fingerprint": self.clap.fingerprint}
         if self.config.needs_crops:  # only then, so folders without crops keep their identity
             det = self._describe(self.detector)
             if det is not None:  # what it looks for counts too
@@ -599,7 +567,7 @@ class ShardExtractor:
             elif f == "clip_patches":
                 shapes[f] = [self.clip.patch_grid ** 2, self.clip.dim]
             elif f == "clap":
-                shapes[f] = [self.clap.dim]
+                shapes[f] = [self._clap_audio.dim]
             elif f == "clip_crops":
                 m = self.config.max_crops
                 shapes[f] = [m, self.clip.dim]
@@ -622,7 +590,7 @@ class ShardExtractor:
         return MediaLoader(
             work, self.config,
             clip_processor=self.clip.processor if self.clip is not None else None,
-            clap_feature_extractor=self.clap.feature_extractor if self.clap is not None else None,
+            clap_feature_extractor=self._clap_audio.feature_extractor if self._clap_audio is not None else None,
         )
 
     # model functions -----------------------------------------------------------------------------
@@ -660,7 +628,7 @@ class ShardExtractor:
                                     dtype=torch.float32)
 
     def _clap(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        enc = self.clap
+        enc = self._clap_audio
         feats = {k: v.to(enc.device) for k, v in inputs.items()}
         feats["input_features"] = feats["input_features"].to(enc.dtype)
         with torch.inference_mode():
@@ -909,6 +877,20 @@ class ExtractionRun:
     def shard_dir(self) -> Path:
         return self.out_dir / SHARD_DIR
 
+    def provenance(self) -> dict[str, Any]:
+        """Which encoders made the features (CLIP role, model id, width; CLAP id, width), for the
+        trainers' check (:mod:`foleykit.training.provenance`); not part of the run's identity."""
+        from .provenance import encoder_record
+
+        out: dict[str, Any] = {}
+        clip_dims = [s[-1] for f, s in self.shapes.items() if f.startswith("clip")]
+        if self.config.needs_clip:
+            out["clip"] = encoder_record(self.config.clip_role, self.models.get("clip"),
+                                         clip_dims[0] if clip_dims else None)
+        if self.config.needs_clap:
+            out["clap"] = encoder_record("clap", self.models.get("clap"), (self.shapes.get("clap") or [None])[-1])
+        return out
+
     def _prepare(self, restart: bool) -> None:
         out = self.out_dir
         if out.exists() and not out.is_dir():
@@ -1045,6 +1027,7 @@ class ExtractionRun:
             },
             "config": self.config.run_fields(),
             "models": self.models,
+            "provenance": self.provenance(),
             "features": {name: {"shape": shape, "dtype": self.config.tensor_dtype(name)}
                          for name, shape in self.shapes.items()},
             "num_shards": len(self.specs),

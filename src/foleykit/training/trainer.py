@@ -399,6 +399,29 @@ def _write_json_durable(path: Path, obj: Any) -> None:
     write_durable(path, (json.dumps(obj, indent=1, sort_keys=True, default=str) + "\n").encode())
 
 
+#: How a run-identity setting is spelled on the command line, where it has an option.
+_OPTION_NAMES = {"trainer.optimizer.lr": "--lr", "trainer.epochs": "--epochs", "trainer.batch_size": "--batch-size",
+                 "trainer.grad_accum_steps": "--grad-accum", "trainer.seed": "--seed",
+                 "trainer.mixed_precision": "--mixed-precision", "trainer.val_fraction": "--val-fraction",
+                 "processes": "the number of processes", "data": "the training data"}
+
+
+def _setting_changes(old: Any, new: Any, prefix: str = "") -> list[str]:
+    """``name old → new`` for every leaf setting that differs between two run identities."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        out: list[str] = []
+        for k in sorted(set(old) | set(new), key=str):
+            out += _setting_changes(old.get(k), new.get(k), f"{prefix}.{k}" if prefix else str(k))
+        return out
+    if json.dumps(old, default=str, sort_keys=True) == json.dumps(new, default=str, sort_keys=True):
+        return []
+    key = prefix
+    name = _OPTION_NAMES.get(key, key)
+    if name != key:
+        name = f"{name} ({key})"
+    return [f"{name} {json.dumps(old, default=str)} → {json.dumps(new, default=str)}"]
+
+
 def _float(x: Any) -> float:
     return float(x.detach().float().item()) if isinstance(x, Tensor) else float(x)
 
@@ -533,10 +556,9 @@ class Trainer:
         want = json.loads(json.dumps(self._identity(world), default=str))
         have = meta["identity"]
         if have != want:
-            changed = sorted(k for k in set(want) | set(have) if json.dumps(want.get(k), default=str, sort_keys=True)
-                             != json.dumps(have.get(k), default=str, sort_keys=True))
+            changed = _setting_changes(have, want)
             raise InputError(
-                f"checkpoint {path} belongs to a different run ({', '.join(changed)} differ); an exact resume "
+                f"checkpoint {path} belongs to a different run ({'; '.join(changed)}); an exact resume "
                 "needs the same data, model, loss options, batch, optimizer, seed and number of processes. "
                 "Use a new output_dir, or pass --overwrite to start over."
             )
@@ -726,7 +748,8 @@ class Trainer:
                            accum=cfg.grad_accum_steps, rank=rank, world=world, drop_last=cfg.drop_last)
         steps_per_epoch = plan0.steps
         if steps_per_epoch == 0:
-            raise InputError(f"{len(self.train_data)} training examples make no batch of {micro} (drop_last)")
+            raise InputError(f"{len(self.train_data)} training examples make no batch of {micro} (drop_last); "
+                             "pass a smaller --batch-size (trainer.batch_size)")
         total_steps = steps_per_epoch * cfg.epochs
         scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(cfg.scheduler, total_steps))
         module.on_train_start(total_steps)
@@ -757,12 +780,14 @@ class Trainer:
         t_run = time.perf_counter()
         samples_at_start = state.samples
         stopped = False
+        # --max-steps already reached (a rerun of a run that stopped there): nothing to train, export as is.
+        reached = cfg.max_steps is not None and state.global_step >= cfg.max_steps
         unwrapped = acc.unwrap_model(module)
         bar = tqdm(total=total_steps, initial=state.global_step, desc=f"train {self.task_name or ''}".strip(),
                    unit="step", disable=not (self.progress and acc.is_local_main_process), dynamic_ncols=True)
         module.train()
         try:
-            while state.epoch < cfg.epochs and not stopped:
+            while state.epoch < cfg.epochs and not stopped and not reached:
                 plan = epoch_plan(len(self.train_data), epoch=state.epoch, seed=cfg.seed, micro_batch=micro,
                                   accum=cfg.grad_accum_steps, rank=rank, world=world, drop_last=cfg.drop_last)
                 groups = plan.groups[state.groups_in_epoch:]
@@ -833,7 +858,9 @@ class Trainer:
                 signal.signal(sig, h)
 
         final_dir = None
-        if not stopped and acc.is_main_process:
+        # A run that stops by design (epochs done, --max-steps) exports a usable model; one stopped by a
+        # signal leaves only its checkpoint (a rerun continues it).
+        if (not stopped or (reached and not self._stop_requested)) and acc.is_main_process:
             final_dir = self._save_final(unwrapped, state)
         acc.wait_for_everyone()
         elapsed = time.perf_counter() - t_run

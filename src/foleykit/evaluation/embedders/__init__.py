@@ -95,7 +95,7 @@ def _build_one(role: str, item: Any, *, device: str, model_set: str | os.PathLik
             return cls.tiny(model_set=model_set, device=device)
         if item is None:
             models = resolve_model_set(model_set or "default")
-            item = models.clap if role == "clap" else models.clip_mapper
+            item = models.clap_judge if role == "clap" else models.clip_mapper  # the independent judge
         ref, kwargs = _ref(item)
         return cls.from_pretrained(ref, device=device, **kwargs)
     if item == "tiny":

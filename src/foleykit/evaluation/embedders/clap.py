@@ -1,5 +1,9 @@
 """CLAP audio and text embeddings for C-FAD and the CLAP score, through foleykit's CLAP encoder.
 
+This is the *judge* CLAP: the model set's ``clap_judge`` role (``laion/clap-htsat-unfused``), a
+CLAP trained independently of AudioLDM, so the score does not grade the generator in its own space.
+It is never fed to the generator (that is :class:`foleykit.encoders.generator_clap.GeneratorClap`).
+
 Audio goes in at 48 kHz, at most 10 s (480,000 samples), repeat-padded when shorter, as
 LAION-CLAP does. Cropping to exactly 10 s in our front end is what keeps CLAP deterministic:
 LAION-CLAP crops longer audio at a random offset (and its GitHub HEAD crashes doing it).
@@ -38,8 +42,8 @@ class ClapEmbedder(AudioEmbedder):
     def tiny(
         cls, *, model_set: str | os.PathLike | None = None, device: str | torch.device = "cpu"
     ) -> ClapEmbedder:
-        """The ``tiny`` model set's random CLAP (same classes and input geometry as the real one)."""
-        return cls.from_pretrained(resolve_model_set(model_set or "tiny").clap, device=device)
+        """The ``tiny`` model set's random judge CLAP (same classes and input geometry as the real one)."""
+        return cls.from_pretrained(resolve_model_set(model_set or "tiny").clap_judge, device=device)
 
     def embed(self, wave: np.ndarray) -> dict[str, np.ndarray]:
         emb = self.encoder.embed_audio([wave], self.sample_rate)
