@@ -100,9 +100,6 @@ def generate(
         bridge_temperature=bridge_temperature, original_audio=original_audio, duck_db=duck_db, negative=negative,
         keep_candidates=keep_candidates,
     )
-    grounding_record = res.sound.record.get("grounding") or {}
-    if method == "objects" and grounding_record.get("trained") is False:
-        typer.echo(f"warning: {grounding_record.get('note')}", err=True)
     for path in res.outputs:
         typer.echo(f"wrote {path} ({res.sound.duration_s:.2f} s, {res.sound.sample_rate} Hz)")
     if res.sidecar is not None:
@@ -112,4 +109,8 @@ def generate(
     route_rec = res.sound.record.get("route")
     if route_rec:  # objects, sources: which route ran and why (pipelines/training_free.py)
         typer.echo(f"route: {route_rec['name']} ({route_rec['why']})")
+        if route_rec["name"] == "training-free":  # not the paper's method: say so where the user looks
+            train = "foleykit train grounding" if method == "objects" else "foleykit train manifold/remixer or --ss2a"
+            typer.echo(f"warning: no trained {method} module, so the training-free route ran; {train} for the "
+                       f"paper's method", err=True)
     typer.echo(f"seed: {res.seed}")
