@@ -137,8 +137,12 @@ class MapperPipeline:
         return cls(clip, mp, gen, clap, model_set=ms, mapper_ref=str(mapper_ref) if mapper_ref else None)
 
     # -- conditioning -----------------------------------------------------------------------
-    def _map(self, clip_embeds: torch.Tensor, seed: int, mapper_steps: int | None, mapper_guidance: float | None) -> torch.Tensor:
+    def _map(self, clip_embeds: torch.Tensor, seed: int, mapper_steps: int | None, mapper_guidance: float | None,
+             record: dict | None = None) -> torch.Tensor:
         if isinstance(self.mapper, ZeroShotBridge):
+            if record is not None:  # the words that made each window's sound, for the sidecar
+                record["bridge_words"] = [[[w, round(float(x), 4)] for w, x in ws]
+                                          for ws in self.mapper.labels(clip_embeds)]
             return self.mapper.map(clip_embeds)
         return self.mapper.map(
             clip_embeds.to(next(self.mapper.parameters()).dtype),
@@ -147,14 +151,15 @@ class MapperPipeline:
             generator=make_generator(seed),
         )
 
-    def image_condition(self, image, *, seed: int, mapper_steps=None, mapper_guidance=None) -> torch.Tensor:
-        """[1, 512] CLAP vector for one image."""
+    def image_condition(self, image, *, seed: int, mapper_steps=None, mapper_guidance=None,
+                        record: dict | None = None) -> torch.Tensor:
+        """[1, 512] CLAP vector for one image (``record`` receives the bridge's words, if it runs)."""
         emb = self.clip.embed_images([load_image(image)])
-        return self._map(emb, seed, mapper_steps, mapper_guidance)
+        return self._map(emb, seed, mapper_steps, mapper_guidance, record)
 
     def video_conditions(
         self, path, windows: list[tuple[float, float]], *, frames_per_window: int, seed: int,
-        mapper_steps=None, mapper_guidance=None,
+        mapper_steps=None, mapper_guidance=None, record: dict | None = None,
     ) -> torch.Tensor:
         """[W, 512]: per window, the mean CLIP embedding of its frames, mapped to CLAP."""
         from ..io.video import probe_video, read_frames
@@ -166,7 +171,7 @@ class MapperPipeline:
             start = min(start, max(0.0, end - 1e-3))
             frames = read_frames(path, frames_per_window, start_s=start, end_s=end, max_side=448)
             embs.append(self.clip.embed_images(frames).mean(0))
-        return self._map(torch.stack(embs), seed, mapper_steps, mapper_guidance)
+        return self._map(torch.stack(embs), seed, mapper_steps, mapper_guidance, record)
 
     # -- generation -------------------------------------------------------------------------
     def __call__(
@@ -205,11 +210,13 @@ class MapperPipeline:
             mapper_steps = get_preset(preset).mapper_steps  # None: the mapper's own default
         elif not (isinstance(mapper_steps, int) and 1 <= mapper_steps <= 1000):
             raise InputError(f"mapper steps must be an integer between 1 and 1000, got {mapper_steps}")
+        words: dict = {}
         if video:
             cond = self.video_conditions(source, windows, frames_per_window=frames_per_window, seed=seed,
-                                         mapper_steps=mapper_steps, mapper_guidance=mapper_guidance)
+                                         mapper_steps=mapper_steps, mapper_guidance=mapper_guidance, record=words)
         else:
-            cond = self.image_condition(source, seed=seed, mapper_steps=mapper_steps, mapper_guidance=mapper_guidance)
+            cond = self.image_condition(source, seed=seed, mapper_steps=mapper_steps, mapper_guidance=mapper_guidance,
+                                        record=words)
         step_cb = None
         if report:
             def step_cb(i: int, n: int) -> None:
@@ -226,7 +233,7 @@ class MapperPipeline:
             report(1.0, "done")
         record = {
             "method": "mapper",
-            "mapper": self._mapper_record(cond, mapper_steps),
+            "mapper": {**self._mapper_record(cond, mapper_steps), **words},
             "generator": {**out.settings, "negative": negative or ""},
             "models": self.models_record(),
             "input_kind": "video" if video else "image",
