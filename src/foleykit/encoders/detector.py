@@ -35,11 +35,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
 from ..io.image import ImageInput, load_image
 from ..vocabulary import SOUNDING_OBJECTS
-from .loading import LoadedFrom, load_pretrained, pooled, to_device
+from .loading import LoadedFrom, load_frozen, pooled
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -165,11 +164,9 @@ class SoundSourceDetector:
     ) -> SoundSourceDetector:
         from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
-        model, src = load_pretrained(Owlv2ForObjectDetection, ref, dtype=dt)
-        processor, _ = load_pretrained(Owlv2Processor, ref)
-        return cls(to_device(model, dev, dt), processor, vocabulary=vocabulary, loaded_from=src, image_size=image_size)
+        model, (processor,), src = load_frozen(Owlv2ForObjectDetection, ref, Owlv2Processor, device=device,
+                                               dtype=dtype)
+        return cls(model, processor, vocabulary=vocabulary, loaded_from=src, image_size=image_size)
 
     # ------------------------------------------------------------------ properties
 
