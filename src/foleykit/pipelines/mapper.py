@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..devices import resolve_device, resolve_dtype
 from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..errors import InputError
@@ -111,13 +110,10 @@ class MapperPipeline:
         the zero-shot bridge (no trained V2A-Mapper weights are published).
         """
         ms = resolve_model_set(models)
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
         from . import components  # one CLIP, CLAP and generator per process, shared by every method
 
-        clip = components.clip(ms.clip_mapper, dev, dt)
-        gen = components.generator(ms.audioldm, dev, dt)
-        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
+        core = components.core_parts(ms, device, dtype, clip_ref=ms.clip_mapper)
+        clip, gen, clap, dev = core.clip, core.generator, core.clap, core.device
         mapper_ref = mapper or ms.mapper
         if mapper_ref:
             from ..modules.mapper import V2AMapper
@@ -248,13 +244,6 @@ class MapperPipeline:
         return rec
 
     def models_record(self) -> dict:
-        rec = {}
-        for role, enc in (("clip", self.clip), ("audioldm", self.generator)):
-            src = getattr(enc, "loaded_from", None)
-            if src is not None:
-                rec[role] = {"ref": src.ref, "revision": src.revision}
-        if self.clap is not None:
-            rec["clap"] = self.clap.record()
-        if self.model_set is not None:
-            rec["model_set"] = self.model_set.name
-        return rec
+        from .components import models_record
+
+        return models_record((("clip", self.clip), ("audioldm", self.generator)), self.clap, self.model_set)

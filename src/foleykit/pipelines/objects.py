@@ -50,7 +50,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..devices import resolve_device, resolve_dtype
 from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.segmenter import Segmenter, image_key
@@ -310,13 +309,10 @@ class ObjectsPipeline:
         """
         ms = resolve_model_set(models)
         route_name, ref, why = choose_route("objects", route, grounding, ms.extra.get("grounding"))
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
         from . import components  # one CLIP, CLAP and generator per process, shared by every method
 
-        clip = components.clip(ms.clip, dev, dt)
-        gen = components.generator(ms.audioldm, dev, dt)
-        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
+        core = components.core_parts(ms, device, dtype)
+        clip, gen, clap, dev = core.clip, core.generator, core.clap, core.device
         if route_name == TRAINING_FREE:
             return cls(clip, clap, None, gen, sam_ref=ms.extra.get("sam"), model_set=ms, route=(route_name, why))
         path = Path(ref).expanduser()
@@ -631,19 +627,13 @@ class ObjectsPipeline:
         return written
 
     def models_record(self) -> dict:
-        rec = {}
-        for role, enc in (("clip", self.clip), ("audioldm", self.generator),
-                          ("sam", self._segmenter)):
-            src = getattr(enc, "loaded_from", None)
-            if src is not None:
-                rec[role] = {"ref": src.ref, "revision": src.revision}
-        rec["clap"] = self.clap.record()
+        from .components import models_record
+
         unet = self.grounding_record.get("unet")
-        if unet:  # the fine-tuned UNet from the grounding folder replaced the model set's
-            rec["audioldm_unet"] = {"ref": unet["ref"], "revision": unet["revision"]}
-        if self.model_set is not None:
-            rec["model_set"] = self.model_set.name
-        return rec
+        # the fine-tuned UNet from the grounding folder replaced the model set's
+        extra = {"audioldm_unet": {"ref": unet["ref"], "revision": unet["revision"]}} if unet else None
+        return models_record((("clip", self.clip), ("audioldm", self.generator), ("sam", self._segmenter)),
+                             self.clap, self.model_set, extra)
 
 
 #: Sub-folder of a grounding folder holding the UNet fine-tuned with it (the trainer's ``final/unet``).

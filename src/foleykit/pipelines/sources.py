@@ -68,7 +68,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..devices import resolve_device, resolve_dtype
 from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.detector import (
@@ -486,13 +485,10 @@ class SourcesPipeline:
         """
         ms = resolve_model_set(models)
         route_name, ref, why = choose_route("sources", route, ss2a, ms.extra.get("ss2a"))
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
         from . import components  # one CLIP, CLAP and generator per process, shared by every method
 
-        clip = components.clip(ms.clip, dev, dt)
-        gen = components.generator(ms.audioldm, dev, dt)
-        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
+        core = components.core_parts(ms, device, dtype)
+        clip, gen, clap, dev, dt = core.clip, core.generator, core.clap, core.device, core.dtype
         bundle = None if route_name == TRAINING_FREE else load_ss2a(ref)
         pipe = cls(clip, clap, gen, bundle, detector_ref=ms.extra.get("detector"), prior_ref=ms.extra.get("prior"),
                    model_set=ms, route=(route_name, why))
@@ -1089,16 +1085,10 @@ class SourcesPipeline:
         return rec
 
     def models_record(self) -> dict:
-        rec = {}
-        for role, enc in (("clip", self.clip), ("audioldm", self.generator),
-                          ("detector", self._detector), ("prior", self._prior)):
-            src = getattr(enc, "loaded_from", None)
-            if src is not None:
-                rec[role] = {"ref": src.ref, "revision": src.revision}
-        rec["clap"] = self.clap.record()
-        if self.model_set is not None:
-            rec["model_set"] = self.model_set.name
-        return rec
+        from .components import models_record
+
+        return models_record((("clip", self.clip), ("audioldm", self.generator), ("detector", self._detector),
+                              ("prior", self._prior)), self.clap, self.model_set)
 
 
 # ---------------------------------------------------------------------- writing outputs
