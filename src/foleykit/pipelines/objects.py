@@ -36,7 +36,6 @@ other objects are selected.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -730,62 +729,22 @@ def write_objects_outputs(
     stems_relative: bool = False,
     mux: dict | None = None,
 ) -> tuple[list[Path], list[Path], list[str]]:
-    """Write the blend to ``out_path`` and the stems to ``stems_dir``, each with its JSON sidecar.
+    """Write the blend to ``out_path`` and the stems to ``stems_dir``, each with its JSON sidecar
+    (:func:`foleykit.io.outputs.write_mix_and_stems`: staged, all or nothing).
     ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
-
-    Everything is first written to staging files beside its target and only then renamed into place,
-    so an error leaves no partial set of outputs. Returns (outputs, sidecars, notes).
+    Returns (outputs, sidecars, notes).
     """
-    from ..io.atomic import staged_outputs
-    from ..io.audio import write_audio
-    from ..io.outputs import level_outputs, write_sound, written_format
-    from ..io.sidecar import sidecar_path, write_sidecar
+    from ..io.outputs import StemFile, write_mix_and_stems
 
-    if out_path.suffix.lower() == ".mp4" and video_source is None:
-        raise OutputError("an .mp4 output needs a video or picture input")
-    notes: list[str] = []
-    levels = level_outputs(result.waveform, [o.waveform for o in result.objects] if stems_dir is not None else [],
-                           result.sample_rate, loudness=loudness, stems_relative=stems_relative,
-                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
-    stems: list[tuple[Path, ObjectSound]] = []
-    stems_final = created = None
+    stems = []
     if stems_dir is not None:
-        stems_final = Path(stems_dir).expanduser()
-        created = not stems_final.exists()
-        stems_final.mkdir(parents=False, exist_ok=True)
-        stems = [(stems_final / name, sound)
+        folder = Path(stems_dir).expanduser()
+        stems = [StemFile(folder / name, sound.waveform, sound.sample_rate, {**record, "object": sound.object.to_record()},
+                          {"what": f"stem: {sound.object.label}", "sample_rate": sound.sample_rate,
+                           "duration_s": round(sound.duration_s, 6), "channels": 1})
                  for name, sound in zip(stem_names([s.object for s in result.objects]), result.objects)]
-    outputs = [out_path] + [final for final, _ in stems]
-    sidecars = [sidecar_path(final) for final in outputs]
-    # Each sidecar before its file: whoever sees a file also sees its sidecar.
-    try:
-        with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
-            main_tmp = paths[1]
-            note = write_sound(main_tmp, levels.mix, result.sample_rate, video_source=video_source,
-                               normalize=levels.normalize, **(mux or {}))
-            notes += [note] if note else []
-            main_record = dict(record)
-            main_record["output"] = {
-                "path": str(out_path.resolve()), "what": "blend", "sample_rate": result.sample_rate,
-                "duration_s": round(result.duration_s, 6), "channels": 1,
-            }
-            if levels.record:
-                main_record["output"]["levels"] = levels.record
-            main_record["output"].update(written_format(main_tmp))  # what the file holds (mp4: 48 kHz stereo)
-            if notes:
-                main_record["notes"] = list(main_record.get("notes", [])) + notes
-            write_sidecar(main_tmp, main_record)  # = paths[0]
-            for (final, sound), tmp, wave in zip(stems, paths[3::2], levels.stems):
-                write_audio(tmp, wave, sound.sample_rate, normalize=levels.normalize)
-                rec = dict(record)
-                rec["object"] = sound.object.to_record()
-                rec["output"] = {"path": str(final.resolve()), "what": f"stem: {sound.object.label}",
-                                 "sample_rate": sound.sample_rate, "duration_s": round(sound.duration_s, 6),
-                                 "channels": 1}
-                write_sidecar(tmp, rec)
-    except BaseException:
-        if created:  # a stems folder made for this call goes again (it is empty: nothing was committed)
-            with contextlib.suppress(OSError):
-                stems_final.rmdir()
-        raise
-    return outputs, sidecars, notes
+    output = {"what": "blend", "sample_rate": result.sample_rate, "duration_s": round(result.duration_s, 6),
+              "channels": 1}
+    return write_mix_and_stems(out_path, result.waveform, result.sample_rate, record, output, stems_dir=stems_dir,
+                               stems=stems, video_source=video_source, loudness=loudness,
+                               stems_relative=stems_relative, mux=mux)

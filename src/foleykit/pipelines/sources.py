@@ -52,7 +52,6 @@ images: a video's sources change from frame to frame.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
@@ -1106,71 +1105,36 @@ def write_sources_outputs(
     stems_relative: bool = False,
     mux: dict | None = None,
 ) -> tuple[list[Path], list[Path], list[str]]:
-    """Write the mix to ``out_path`` and (with ``stems_dir``) one stem per source, each with a sidecar.
+    """Write the mix to ``out_path`` and (with ``stems_dir``) one stem per source, each with a sidecar
+    (:func:`foleykit.io.outputs.write_mix_and_stems`: staged, all or nothing).
     ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
 
-    All files are written to staging folders beside their targets first and only then renamed into
-    place; a clash with an existing stem (without ``overwrite``) or any error leaves nothing behind.
+    A clash with an existing stem (without ``overwrite``) is refused before anything is written.
     Returns (outputs, sidecars, notes).
     """
-    from ..io.atomic import staged_outputs
-    from ..io.audio import write_audio
-    from ..io.outputs import level_outputs, write_sound, written_format
-    from ..io.sidecar import sidecar_path, write_sidecar
+    from ..io.outputs import StemFile, check_mp4_output, write_mix_and_stems
+    from ..io.sidecar import sidecar_path
 
-    if out_path.suffix.lower() == ".mp4" and video_source is None:
-        raise OutputError("an .mp4 output needs a video or picture input")
-    notes: list[str] = []
-    stems: list[tuple[Path, str, SoundResult]] = []  # (final path, stem name, sound)
-    d = created = None
+    check_mp4_output(out_path, video_source)
+    stems: list[StemFile] = []
     if stems_dir is not None:
         d = Path(stems_dir).expanduser()
-        stems = [(d / f"{name}.wav", name, sound) for name, sound in result.stems]
+        stem_record = {k: v for k, v in record.items() if k != "notes"}
+        stems = [StemFile(d / f"{name}.wav", sound.waveform, sound.sample_rate,
+                          {**stem_record, "source": sound.record.get("source")},
+                          {"what": f"stem: {name}", "sample_rate": sound.sample_rate,
+                           "duration_s": round(sound.duration_s, 6), "channels": 1})
+                 for name, sound in result.stems]
         if not stems:
             raise OutputError("no stems were generated (pass stems=True)")
         if not overwrite:
-            clash = [f.name for f, _, _ in stems if f.exists() or sidecar_path(f).exists()]
+            clash = [s.path.name for s in stems if s.path.exists() or sidecar_path(s.path).exists()]
             if clash:
                 raise OutputError(f"stems folder {d} already holds {clash[0]}; pass --overwrite to replace it")
-        created = not d.exists()
-        d.mkdir(parents=False, exist_ok=True)
-    outputs = [out_path] + [final for final, _, _ in stems]
-    sidecars = [sidecar_path(final) for final in outputs]
     mix = result.mix
-    levels = level_outputs(mix.waveform, [sound.waveform for _, _, sound in stems], mix.sample_rate,
-                           loudness=loudness, stems_relative=stems_relative,
-                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
-    # Each sidecar before its file: whoever sees a file also sees its sidecar.
-    try:
-        with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
-            main_tmp = paths[1]
-            note = write_sound(main_tmp, levels.mix, mix.sample_rate, video_source=video_source,
-                               normalize=levels.normalize, **(mux or {}))
-            notes += [note] if note else []
-            main_record = dict(record)
-            main_record["output"] = {
-                "path": str(out_path.resolve()), "what": "stereo mix from stems" if mix.waveform.ndim == 2 else "mix",
-                "sample_rate": mix.sample_rate, "duration_s": round(mix.duration_s, 6),
-                "channels": 1 if mix.waveform.ndim == 1 else int(mix.waveform.shape[0]),
-            }
-            if levels.record:
-                main_record["output"]["levels"] = levels.record
-            main_record["output"].update(written_format(main_tmp))  # what the file holds (mp4: 48 kHz stereo)
-            if notes:
-                main_record["notes"] = list(main_record.get("notes", [])) + notes
-            write_sidecar(main_tmp, main_record)  # = paths[0]
-            for (final, name, sound), tmp, wave in zip(stems, paths[3::2], levels.stems):
-                write_audio(tmp, wave, sound.sample_rate, normalize=levels.normalize)
-                rec = dict(record)
-                rec.pop("notes", None)
-                rec["source"] = sound.record.get("source")
-                rec["output"] = {"path": str(final.resolve()), "what": f"stem: {name}",
-                                 "sample_rate": sound.sample_rate, "duration_s": round(sound.duration_s, 6),
-                                 "channels": 1}
-                write_sidecar(tmp, rec)
-    except BaseException:
-        if created:  # a stems folder made for this call goes again (it is empty: nothing was committed)
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise
-    return outputs, sidecars, notes
+    output = {"what": "stereo mix from stems" if mix.waveform.ndim == 2 else "mix", "sample_rate": mix.sample_rate,
+              "duration_s": round(mix.duration_s, 6),
+              "channels": 1 if mix.waveform.ndim == 1 else int(mix.waveform.shape[0])}
+    return write_mix_and_stems(out_path, mix.waveform, mix.sample_rate, record, output, stems_dir=stems_dir,
+                               stems=stems, video_source=video_source, loudness=loudness,
+                               stems_relative=stems_relative, mux=mux)
