@@ -21,8 +21,7 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import InputError, OutputError
-from .io.atomic import check_output_path, staged_outputs
-from .io.sidecar import sidecar_path, write_sidecar
+from .io.atomic import check_output_path
 from .pipelines.mapper import MapperPipeline, SoundResult, check_input, is_video_path
 
 METHODS = ("mapper", "objects", "sources")
@@ -401,32 +400,22 @@ def _candidate_paths(out_path: Path, n: int) -> list[Path]:
 
 def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, visual, mux: dict, *,
                               loudness: float | None = None, keep_candidates: bool = False) -> Path:
-    """The audio (or mp4) and its sidecar, staged and renamed into place together (sidecar first)."""
-    from .io.outputs import level_outputs, write_sound, written_format
+    """The audio (or mp4), its sidecar and (``keep_candidates``) every candidate, staged and renamed into
+    place together, sidecar first (:func:`foleykit.io.outputs.write_mix_and_stems`). Returns the sidecar."""
+    from .io.outputs import write_mix_and_stems
 
-    levels = level_outputs(sound.waveform, [], sound.sample_rate, loudness=loudness,
-                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
-    if levels.record:
-        record.setdefault("output", {})["levels"] = levels.record
     cands = _candidate_paths(out_path, len(sound.candidates)) if keep_candidates else []
     if cands:
         best = max(range(len(sound.candidates)), key=lambda k: sound.candidates[k][1])
         record["candidates"] = [{"file": p.name, "score": round(score, 6), "kept": k == best}
                                 for k, (p, (_, score)) in enumerate(zip(cands, sound.candidates))]
-    with staged_outputs(sidecar_path(out_path), out_path, *cands) as staged:
-        staged_out = staged[1]
-        from .io.audio import write_audio
-
-        for tmp, (wave, _) in zip(staged[2:], sound.candidates if cands else []):
-            write_audio(tmp, wave, sound.sample_rate)
-        note = write_sound(staged_out, levels.mix, sound.sample_rate, video_source=visual,
-                           normalize=levels.normalize, **mux)
-        record["output"].update(written_format(staged_out))  # what the file holds (mp4: 48 kHz stereo AAC)
-        if note:
-            record["notes"] = list(record.get("notes", [])) + [note]
-            sound.record.setdefault("notes", []).append(note)
-        write_sidecar(staged_out, record)  # <staged>/<name>.json, the first staged path
-    return sidecar_path(out_path)
+    output = {k: v for k, v in record["output"].items() if k != "path"}
+    _, sidecars, notes = write_mix_and_stems(
+        out_path, sound.waveform, sound.sample_rate, record, output, video_source=visual, loudness=loudness, mux=mux,
+        extra_files=[(p, wave) for p, (wave, _) in zip(cands, sound.candidates)])
+    for note in notes:
+        sound.record.setdefault("notes", []).append(note)
+    return sidecars[0]
 
 
 def _generate_objects(source, output, *, models, seed, duration, steps, preset, guidance, candidates, device, dtype,

@@ -230,6 +230,7 @@ def write_mix_and_stems(
     *,
     stems_dir: str | os.PathLike | None = None,
     stems: Sequence[StemFile] = (),
+    extra_files: Sequence[tuple[Path, np.ndarray]] = (),
     video_source: Any = None,
     loudness: float | None = None,
     stems_relative: bool = False,
@@ -239,6 +240,8 @@ def write_mix_and_stems(
     (into ``stems_dir``, made here when missing), each with its JSON sidecar. The mix's sidecar is
     ``record`` with ``output`` = {path, **``output``, levels, the written format}; the writer's notes
     are added to its ``notes``. ``loudness``/``stems_relative``: output levels (:func:`level_outputs`).
+    ``extra_files``: (path, samples) written as they are at the mix's rate, without sidecars (the
+    mapper's kept candidates, which its sidecar lists).
 
     Everything is first written to staging files beside its target and only then renamed into place,
     each sidecar before its file (:func:`foleykit.io.atomic.staged_outputs`): an error leaves no
@@ -260,10 +263,13 @@ def write_mix_and_stems(
         folder.mkdir(parents=False, exist_ok=True)
     outputs = [out_path] + [s.path for s in stems]
     sidecars = [sidecar_path(final) for final in outputs]
+    extras = [path for path, _ in extra_files]
     # Each sidecar before its file: whoever sees a file also sees its sidecar.
     try:
-        with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
+        with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair), *extras) as paths:
             main_tmp = paths[1]
+            for tmp, (_, wave) in zip(paths[2 * len(outputs):], extra_files):
+                write_audio(tmp, wave, sample_rate)
             note = write_sound(main_tmp, levels.mix, sample_rate, video_source=video_source,
                                normalize=levels.normalize, **(mux or {}))
             notes += [note] if note else []
