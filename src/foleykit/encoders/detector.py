@@ -38,7 +38,7 @@ from PIL import Image
 from ..errors import InputError
 from ..io.image import ImageInput, load_image
 from ..vocabulary import SOUNDING_OBJECTS
-from .loading import LoadedFrom, load_frozen, pooled
+from .loading import FrozenModel, LoadedFrom, load_frozen, pooled
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -129,7 +129,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
     return torch.tensor(keep, dtype=torch.long)
 
 
-class SoundSourceDetector:
+class SoundSourceDetector(FrozenModel):
     """Frozen OWLv2 with a cached vocabulary: image → sound-source boxes. Thread-safe (one lock)."""
 
     def __init__(self, model, processor, *, vocabulary: Sequence[str] | None = None,
@@ -168,15 +168,7 @@ class SoundSourceDetector:
                                                dtype=dtype)
         return cls(model, processor, vocabulary=vocabulary, loaded_from=src, image_size=image_size)
 
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+    # ------------------------------------------------------------------ properties (device, dtype: FrozenModel)
 
     @property
     def input_size(self) -> int:

@@ -90,8 +90,8 @@ def pooled(out) -> torch.Tensor:
     return out.pooler_output if hasattr(out, "pooler_output") else out
 
 
-class FrozenEncoder:
-    """Shared plumbing of the frozen encoders: the wrapped model, its provenance, device and dtype."""
+class FrozenModel:
+    """Shared plumbing of the frozen models: the wrapped model, its provenance, device and dtype."""
 
     model: torch.nn.Module
     loaded_from: LoadedFrom | None
@@ -103,6 +103,10 @@ class FrozenEncoder:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+
+class FrozenEncoder(FrozenModel):
+    """A frozen model that embeds into a joint space (CLIP, CLAP): also its width."""
 
     @property
     def dim(self) -> int:

@@ -24,7 +24,7 @@ from PIL import Image
 
 from ..errors import InputError
 from ..io.image import ImageInput, load_image
-from .loading import LoadedFrom, load_frozen
+from .loading import FrozenModel, LoadedFrom, load_frozen
 
 __all__ = ["Segmenter", "SegmentResult", "image_key", "mask_overlay", "write_tiny_sam", "TINY_SAM_CONFIG"]
 
@@ -63,7 +63,7 @@ class SegmentResult:
         return len(self.masks)
 
 
-class Segmenter:
+class Segmenter(FrozenModel):
     """Frozen SAM (transformers ``SamModel`` + ``SamProcessor``) with a per-image embedding cache.
 
     ``image_embedding_calls`` counts how often the image encoder ran (each costs a full ViT pass;
@@ -88,14 +88,6 @@ class Segmenter:
 
         model, (processor,), src = load_frozen(SamModel, ref, SamProcessor, device=device, dtype=dtype)
         return cls(model, processor, loaded_from=src, cache_size=cache_size)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
 
     # ------------------------------------------------------------------ image
 
