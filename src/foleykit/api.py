@@ -22,7 +22,7 @@ from PIL import Image
 
 from .errors import InputError, OutputError
 from .io.atomic import check_output_path
-from .pipelines.mapper import MapperPipeline, SoundResult, check_input, is_video_path
+from .pipelines.mapper import MapperPipeline, SoundResult, check_duration, check_input, is_video_path
 
 METHODS = ("mapper", "objects", "sources")
 #: What happens to a video's own soundtrack in an .mp4 output (see foleykit.io.video.mux_audio).
@@ -174,12 +174,10 @@ def _check_parameters(*, duration, steps, preset, guidance, candidates, frames) 
     """Refuse impossible parameters before any model is loaded (seconds, not minutes, to an error)."""
     import math
 
-    from .generator.long_audio import MAX_DURATION_S
     from .generator.presets import get_preset
 
     get_preset(preset)
-    if duration is not None and not (isinstance(duration, (int, float)) and 0 < duration <= MAX_DURATION_S):
-        raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration}")
+    check_duration(duration)
     if steps is not None and not (1 <= steps <= 1000):
         raise InputError(f"steps must be between 1 and 1000, got {steps}")
     if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):

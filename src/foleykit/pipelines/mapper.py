@@ -59,6 +59,12 @@ class CheckedInput:
     duration_s: float  # the soundtrack's length: asked for, else the video's, else 10 s for an image
 
 
+def check_duration(duration_s: float | None) -> None:
+    """The one check of a requested soundtrack length (None: the input's own, checked elsewhere)."""
+    if duration_s is not None and not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
+        raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+
+
 def check_input(source: str | Path | Image.Image, duration_s: float | None = None) -> CheckedInput:
     """Decode the image, or probe the video (a video stream, a first decodable frame, a duration),
     and check the soundtrack's length against the limits, all without any model.
@@ -66,8 +72,7 @@ def check_input(source: str | Path | Image.Image, duration_s: float | None = Non
     Callers run it before loading models, so a bad file is reported as itself, in seconds, and never
     as a model that happens to be missing.
     """
-    if duration_s is not None and not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
-        raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+    check_duration(duration_s)
     if not isinstance(source, Image.Image) and is_video_path(source):
         from ..io.video import probe_video
 

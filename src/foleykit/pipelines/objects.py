@@ -53,7 +53,7 @@ from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.segmenter import Segmenter, image_key
 from ..errors import InputError, ModelNotAvailableError, OutputError
-from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
+from ..generator.long_audio import generate_long, plan_windows
 from ..generator.pipeline import AudioLDMGenerator
 from ..generator.presets import get_preset
 from ..io.image import load_image
@@ -67,7 +67,7 @@ from ..modules.mask_substitution import (
     union_masks,
 )
 from ..seeding import resolve_seed
-from .mapper import DEFAULT_IMAGE_DURATION_S, is_video_path
+from .mapper import DEFAULT_IMAGE_DURATION_S, check_duration, is_video_path
 from .training_free import TRAINING_FREE, TrainingFree, choose_route, generator_clap, route_record
 from .zero_shot_bridge import BridgeSettings
 
@@ -504,8 +504,7 @@ class ObjectsPipeline:
             source_kind = "video"
             duration_s = video_len if duration_s is None else duration_s
         duration_s = DEFAULT_IMAGE_DURATION_S if duration_s is None else duration_s
-        if not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
-            raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+        check_duration(duration_s)
         guidance = PAPER_GUIDANCE_SCALE if guidance_scale is None else float(guidance_scale)
         report = progress if callable(progress) else None
         if report:

@@ -80,7 +80,7 @@ from ..encoders.detector import (
 )
 from ..encoders.prior import DEFAULT_PRIOR_GUIDANCE, DEFAULT_PRIOR_STEPS, TextToImagePrior
 from ..errors import InputError, OutputError
-from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
+from ..generator.long_audio import generate_long, plan_windows
 from ..generator.pipeline import AudioLDMGenerator
 from ..generator.presets import get_preset
 from ..io.audio import SILENCE_PEAK, load_audio
@@ -88,7 +88,7 @@ from ..io.image import crop_box, cut_out, load_image
 from ..model_sets import ModelSet, resolve_model_set
 from ..modules.cycle_mix import CRITERIA, cycle_mix, manifold_codes, pack_sources, stack_slots
 from ..seeding import make_generator, resolve_seed
-from .mapper import DEFAULT_IMAGE_DURATION_S, SoundResult, is_video_path
+from .mapper import DEFAULT_IMAGE_DURATION_S, SoundResult, check_duration, is_video_path
 from .ss2a_bundle import SS2ABundle, load_ss2a
 from .training_free import TRAINING_FREE, TrainingFree, choose_route, generator_clap, route_record
 from .zero_shot_bridge import BridgeSettings
@@ -621,8 +621,7 @@ class SourcesPipeline:
             raise InputError("cycle mix needs 1..1000 rounds, 1..1024 samples and 0..1024 variational samples")
         if not (2 <= max_sources <= self.max_slots):
             raise InputError(f"max sources must be between 2 and the Remixer's {self.max_slots} slots, got {max_sources}")
-        if duration_s is not None and not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
-            raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+        check_duration(duration_s)
         if not (1 <= frames <= 1000):
             raise InputError(f"frames per window must be between 1 and 1000, got {frames}")
         for t, _ in texts:
