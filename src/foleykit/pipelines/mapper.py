@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..devices import resolve_device, resolve_dtype
 from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..errors import InputError
@@ -60,6 +59,12 @@ class CheckedInput:
     duration_s: float  # the soundtrack's length: asked for, else the video's, else 10 s for an image
 
 
+def check_duration(duration_s: float | None) -> None:
+    """The one check of a requested soundtrack length (None: the input's own, checked elsewhere)."""
+    if duration_s is not None and not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
+        raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+
+
 def check_input(source: str | Path | Image.Image, duration_s: float | None = None) -> CheckedInput:
     """Decode the image, or probe the video (a video stream, a first decodable frame, a duration),
     and check the soundtrack's length against the limits, all without any model.
@@ -67,8 +72,7 @@ def check_input(source: str | Path | Image.Image, duration_s: float | None = Non
     Callers run it before loading models, so a bad file is reported as itself, in seconds, and never
     as a model that happens to be missing.
     """
-    if duration_s is not None and not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
-        raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+    check_duration(duration_s)
     if not isinstance(source, Image.Image) and is_video_path(source):
         from ..io.video import probe_video
 
@@ -111,13 +115,10 @@ class MapperPipeline:
         the zero-shot bridge (no trained V2A-Mapper weights are published).
         """
         ms = resolve_model_set(models)
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
         from . import components  # one CLIP, CLAP and generator per process, shared by every method
 
-        clip = components.clip(ms.clip_mapper, dev, dt)
-        gen = components.generator(ms.audioldm, dev, dt)
-        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
+        core = components.core_parts(ms, device, dtype, clip_ref=ms.clip_mapper)
+        clip, gen, clap, dev = core.clip, core.generator, core.clap, core.device
         mapper_ref = mapper or ms.mapper
         if mapper_ref:
             from ..modules.mapper import V2AMapper
@@ -255,13 +256,6 @@ class MapperPipeline:
         return rec
 
     def models_record(self) -> dict:
-        rec = {}
-        for role, enc in (("clip", self.clip), ("audioldm", self.generator)):
-            src = getattr(enc, "loaded_from", None)
-            if src is not None:
-                rec[role] = {"ref": src.ref, "revision": src.revision}
-        if self.clap is not None:
-            rec["clap"] = self.clap.record()
-        if self.model_set is not None:
-            rec["model_set"] = self.model_set.name
-        return rec
+        from .components import models_record
+
+        return models_record((("clip", self.clip), ("audioldm", self.generator)), self.clap, self.model_set)
