@@ -140,7 +140,9 @@ def test_zero_shot_bridge_uses_the_generator_text_tower(bridge_set, tiny, seen):
     cond = seen[0][0][0]
     labels = pipe.mapper.labels(pipe.clip.embed_images([img]))[0]
     words, weights = [w for w, _ in labels], torch.tensor([x for _, x in labels])
-    captions = [f"the sound of a {w}" for w in words]
+    from foleykit.pipelines.zero_shot_bridge import BridgeSettings
+
+    captions = [BridgeSettings().clap_prompt.format(w) for w in words]
     expected = F.normalize((weights[:, None] * text_tower(tiny / "audioldm-s-full-v2", captions)).sum(0), dim=0)
     wrong = F.normalize((weights[:, None] * text_tower(tiny / "clap-htsat-unfused", captions)).sum(0), dim=0)
     torch.testing.assert_close(F.normalize(cond, dim=0), expected, atol=1e-5, rtol=1e-4)
@@ -200,10 +202,16 @@ def test_text_source_reaches_the_generator_without_any_clap_text_tower(tiny, mon
     assert res.mix.waveform.size > 0
 
 
-def test_objects_text_query_uses_the_generator_text_tower(tiny):
+def test_objects_text_query_uses_the_generator_text_tower(tiny, tmp_path):
+    from foleykit.encoders.clip import ClipEncoder
+    from foleykit.modules.grounding import GroundingConfig, GroundingModule
     from foleykit.pipelines.objects import ObjectsPipeline
 
-    pipe = ObjectsPipeline.from_models(str(tiny), device="cpu")
+    clip = ClipEncoder.from_pretrained(str(tiny / "clip-vit-large-patch14"))
+    torch.manual_seed(0)  # a grounding module folder, so the grounding route (text query → attention) runs
+    GroundingModule(GroundingConfig(text_dim=512, patch_dim=clip.dim, grid_h=clip.patch_grid,
+                                    grid_w=clip.patch_grid)).save_pretrained(tmp_path / "grounding")
+    pipe = ObjectsPipeline.from_models(str(tiny), grounding=str(tmp_path / "grounding"), device="cpu")
     seen_queries = []
     real = pipe.grounding
 

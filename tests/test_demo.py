@@ -55,7 +55,7 @@ def test_make_demo_runs_the_two_generate_commands_on_tiny_models(demo_dir, tiny_
     proc = _make(demo_dir, env=env, timeout=300)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     out = demo_dir / "out"
-    assert "wrote out/scene.wav (10.00 s, 16000 Hz)" in proc.stdout
+    assert "wrote out/scene.wav (10.00 s, 16000 Hz, mono)" in proc.stdout
 
     info = sf.info(out / "scene.wav")
     assert info.samplerate == 16000 and info.frames == 10 * 16000 and info.channels == 1

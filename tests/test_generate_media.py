@@ -88,7 +88,8 @@ def test_objects_without_grounding_warns_on_the_cli(media, tmp_path, tiny_cache_
     res = CliRunner().invoke(app, [str(a) for a in ("generate", media["image"], "-o", tmp_path / "o.wav",
                                                      "--click", "40,30", "--duration", 1, *TINY)])
     assert res.exit_code == 0, res.output + repr(res.exception)
-    assert "warning: no trained grounding module given (--grounding DIR)" in res.output
+    assert "route: training-free" in res.output  # no grounding module: the route that ran is named
+    assert "warning: no trained objects module" in res.output and "foleykit train grounding" in res.output
 
 
 def test_negative_prompt_is_the_generators_own_text_tower(tmp_path, tiny_cache_env):

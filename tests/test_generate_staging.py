@@ -13,6 +13,7 @@ import soundfile as sf
 from PIL import Image
 
 import foleykit.api as fk
+import foleykit.io.sidecar as sidecar_io
 from foleykit.errors import OutputError
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread", "tiny_cache_env")
@@ -44,7 +45,7 @@ def _fail_after_audio_is_staged(monkeypatch, out: Path) -> list[Path]:
         staged.append(path)
         raise OutputError("could not write sidecar: disk full (injected)")
 
-    monkeypatch.setattr(fk, "write_sidecar", failing_sidecar)
+    monkeypatch.setattr(sidecar_io, "write_sidecar", failing_sidecar)  # what the one writer calls
     return staged
 
 

@@ -21,9 +21,8 @@ from pathlib import Path
 from PIL import Image
 
 from .errors import InputError, OutputError
-from .io.atomic import check_output_path, staged_outputs
-from .io.sidecar import sidecar_path, write_sidecar
-from .pipelines.mapper import MapperPipeline, SoundResult, check_input, is_video_path
+from .io.atomic import check_output_path
+from .pipelines.mapper import MapperPipeline, SoundResult, check_duration, check_input, is_video_path
 
 METHODS = ("mapper", "objects", "sources")
 #: What happens to a video's own soundtrack in an .mp4 output (see foleykit.io.video.mux_audio).
@@ -146,16 +145,39 @@ def _check_output(output: Path, source, video: bool, overwrite: bool, original_a
     return out
 
 
+def _check_source_and_outputs(source, output, overwrite: bool, original_audio: str, *, stems=None,
+                              stem_names=lambda: [], mix_name: str = "mix") -> tuple[bool, Path | None, Path | None]:
+    """The one input check of every method, before any model loads: whether ``source`` is a video, the
+    checked output path (or None), the checked stems folder (or None; ``stem_names()`` are the files it
+    will get, ``mix_name`` what the output holds), and that the input is an existing file."""
+    from .pipelines.objects import check_stems_dir
+
+    video = not isinstance(source, Image.Image) and is_video_path(source)
+    out_path = _check_output(Path(output).expanduser(), source, video, overwrite, original_audio) \
+        if output is not None else None
+    stems_dir = None
+    if stems is not None:
+        if out_path is None:
+            raise OutputError(f"stems need an output file for the {mix_name}")
+        stems_dir = check_stems_dir(stems, stem_names(), overwrite=overwrite)
+    if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
+        raise InputError(f"input {source} does not exist or is not a file")
+    return video, out_path, stems_dir
+
+
+def _inputs_record(source) -> dict:
+    """The sidecar's ``inputs``: the input file's absolute path (or a placeholder for a PIL image)."""
+    return {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())}
+
+
 def _check_parameters(*, duration, steps, preset, guidance, candidates, frames) -> None:
     """Refuse impossible parameters before any model is loaded (seconds, not minutes, to an error)."""
     import math
 
-    from .generator.long_audio import MAX_DURATION_S
     from .generator.presets import get_preset
 
     get_preset(preset)
-    if duration is not None and not (isinstance(duration, (int, float)) and 0 < duration <= MAX_DURATION_S):
-        raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration}")
+    check_duration(duration)
     if steps is not None and not (1 <= steps <= 1000):
         raise InputError(f"steps must be between 1 and 1000, got {steps}")
     if guidance is not None and not (math.isfinite(guidance) and guidance >= 0):
@@ -304,11 +326,7 @@ def generate(
         )
     _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
                       frames=frames)
-    video = not isinstance(source, Image.Image) and is_video_path(source)
-    out_path = _check_output(Path(output).expanduser(), source, video, overwrite, original_audio) \
-        if output is not None else None
-    if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
-        raise InputError(f"input {source} does not exist or is not a file")
+    video, out_path, _ = _check_source_and_outputs(source, output, overwrite, original_audio)
     checked = check_input(source, duration)  # decode/probe before any model loads
     if keep_candidates:
         from .generator.long_audio import plan_windows
@@ -326,7 +344,7 @@ def generate(
     sidecar = None
     if out_path is not None:
         record = {
-            "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
+            "inputs": _inputs_record(source),
             "output": {"path": str(out_path.resolve()), "sample_rate": sound.sample_rate,
                        "duration_s": round(sound.duration_s, 6),
                        "channels": 1 if sound.waveform.ndim == 1 else int(sound.waveform.shape[0])},
@@ -380,39 +398,29 @@ def _candidate_paths(out_path: Path, n: int) -> list[Path]:
 
 def _write_output_and_sidecar(out_path: Path, sound: SoundResult, record: dict, visual, mux: dict, *,
                               loudness: float | None = None, keep_candidates: bool = False) -> Path:
-    """The audio (or mp4) and its sidecar, staged and renamed into place together (sidecar first)."""
-    from .io.outputs import level_outputs, write_sound, written_format
+    """The audio (or mp4), its sidecar and (``keep_candidates``) every candidate, staged and renamed into
+    place together, sidecar first (:func:`foleykit.io.outputs.write_mix_and_stems`). Returns the sidecar."""
+    from .io.outputs import write_mix_and_stems
 
-    levels = level_outputs(sound.waveform, [], sound.sample_rate, loudness=loudness,
-                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
-    if levels.record:
-        record.setdefault("output", {})["levels"] = levels.record
     cands = _candidate_paths(out_path, len(sound.candidates)) if keep_candidates else []
     if cands:
         best = max(range(len(sound.candidates)), key=lambda k: sound.candidates[k][1])
         record["candidates"] = [{"file": p.name, "score": round(score, 6), "kept": k == best}
                                 for k, (p, (_, score)) in enumerate(zip(cands, sound.candidates))]
-    with staged_outputs(sidecar_path(out_path), out_path, *cands) as staged:
-        staged_out = staged[1]
-        from .io.audio import write_audio
-
-        for tmp, (wave, _) in zip(staged[2:], sound.candidates if cands else []):
-            write_audio(tmp, wave, sound.sample_rate)
-        note = write_sound(staged_out, levels.mix, sound.sample_rate, video_source=visual,
-                           normalize=levels.normalize, **mux)
-        record["output"].update(written_format(staged_out))  # what the file holds (mp4: 48 kHz stereo AAC)
-        if note:
-            record["notes"] = list(record.get("notes", [])) + [note]
-            sound.record.setdefault("notes", []).append(note)
-        write_sidecar(staged_out, record)  # <staged>/<name>.json, the first staged path
-    return sidecar_path(out_path)
+    output = {k: v for k, v in record["output"].items() if k != "path"}
+    _, sidecars, notes = write_mix_and_stems(
+        out_path, sound.waveform, sound.sample_rate, record, output, video_source=visual, loudness=loudness, mux=mux,
+        extra_files=[(p, wave) for p, (wave, _) in zip(cands, sound.candidates)])
+    for note in notes:
+        sound.record.setdefault("notes", []).append(note)
+    return sidecars[0]
 
 
 def _generate_objects(source, output, *, models, seed, duration, steps, preset, guidance, candidates, device, dtype,
                       overwrite, progress, clicks, boxes, texts, stems, context, grounding, maps, frame,
                       levels, mux, negative, route="auto", bridge=None) -> GenerateResult:
     """``generate`` for method ``objects``: blend to ``output``, per-object stems to ``stems``."""
-    from .pipelines.objects import check_stems_dir, parse_box, parse_point, stem_names, write_objects_outputs
+    from .pipelines.objects import parse_box, parse_point, stem_names, write_objects_outputs
 
     clicks = [parse_point(c) for c in clicks]
     boxes = [parse_box(b) for b in boxes]
@@ -420,16 +428,9 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
         raise InputError("method 'objects' needs at least one --click X,Y, --box X0,Y0,X1,Y1 or --text")
     _check_parameters(duration=duration, steps=steps, preset=preset, guidance=guidance, candidates=candidates,
                       frames=16)  # objects reads one frame; frames per window do not apply
-    video = not isinstance(source, Image.Image) and is_video_path(source)
-    out_path = _check_output(Path(output).expanduser(), source, video, overwrite, mux["original_audio"]) \
-        if output is not None else None
-    stems_dir = None
-    if stems is not None:
-        if out_path is None:
-            raise OutputError("stems need an output file for the blend")
-        stems_dir = check_stems_dir(stems, stem_names(clicks=clicks, boxes=boxes, texts=texts), overwrite=overwrite)
-    if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
-        raise InputError(f"input {source} does not exist or is not a file")
+    video, out_path, stems_dir = _check_source_and_outputs(
+        source, output, overwrite, mux["original_audio"], stems=stems, mix_name="blend",
+        stem_names=lambda: stem_names(clicks=clicks, boxes=boxes, texts=texts))
     src = source if isinstance(source, Image.Image) else Path(source).expanduser()
     if not video:  # check the picture and the prompts before any model loads
         from .encoders.segmenter import Segmenter
@@ -451,7 +452,7 @@ def _generate_objects(source, output, *, models, seed, duration, steps, preset, 
     sidecar = None
     if out_path is not None:
         record = {
-            "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
+            "inputs": _inputs_record(source),
             "parameters": {"method": "objects", "models": models, "negative": negative,
                            "clicks": [list(c) for c in clicks],
                            "boxes": [list(b) for b in boxes], "texts": list(texts), "context": context,
@@ -476,7 +477,6 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
                       text_mode, ss2a, detect, threshold, max_detections, detector_size, max_sources, cycle_rounds,
                       cycle_samples, criterion, levels, mux, negative, route="auto", bridge=None) -> GenerateResult:
     """``generate`` for method ``sources``: the mix (or stereo mix) to ``output``, per-source stems to ``stems``."""
-    from .pipelines.objects import check_stems_dir
     from .pipelines.sources import (
         DEFAULT_CYCLE_ROUNDS,
         DEFAULT_CYCLE_SAMPLES,
@@ -495,16 +495,8 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
     audios = [(Path(a).expanduser(), w) for a, w in parse_weighted_items(audios)]
     images = [(Path(i).expanduser(), w) for i, w in parse_weighted_items(images)]
     boxes = [parse_source_box(b) for b in boxes]
-    video = not isinstance(source, Image.Image) and is_video_path(source)
-    out_path = _check_output(Path(output).expanduser(), source, video, overwrite, mux["original_audio"]) \
-        if output is not None else None
-    stems_dir = None
-    if stems is not None:
-        if out_path is None:
-            raise OutputError("stems need an output file for the mix")
-        stems_dir = check_stems_dir(stems, [], overwrite=overwrite)
-    if not isinstance(source, Image.Image) and not Path(source).expanduser().is_file():
-        raise InputError(f"input {source} does not exist or is not a file")
+    video, out_path, stems_dir = _check_source_and_outputs(source, output, overwrite, mux["original_audio"],
+                                                           stems=stems)
     src = source if isinstance(source, Image.Image) else Path(source).expanduser()
     pipe = load_pipeline("sources", models, None, device, dtype, None, ss2a, route)
     result = pipe(
@@ -525,7 +517,7 @@ def _generate_sources(source, output, *, models, seed, duration, steps, preset, 
     sidecar = None
     if out_path is not None:
         record = {
-            "inputs": {"source": "<PIL image>" if isinstance(source, Image.Image) else str(Path(source).resolve())},
+            "inputs": _inputs_record(source),
             "parameters": {"method": "sources", "models": models, "ss2a": ss2a, "route": route,
                            "bridge": bridge.to_record() if bridge else None, "negative": negative,
                            "texts": [list(t) for t in texts],

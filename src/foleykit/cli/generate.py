@@ -100,11 +100,16 @@ def generate(
         bridge_temperature=bridge_temperature, original_audio=original_audio, duck_db=duck_db, negative=negative,
         keep_candidates=keep_candidates,
     )
-    grounding_record = res.sound.record.get("grounding") or {}
-    if method == "objects" and grounding_record.get("trained") is False:
-        typer.echo(f"warning: {grounding_record.get('note')}", err=True)
+    written = {}
+    if res.sidecar is not None:  # what the main output really holds (an mp4's track is 48 kHz stereo)
+        import json
+
+        written = json.loads(Path(res.sidecar).read_text()).get("output") or {}
     for path in res.outputs:
-        typer.echo(f"wrote {path} ({res.sound.duration_s:.2f} s, {res.sound.sample_rate} Hz)")
+        fmt = written if written.get("path") and Path(path).resolve() == Path(written["path"]).resolve() else {}
+        rate = fmt.get("sample_rate", res.sound.sample_rate)
+        channels = {1: ", mono", 2: ", stereo"}.get(fmt.get("channels"), "")
+        typer.echo(f"wrote {path} ({fmt.get('duration_s', res.sound.duration_s):.2f} s, {rate} Hz{channels})")
     if res.sidecar is not None:
         typer.echo(f"wrote {res.sidecar}")
     for note in res.sound.record.get("notes", []):
@@ -112,4 +117,8 @@ def generate(
     route_rec = res.sound.record.get("route")
     if route_rec:  # objects, sources: which route ran and why (pipelines/training_free.py)
         typer.echo(f"route: {route_rec['name']} ({route_rec['why']})")
+        if route_rec["name"] == "training-free":  # not the paper's method: say so where the user looks
+            train = "foleykit train grounding" if method == "objects" else "foleykit train manifold/remixer or --ss2a"
+            typer.echo(f"warning: no trained {method} module, so the training-free route ran; {train} for the "
+                       f"paper's method", err=True)
     typer.echo(f"seed: {res.seed}")

@@ -129,7 +129,7 @@ def ray_extract(
     gpu = num_gpus_per_actor > 0
     n = _pool_size(num_actors, "GPU" if gpu else "CPU", num_gpus_per_actor if gpu else num_cpus_per_actor)
     dev = device or ("cuda" if gpu else "cpu")
-    threads = threads_per_actor or config.threads or max(1, int(num_cpus_per_actor))
+    threads = threads_per_actor or max(1, int(num_cpus_per_actor))
     remote_cls = ray.remote(num_cpus=num_cpus_per_actor, num_gpus=num_gpus_per_actor)(_ExtractActor)
     t0 = time.perf_counter()
     actors = [remote_cls.remote(config, models, dev, dtype, threads) for _ in range(n)]

@@ -14,9 +14,8 @@ import soxr
 import torch
 import torch.nn.functional as F
 
-from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
-from .loading import FrozenEncoder, LoadedFrom, load_pretrained, pooled, to_device
+from .loading import FrozenEncoder, LoadedFrom, load_frozen, pooled
 
 CLAP_SAMPLE_RATE = 48_000
 CLAP_WINDOW_S = 10.0
@@ -69,12 +68,9 @@ class ClapEncoder(FrozenEncoder):
     ) -> ClapEncoder:
         from transformers import AutoTokenizer, ClapFeatureExtractor, ClapModel
 
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
-        model, src = load_pretrained(ClapModel, ref, dtype=dt)
-        fe, _ = load_pretrained(ClapFeatureExtractor, ref)
-        tok, _ = load_pretrained(AutoTokenizer, ref)
-        return cls(to_device(model, dev, dt), fe, tok, loaded_from=src)
+        model, (fe, tok), src = load_frozen(ClapModel, ref, ClapFeatureExtractor, AutoTokenizer, device=device,
+                                            dtype=dtype)
+        return cls(model, fe, tok, loaded_from=src)
 
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], *, batch_size: int = 64) -> torch.Tensor:

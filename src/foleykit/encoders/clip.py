@@ -15,8 +15,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..devices import resolve_device, resolve_dtype
-from .loading import FrozenEncoder, LoadedFrom, load_pretrained, pooled, to_device
+from .loading import FrozenEncoder, LoadedFrom, load_frozen, pooled
 
 
 
@@ -35,12 +34,9 @@ class ClipEncoder(FrozenEncoder):
     ) -> ClipEncoder:
         from transformers import CLIPImageProcessorPil, CLIPModel, CLIPTokenizer
 
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
-        model, src = load_pretrained(CLIPModel, ref, dtype=dt)
-        processor, _ = load_pretrained(CLIPImageProcessorPil, ref)
-        tokenizer, _ = load_pretrained(CLIPTokenizer, ref)
-        return cls(to_device(model, dev, dt), processor, tokenizer, loaded_from=src)
+        model, (processor, tokenizer), src = load_frozen(CLIPModel, ref, CLIPImageProcessorPil, CLIPTokenizer,
+                                                         device=device, dtype=dtype)
+        return cls(model, processor, tokenizer, loaded_from=src)
 
     @property
     def patch_grid(self) -> int:

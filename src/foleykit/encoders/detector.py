@@ -35,11 +35,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
 from ..io.image import ImageInput, load_image
 from ..vocabulary import SOUNDING_OBJECTS
-from .loading import LoadedFrom, load_pretrained, pooled, to_device
+from .loading import FrozenModel, LoadedFrom, load_frozen, pooled
 
 __all__ = [
     "DEFAULT_IMAGE_SIZE",
@@ -130,7 +129,7 @@ def nms(boxes: torch.Tensor, scores: torch.Tensor, iou: float) -> torch.Tensor:
     return torch.tensor(keep, dtype=torch.long)
 
 
-class SoundSourceDetector:
+class SoundSourceDetector(FrozenModel):
     """Frozen OWLv2 with a cached vocabulary: image → sound-source boxes. Thread-safe (one lock)."""
 
     def __init__(self, model, processor, *, vocabulary: Sequence[str] | None = None,
@@ -165,21 +164,11 @@ class SoundSourceDetector:
     ) -> SoundSourceDetector:
         from transformers import Owlv2ForObjectDetection, Owlv2Processor
 
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
-        model, src = load_pretrained(Owlv2ForObjectDetection, ref, dtype=dt)
-        processor, _ = load_pretrained(Owlv2Processor, ref)
-        return cls(to_device(model, dev, dt), processor, vocabulary=vocabulary, loaded_from=src, image_size=image_size)
+        model, (processor,), src = load_frozen(Owlv2ForObjectDetection, ref, Owlv2Processor, device=device,
+                                               dtype=dtype)
+        return cls(model, processor, vocabulary=vocabulary, loaded_from=src, image_size=image_size)
 
-    # ------------------------------------------------------------------ properties
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+    # ------------------------------------------------------------------ properties (device, dtype: FrozenModel)
 
     @property
     def input_size(self) -> int:

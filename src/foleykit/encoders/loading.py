@@ -70,13 +70,28 @@ def to_device(module: torch.nn.Module, device: torch.device, dtype: torch.dtype)
     return module
 
 
+def load_frozen(model_cls: Any, ref: str, *part_classes: Any, device: str | torch.device = "cpu",
+                dtype: str | torch.dtype | None = None) -> tuple[torch.nn.Module, list[Any], LoadedFrom]:
+    """The one way a frozen encoder loads: ``model_cls`` in ``dtype`` (default float32) moved to ``device``
+    and frozen, then each of ``part_classes`` (processor, tokenizer, ...) from the same reference.
+
+    Returns (model, [parts in the order given], the model's :class:`LoadedFrom`)."""
+    from ..devices import resolve_device, resolve_dtype
+
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
+    model, src = load_pretrained(model_cls, ref, dtype=dt)
+    parts = [load_pretrained(part_cls, ref)[0] for part_cls in part_classes]
+    return to_device(model, dev, dt), parts, src
+
+
 def pooled(out) -> torch.Tensor:
     """transformers v5 returns a model output with ``pooler_output``; v4 returned the tensor itself."""
     return out.pooler_output if hasattr(out, "pooler_output") else out
 
 
-class FrozenEncoder:
-    """Shared plumbing of the frozen encoders: the wrapped model, its provenance, device and dtype."""
+class FrozenModel:
+    """Shared plumbing of the frozen models: the wrapped model, its provenance, device and dtype."""
 
     model: torch.nn.Module
     loaded_from: LoadedFrom | None
@@ -88,6 +103,10 @@ class FrozenEncoder:
     @property
     def dtype(self) -> torch.dtype:
         return next(self.model.parameters()).dtype
+
+
+class FrozenEncoder(FrozenModel):
+    """A frozen model that embeds into a joint space (CLIP, CLAP): also its width."""
 
     @property
     def dim(self) -> int:

@@ -22,10 +22,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..devices import resolve_device, resolve_dtype
 from ..errors import InputError
 from ..io.image import ImageInput, load_image
-from .loading import LoadedFrom, load_pretrained, to_device
+from .loading import FrozenModel, LoadedFrom, load_frozen
 
 __all__ = ["Segmenter", "SegmentResult", "image_key", "mask_overlay", "write_tiny_sam", "TINY_SAM_CONFIG"]
 
@@ -64,7 +63,7 @@ class SegmentResult:
         return len(self.masks)
 
 
-class Segmenter:
+class Segmenter(FrozenModel):
     """Frozen SAM (transformers ``SamModel`` + ``SamProcessor``) with a per-image embedding cache.
 
     ``image_embedding_calls`` counts how often the image encoder ran (each costs a full ViT pass;
@@ -87,19 +86,8 @@ class Segmenter:
     ) -> Segmenter:
         from transformers import SamModel, SamProcessor
 
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev) if dtype is not None else torch.float32
-        model, src = load_pretrained(SamModel, ref, dtype=dt)
-        processor, _ = load_pretrained(SamProcessor, ref)
-        return cls(to_device(model, dev, dt), processor, loaded_from=src, cache_size=cache_size)
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.model.parameters()).dtype
+        model, (processor,), src = load_frozen(SamModel, ref, SamProcessor, device=device, dtype=dtype)
+        return cls(model, processor, loaded_from=src, cache_size=cache_size)
 
     # ------------------------------------------------------------------ image
 

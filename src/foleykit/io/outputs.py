@@ -11,6 +11,7 @@ own, or, with ``stems_relative``, all by the mix's gain, so their relative level
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from collections.abc import Sequence
@@ -197,3 +198,95 @@ def written_format(path: str | os.PathLike) -> dict[str, Any]:
     info = sf.info(str(p))
     return {"sample_rate": int(info.samplerate), "channels": int(info.channels),
             "duration_s": round(info.frames / info.samplerate, 6)}
+
+
+# ---------------------------------------------------------------------- one writer for a mix and its stems
+
+
+@dataclass(frozen=True)
+class StemFile:
+    """One stem to write beside a mix: its final path, samples and rate, its sidecar record (without
+    ``output``) and the sidecar's ``output`` entries that follow ``path`` (what, sample_rate, ...)."""
+
+    path: Path
+    waveform: np.ndarray
+    sample_rate: int
+    record: dict
+    output: dict
+
+
+def check_mp4_output(out_path: Path, video_source: Any) -> None:
+    """An mp4 output needs a picture or video to show."""
+    if out_path.suffix.lower() == ".mp4" and video_source is None:
+        raise OutputError("an .mp4 output needs a video or picture input")
+
+
+def write_mix_and_stems(
+    out_path: Path,
+    waveform: np.ndarray,
+    sample_rate: int,
+    record: dict,
+    output: dict,
+    *,
+    stems_dir: str | os.PathLike | None = None,
+    stems: Sequence[StemFile] = (),
+    extra_files: Sequence[tuple[Path, np.ndarray]] = (),
+    video_source: Any = None,
+    loudness: float | None = None,
+    stems_relative: bool = False,
+    mux: dict | None = None,
+) -> tuple[list[Path], list[Path], list[str]]:
+    """Write a mix to ``out_path`` (audio, or an mp4 through :func:`write_sound`) and each of ``stems``
+    (into ``stems_dir``, made here when missing), each with its JSON sidecar. The mix's sidecar is
+    ``record`` with ``output`` = {path, **``output``, levels, the written format}; the writer's notes
+    are added to its ``notes``. ``loudness``/``stems_relative``: output levels (:func:`level_outputs`).
+    ``extra_files``: (path, samples) written as they are at the mix's rate, without sidecars (the
+    mapper's kept candidates, which its sidecar lists).
+
+    Everything is first written to staging files beside its target and only then renamed into place,
+    each sidecar before its file (:func:`foleykit.io.atomic.staged_outputs`): an error leaves no
+    partial set of outputs, and a stems folder made for this call is removed again.
+    Returns (outputs, sidecars, notes).
+    """
+    from .atomic import staged_outputs
+    from .audio import write_audio
+    from .sidecar import sidecar_path, write_sidecar
+
+    check_mp4_output(out_path, video_source)
+    notes: list[str] = []
+    levels = level_outputs(waveform, [s.waveform for s in stems], sample_rate, loudness=loudness,
+                           stems_relative=stems_relative, mix_stereo_out=out_path.suffix.lower() == ".mp4")
+    folder = created = None
+    if stems_dir is not None:
+        folder = Path(stems_dir).expanduser()
+        created = not folder.exists()
+        folder.mkdir(parents=False, exist_ok=True)
+    outputs = [out_path] + [s.path for s in stems]
+    sidecars = [sidecar_path(final) for final in outputs]
+    extras = [path for path, _ in extra_files]
+    # Each sidecar before its file: whoever sees a file also sees its sidecar.
+    try:
+        with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair), *extras) as paths:
+            main_tmp = paths[1]
+            for tmp, (_, wave) in zip(paths[2 * len(outputs):], extra_files):
+                write_audio(tmp, wave, sample_rate)
+            note = write_sound(main_tmp, levels.mix, sample_rate, video_source=video_source,
+                               normalize=levels.normalize, **(mux or {}))
+            notes += [note] if note else []
+            main_record = dict(record)
+            main_record["output"] = {"path": str(out_path.resolve()), **output}
+            if levels.record:
+                main_record["output"]["levels"] = levels.record
+            main_record["output"].update(written_format(main_tmp))  # what the file holds (mp4: 48 kHz stereo)
+            if notes:
+                main_record["notes"] = list(main_record.get("notes", [])) + notes
+            write_sidecar(main_tmp, main_record)  # = paths[0]
+            for stem, tmp, wave in zip(stems, paths[3::2], levels.stems):
+                write_audio(tmp, wave, stem.sample_rate, normalize=levels.normalize)
+                write_sidecar(tmp, {**stem.record, "output": {"path": str(stem.path.resolve()), **stem.output}})
+    except BaseException:
+        if created:  # a stems folder made for this call goes again (it is empty: nothing was committed)
+            with contextlib.suppress(OSError):
+                folder.rmdir()
+        raise
+    return outputs, sidecars, notes

@@ -161,3 +161,21 @@ class EfficientTransformerEncoder(nn.Module):
         for layer in self.layers:
             x = layer(x, key_padding_mask)
         return x
+
+
+#: Learned read-out tokens prepended to a read-out encoder's inputs: token 0 → mu, token 1 → logvar.
+NUM_READOUT_TOKENS = 2
+
+
+def readout_encoder(dim: int, out_dim: int, config) -> tuple[nn.Parameter, EfficientTransformerEncoder, nn.Module,
+                                                             nn.Module]:
+    """The variational read-out transformer of the SS2A Remixer and temporal aggregator: (read-out tokens
+    [2, dim], the encoder stack of ``config`` (num_layers, num_heads, ffn_multiplier, dropout,
+    key_softmax), the mu head, the logvar head), created in this order (the order the random
+    initialisation draws in)."""
+    from .variational_mlp import ReadoutHead
+
+    tokens = nn.Parameter(torch.randn(NUM_READOUT_TOKENS, dim))
+    encoder = EfficientTransformerEncoder(dim, config.num_layers, config.num_heads, config.ffn_multiplier,
+                                          config.dropout, config.key_softmax)
+    return tokens, encoder, ReadoutHead(dim, out_dim, config.dropout), ReadoutHead(dim, out_dim, config.dropout)

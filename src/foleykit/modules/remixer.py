@@ -30,12 +30,11 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .efficient_attention import KEY_SOFTMAX_CHOICES, EfficientTransformerEncoder
-from .variational_mlp import ReadoutHead, VariationalOutput, mean_of_samples
+from .efficient_attention import KEY_SOFTMAX_CHOICES, NUM_READOUT_TOKENS, readout_encoder
+from .variational_mlp import VariationalOutput, mean_of_samples
 
 SourceCode = Literal["manifold", "clap", "manifold+clap"]
 SOURCE_CODE_CHOICES: tuple[str, ...] = ("manifold", "clap", "manifold+clap")
-NUM_READOUT_TOKENS = 2  # token 0 → mu, token 1 → logvar
 
 
 @dataclass
@@ -114,17 +113,7 @@ class SoundSourceRemixer(nn.Module, PyTorchModelHubMixin):
         self.config = config
         c = config
         self.input_proj = nn.Linear(c.source_dim + c.clip_dim, c.embed_dim)
-        self.readout_tokens = nn.Parameter(torch.randn(NUM_READOUT_TOKENS, c.embed_dim))
-        self.encoder = EfficientTransformerEncoder(
-            c.embed_dim,
-            c.num_layers,
-            c.num_heads,
-            c.ffn_multiplier,
-            c.dropout,
-            c.key_softmax,  # type: ignore[arg-type]
-        )
-        self.mu_head = ReadoutHead(c.embed_dim, c.clap_dim, c.dropout)
-        self.logvar_head = ReadoutHead(c.embed_dim, c.clap_dim, c.dropout)
+        self.readout_tokens, self.encoder, self.mu_head, self.logvar_head = readout_encoder(c.embed_dim, c.clap_dim, c)
 
     @classmethod
     def _from_pretrained(cls, *, strict: bool = True, **kwargs) -> "SoundSourceRemixer":

@@ -27,10 +27,9 @@ from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from ..errors import InputError
-from .efficient_attention import KEY_SOFTMAX_CHOICES, EfficientTransformerEncoder
-from .variational_mlp import ReadoutHead, VariationalOutput, mean_of_samples
+from .efficient_attention import KEY_SOFTMAX_CHOICES, NUM_READOUT_TOKENS, readout_encoder
+from .variational_mlp import VariationalOutput, mean_of_samples
 
-NUM_READOUT_TOKENS = 2
 #: The window the aggregator's frame positions are scaled to: the released model saw 10 s clips.
 FULL_WINDOW_S = 10.0
 
@@ -120,17 +119,7 @@ class TemporalAggregator(nn.Module, PyTorchModelHubMixin):
         self.register_buffer(
             "position_table", sinusoidal_table(c.position_resolution, c.clap_dim, 2.0 * c.position_resolution)
         )
-        self.readout_tokens = nn.Parameter(torch.randn(NUM_READOUT_TOKENS, c.clap_dim))
-        self.encoder = EfficientTransformerEncoder(
-            c.clap_dim,
-            c.num_layers,
-            c.num_heads,
-            c.ffn_multiplier,
-            c.dropout,
-            c.key_softmax,  # type: ignore[arg-type]
-        )
-        self.mu_head = ReadoutHead(c.clap_dim, c.clap_dim, c.dropout)
-        self.logvar_head = ReadoutHead(c.clap_dim, c.clap_dim, c.dropout)
+        self.readout_tokens, self.encoder, self.mu_head, self.logvar_head = readout_encoder(c.clap_dim, c.clap_dim, c)
 
     @classmethod
     def _from_pretrained(cls, *, strict: bool = True, **kwargs) -> "TemporalAggregator":

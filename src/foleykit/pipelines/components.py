@@ -15,7 +15,8 @@ that wants to change a part (e.g. swap the generator's UNet) takes its own copy 
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import torch
@@ -45,6 +46,47 @@ def shared(role: str, ref: str, device: str | torch.device, dtype: str | torch.d
             obj = load(ref, device=key[2], dtype=key[3])
             _COMPONENTS[key] = obj
         return obj
+
+
+@dataclass(frozen=True)
+class CoreParts:
+    """What every method is built on: CLIP, the AudioLDM generator and the generator's own CLAP, with the
+    resolved device and dtype they were loaded for."""
+
+    clip: Any
+    generator: Any
+    clap: Any
+    device: torch.device
+    dtype: torch.dtype
+
+
+def core_parts(model_set, device: str | torch.device, dtype: str | torch.dtype | None, *,
+               clip_ref: str | None = None) -> CoreParts:
+    """The shared CLIP (``clip_ref``, else the model set's ``clip``), generator and generator CLAP of a
+    model set, on ``device`` in ``dtype`` (both resolved here: ``auto`` picks)."""
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    clip_part = clip(clip_ref or model_set.clip, dev, dt)
+    gen = generator(model_set.audioldm, dev, dt)
+    clap = generator_clap(model_set.audioldm, model_set.clap, dev, dt)  # the generator's own CLAP space
+    return CoreParts(clip_part, gen, clap, dev, dt)
+
+
+def models_record(parts: Sequence[tuple[str, Any]], clap: Any = None, model_set: Any = None,
+                  extra: dict | None = None) -> dict:
+    """The sidecar's ``models``: each loaded part's reference and revision (parts not loaded are left
+    out), the CLAP's record, ``extra`` entries, then the model set's name."""
+    rec = {}
+    for role, part in parts:
+        src = getattr(part, "loaded_from", None)
+        if src is not None:
+            rec[role] = {"ref": src.ref, "revision": src.revision}
+    if clap is not None:
+        rec["clap"] = clap.record()
+    rec.update(extra or {})
+    if model_set is not None:
+        rec["model_set"] = model_set.name
+    return rec
 
 
 def clip(ref: str, device, dtype):

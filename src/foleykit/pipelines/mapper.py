@@ -15,7 +15,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..devices import resolve_device, resolve_dtype
 from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..errors import InputError
@@ -60,6 +59,12 @@ class CheckedInput:
     duration_s: float  # the soundtrack's length: asked for, else the video's, else 10 s for an image
 
 
+def check_duration(duration_s: float | None) -> None:
+    """The one check of a requested soundtrack length (None: the input's own, checked elsewhere)."""
+    if duration_s is not None and not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
+        raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+
+
 def check_input(source: str | Path | Image.Image, duration_s: float | None = None) -> CheckedInput:
     """Decode the image, or probe the video (a video stream, a first decodable frame, a duration),
     and check the soundtrack's length against the limits, all without any model.
@@ -67,8 +72,7 @@ def check_input(source: str | Path | Image.Image, duration_s: float | None = Non
     Callers run it before loading models, so a bad file is reported as itself, in seconds, and never
     as a model that happens to be missing.
     """
-    if duration_s is not None and not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
-        raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+    check_duration(duration_s)
     if not isinstance(source, Image.Image) and is_video_path(source):
         from ..io.video import probe_video
 
@@ -111,13 +115,10 @@ class MapperPipeline:
         the zero-shot bridge (no trained V2A-Mapper weights are published).
         """
         ms = resolve_model_set(models)
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
         from . import components  # one CLIP, CLAP and generator per process, shared by every method
 
-        clip = components.clip(ms.clip_mapper, dev, dt)
-        gen = components.generator(ms.audioldm, dev, dt)
-        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
+        core = components.core_parts(ms, device, dtype, clip_ref=ms.clip_mapper)
+        clip, gen, clap, dev = core.clip, core.generator, core.clap, core.device
         mapper_ref = mapper or ms.mapper
         if mapper_ref:
             from ..modules.mapper import V2AMapper
@@ -137,8 +138,12 @@ class MapperPipeline:
         return cls(clip, mp, gen, clap, model_set=ms, mapper_ref=str(mapper_ref) if mapper_ref else None)
 
     # -- conditioning -----------------------------------------------------------------------
-    def _map(self, clip_embeds: torch.Tensor, seed: int, mapper_steps: int | None, mapper_guidance: float | None) -> torch.Tensor:
+    def _map(self, clip_embeds: torch.Tensor, seed: int, mapper_steps: int | None, mapper_guidance: float | None,
+             record: dict | None = None) -> torch.Tensor:
         if isinstance(self.mapper, ZeroShotBridge):
+            if record is not None:  # the words that made each window's sound, for the sidecar
+                record["bridge_words"] = [[[w, round(float(x), 4)] for w, x in ws]
+                                          for ws in self.mapper.labels(clip_embeds)]
             return self.mapper.map(clip_embeds)
         return self.mapper.map(
             clip_embeds.to(next(self.mapper.parameters()).dtype),
@@ -147,14 +152,15 @@ class MapperPipeline:
             generator=make_generator(seed),
         )
 
-    def image_condition(self, image, *, seed: int, mapper_steps=None, mapper_guidance=None) -> torch.Tensor:
-        """[1, 512] CLAP vector for one image."""
+    def image_condition(self, image, *, seed: int, mapper_steps=None, mapper_guidance=None,
+                        record: dict | None = None) -> torch.Tensor:
+        """[1, 512] CLAP vector for one image (``record`` receives the bridge's words, if it runs)."""
         emb = self.clip.embed_images([load_image(image)])
-        return self._map(emb, seed, mapper_steps, mapper_guidance)
+        return self._map(emb, seed, mapper_steps, mapper_guidance, record)
 
     def video_conditions(
         self, path, windows: list[tuple[float, float]], *, frames_per_window: int, seed: int,
-        mapper_steps=None, mapper_guidance=None,
+        mapper_steps=None, mapper_guidance=None, record: dict | None = None,
     ) -> torch.Tensor:
         """[W, 512]: per window, the mean CLIP embedding of its frames, mapped to CLAP."""
         from ..io.video import probe_video, read_frames
@@ -166,7 +172,7 @@ class MapperPipeline:
             start = min(start, max(0.0, end - 1e-3))
             frames = read_frames(path, frames_per_window, start_s=start, end_s=end, max_side=448)
             embs.append(self.clip.embed_images(frames).mean(0))
-        return self._map(torch.stack(embs), seed, mapper_steps, mapper_guidance)
+        return self._map(torch.stack(embs), seed, mapper_steps, mapper_guidance, record)
 
     # -- generation -------------------------------------------------------------------------
     def __call__(
@@ -205,11 +211,13 @@ class MapperPipeline:
             mapper_steps = get_preset(preset).mapper_steps  # None: the mapper's own default
         elif not (isinstance(mapper_steps, int) and 1 <= mapper_steps <= 1000):
             raise InputError(f"mapper steps must be an integer between 1 and 1000, got {mapper_steps}")
+        words: dict = {}
         if video:
             cond = self.video_conditions(source, windows, frames_per_window=frames_per_window, seed=seed,
-                                         mapper_steps=mapper_steps, mapper_guidance=mapper_guidance)
+                                         mapper_steps=mapper_steps, mapper_guidance=mapper_guidance, record=words)
         else:
-            cond = self.image_condition(source, seed=seed, mapper_steps=mapper_steps, mapper_guidance=mapper_guidance)
+            cond = self.image_condition(source, seed=seed, mapper_steps=mapper_steps, mapper_guidance=mapper_guidance,
+                                        record=words)
         step_cb = None
         if report:
             def step_cb(i: int, n: int) -> None:
@@ -226,7 +234,7 @@ class MapperPipeline:
             report(1.0, "done")
         record = {
             "method": "mapper",
-            "mapper": self._mapper_record(cond, mapper_steps),
+            "mapper": {**self._mapper_record(cond, mapper_steps), **words},
             "generator": {**out.settings, "negative": negative or ""},
             "models": self.models_record(),
             "input_kind": "video" if video else "image",
@@ -248,13 +256,6 @@ class MapperPipeline:
         return rec
 
     def models_record(self) -> dict:
-        rec = {}
-        for role, enc in (("clip", self.clip), ("audioldm", self.generator)):
-            src = getattr(enc, "loaded_from", None)
-            if src is not None:
-                rec[role] = {"ref": src.ref, "revision": src.revision}
-        if self.clap is not None:
-            rec["clap"] = self.clap.record()
-        if self.model_set is not None:
-            rec["model_set"] = self.model_set.name
-        return rec
+        from .components import models_record
+
+        return models_record((("clip", self.clip), ("audioldm", self.generator)), self.clap, self.model_set)

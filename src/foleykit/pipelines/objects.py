@@ -36,7 +36,6 @@ other objects are selected.
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import re
@@ -50,12 +49,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..devices import resolve_device, resolve_dtype
 from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.segmenter import Segmenter, image_key
 from ..errors import InputError, ModelNotAvailableError, OutputError
-from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
+from ..generator.long_audio import generate_long, plan_windows
 from ..generator.pipeline import AudioLDMGenerator
 from ..generator.presets import get_preset
 from ..io.image import load_image
@@ -69,7 +67,7 @@ from ..modules.mask_substitution import (
     union_masks,
 )
 from ..seeding import resolve_seed
-from .mapper import DEFAULT_IMAGE_DURATION_S, is_video_path
+from .mapper import DEFAULT_IMAGE_DURATION_S, check_duration, is_video_path
 from .training_free import TRAINING_FREE, TrainingFree, choose_route, generator_clap, route_record
 from .zero_shot_bridge import BridgeSettings
 
@@ -310,13 +308,10 @@ class ObjectsPipeline:
         """
         ms = resolve_model_set(models)
         route_name, ref, why = choose_route("objects", route, grounding, ms.extra.get("grounding"))
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
         from . import components  # one CLIP, CLAP and generator per process, shared by every method
 
-        clip = components.clip(ms.clip, dev, dt)
-        gen = components.generator(ms.audioldm, dev, dt)
-        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
+        core = components.core_parts(ms, device, dtype)
+        clip, gen, clap, dev = core.clip, core.generator, core.clap, core.device
         if route_name == TRAINING_FREE:
             return cls(clip, clap, None, gen, sam_ref=ms.extra.get("sam"), model_set=ms, route=(route_name, why))
         path = Path(ref).expanduser()
@@ -509,8 +504,7 @@ class ObjectsPipeline:
             source_kind = "video"
             duration_s = video_len if duration_s is None else duration_s
         duration_s = DEFAULT_IMAGE_DURATION_S if duration_s is None else duration_s
-        if not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
-            raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+        check_duration(duration_s)
         guidance = PAPER_GUIDANCE_SCALE if guidance_scale is None else float(guidance_scale)
         report = progress if callable(progress) else None
         if report:
@@ -631,19 +625,13 @@ class ObjectsPipeline:
         return written
 
     def models_record(self) -> dict:
-        rec = {}
-        for role, enc in (("clip", self.clip), ("audioldm", self.generator),
-                          ("sam", self._segmenter)):
-            src = getattr(enc, "loaded_from", None)
-            if src is not None:
-                rec[role] = {"ref": src.ref, "revision": src.revision}
-        rec["clap"] = self.clap.record()
+        from .components import models_record
+
         unet = self.grounding_record.get("unet")
-        if unet:  # the fine-tuned UNet from the grounding folder replaced the model set's
-            rec["audioldm_unet"] = {"ref": unet["ref"], "revision": unet["revision"]}
-        if self.model_set is not None:
-            rec["model_set"] = self.model_set.name
-        return rec
+        # the fine-tuned UNet from the grounding folder replaced the model set's
+        extra = {"audioldm_unet": {"ref": unet["ref"], "revision": unet["revision"]}} if unet else None
+        return models_record((("clip", self.clip), ("audioldm", self.generator), ("sam", self._segmenter)),
+                             self.clap, self.model_set, extra)
 
 
 #: Sub-folder of a grounding folder holding the UNet fine-tuned with it (the trainer's ``final/unet``).
@@ -740,62 +728,22 @@ def write_objects_outputs(
     stems_relative: bool = False,
     mux: dict | None = None,
 ) -> tuple[list[Path], list[Path], list[str]]:
-    """Write the blend to ``out_path`` and the stems to ``stems_dir``, each with its JSON sidecar.
+    """Write the blend to ``out_path`` and the stems to ``stems_dir``, each with its JSON sidecar
+    (:func:`foleykit.io.outputs.write_mix_and_stems`: staged, all or nothing).
     ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
-
-    Everything is first written to staging files beside its target and only then renamed into place,
-    so an error leaves no partial set of outputs. Returns (outputs, sidecars, notes).
+    Returns (outputs, sidecars, notes).
     """
-    from ..io.atomic import staged_outputs
-    from ..io.audio import write_audio
-    from ..io.outputs import level_outputs, write_sound, written_format
-    from ..io.sidecar import sidecar_path, write_sidecar
+    from ..io.outputs import StemFile, write_mix_and_stems
 
-    if out_path.suffix.lower() == ".mp4" and video_source is None:
-        raise OutputError("an .mp4 output needs a video or picture input")
-    notes: list[str] = []
-    levels = level_outputs(result.waveform, [o.waveform for o in result.objects] if stems_dir is not None else [],
-                           result.sample_rate, loudness=loudness, stems_relative=stems_relative,
-                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
-    stems: list[tuple[Path, ObjectSound]] = []
-    stems_final = created = None
+    stems = []
     if stems_dir is not None:
-        stems_final = Path(stems_dir).expanduser()
-        created = not stems_final.exists()
-        stems_final.mkdir(parents=False, exist_ok=True)
-        stems = [(stems_final / name, sound)
+        folder = Path(stems_dir).expanduser()
+        stems = [StemFile(folder / name, sound.waveform, sound.sample_rate, {**record, "object": sound.object.to_record()},
+                          {"what": f"stem: {sound.object.label}", "sample_rate": sound.sample_rate,
+                           "duration_s": round(sound.duration_s, 6), "channels": 1})
                  for name, sound in zip(stem_names([s.object for s in result.objects]), result.objects)]
-    outputs = [out_path] + [final for final, _ in stems]
-    sidecars = [sidecar_path(final) for final in outputs]
-    # Each sidecar before its file: whoever sees a file also sees its sidecar.
-    try:
-        with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
-            main_tmp = paths[1]
-            note = write_sound(main_tmp, levels.mix, result.sample_rate, video_source=video_source,
-                               normalize=levels.normalize, **(mux or {}))
-            notes += [note] if note else []
-            main_record = dict(record)
-            main_record["output"] = {
-                "path": str(out_path.resolve()), "what": "blend", "sample_rate": result.sample_rate,
-                "duration_s": round(result.duration_s, 6), "channels": 1,
-            }
-            if levels.record:
-                main_record["output"]["levels"] = levels.record
-            main_record["output"].update(written_format(main_tmp))  # what the file holds (mp4: 48 kHz stereo)
-            if notes:
-                main_record["notes"] = list(main_record.get("notes", [])) + notes
-            write_sidecar(main_tmp, main_record)  # = paths[0]
-            for (final, sound), tmp, wave in zip(stems, paths[3::2], levels.stems):
-                write_audio(tmp, wave, sound.sample_rate, normalize=levels.normalize)
-                rec = dict(record)
-                rec["object"] = sound.object.to_record()
-                rec["output"] = {"path": str(final.resolve()), "what": f"stem: {sound.object.label}",
-                                 "sample_rate": sound.sample_rate, "duration_s": round(sound.duration_s, 6),
-                                 "channels": 1}
-                write_sidecar(tmp, rec)
-    except BaseException:
-        if created:  # a stems folder made for this call goes again (it is empty: nothing was committed)
-            with contextlib.suppress(OSError):
-                stems_final.rmdir()
-        raise
-    return outputs, sidecars, notes
+    output = {"what": "blend", "sample_rate": result.sample_rate, "duration_s": round(result.duration_s, 6),
+              "channels": 1}
+    return write_mix_and_stems(out_path, result.waveform, result.sample_rate, record, output, stems_dir=stems_dir,
+                               stems=stems, video_source=video_source, loudness=loudness,
+                               stems_relative=stems_relative, mux=mux)

@@ -52,7 +52,6 @@ images: a video's sources change from frame to frame.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import math
 import os
@@ -68,7 +67,6 @@ import torch
 import torch.nn.functional as F
 from PIL import Image
 
-from ..devices import resolve_device, resolve_dtype
 from ..encoders.generator_clap import GeneratorClap
 from ..encoders.clip import ClipEncoder
 from ..encoders.detector import (
@@ -82,7 +80,7 @@ from ..encoders.detector import (
 )
 from ..encoders.prior import DEFAULT_PRIOR_GUIDANCE, DEFAULT_PRIOR_STEPS, TextToImagePrior
 from ..errors import InputError, OutputError
-from ..generator.long_audio import MAX_DURATION_S, generate_long, plan_windows
+from ..generator.long_audio import generate_long, plan_windows
 from ..generator.pipeline import AudioLDMGenerator
 from ..generator.presets import get_preset
 from ..io.audio import SILENCE_PEAK, load_audio
@@ -90,7 +88,7 @@ from ..io.image import crop_box, cut_out, load_image
 from ..model_sets import ModelSet, resolve_model_set
 from ..modules.cycle_mix import CRITERIA, cycle_mix, manifold_codes, pack_sources, stack_slots
 from ..seeding import make_generator, resolve_seed
-from .mapper import DEFAULT_IMAGE_DURATION_S, SoundResult, is_video_path
+from .mapper import DEFAULT_IMAGE_DURATION_S, SoundResult, check_duration, is_video_path
 from .ss2a_bundle import SS2ABundle, load_ss2a
 from .training_free import TRAINING_FREE, TrainingFree, choose_route, generator_clap, route_record
 from .zero_shot_bridge import BridgeSettings
@@ -259,6 +257,33 @@ class _Perceived:
     sources: list[SoundSource]
     detections: list[Detection]
     size: tuple[int, int]
+
+
+@dataclass
+class _Request:
+    """A run's sources as parsed and checked by :meth:`SourcesPipeline.parse_sources` (no file read yet):
+    ``(value, weight)`` pairs, the image or the video, and the slots left for detections."""
+
+    image: object
+    video: object
+    texts: list[tuple[str, float]]
+    audios: list[tuple[object, float]]
+    boxes: list[tuple[object, float]]
+    masks: list
+    extra_images: list[tuple[object, float]]
+    image_weight: float
+    detect: bool
+    room_left: int  # slots left for detections once every given source has its own
+
+
+@dataclass
+class _Inputs:
+    """The decoded inputs of a run (:meth:`SourcesPipeline.read_inputs`)."""
+
+    audio_data: list[tuple]  # (wave, sample rate, name, info, weight)
+    images: list[tuple[Image.Image, float]]  # (image, weight), the main image first
+    boxes: list[tuple[tuple, float]]  # checked boxes of the main image, with their weights
+    masks: list[np.ndarray]  # checked masks of the main image
 
 
 def _image_key(image: Image.Image) -> str:
@@ -459,13 +484,10 @@ class SourcesPipeline:
         """
         ms = resolve_model_set(models)
         route_name, ref, why = choose_route("sources", route, ss2a, ms.extra.get("ss2a"))
-        dev = resolve_device(device)
-        dt = resolve_dtype(dtype, dev)
         from . import components  # one CLIP, CLAP and generator per process, shared by every method
 
-        clip = components.clip(ms.clip, dev, dt)
-        gen = components.generator(ms.audioldm, dev, dt)
-        clap = components.generator_clap(ms.audioldm, ms.clap, dev, dt)  # the generator's own CLAP space
+        core = components.core_parts(ms, device, dtype)
+        clip, gen, clap, dev, dt = core.clip, core.generator, core.clap, core.device, core.dtype
         bundle = None if route_name == TRAINING_FREE else load_ss2a(ref)
         pipe = cls(clip, clap, gen, bundle, detector_ref=ms.extra.get("detector"), prior_ref=ms.extra.get("prior"),
                    model_set=ms, route=(route_name, why))
@@ -599,15 +621,14 @@ class SourcesPipeline:
             raise InputError("cycle mix needs 1..1000 rounds, 1..1024 samples and 0..1024 variational samples")
         if not (2 <= max_sources <= self.max_slots):
             raise InputError(f"max sources must be between 2 and the Remixer's {self.max_slots} slots, got {max_sources}")
-        if duration_s is not None and not (isinstance(duration_s, (int, float)) and 0 < duration_s <= MAX_DURATION_S):
-            raise InputError(f"duration must be > 0 and <= {MAX_DURATION_S:g} s, got {duration_s}")
+        check_duration(duration_s)
         if not (1 <= frames <= 1000):
             raise InputError(f"frames per window must be between 1 and 1000, got {frames}")
         for t, _ in texts:
             if not isinstance(t, str) or not t.strip():
                 raise InputError("a text source is empty; give some words, e.g. --text 'rain on a tin roof'")
 
-    # -- generation ------------------------------------------------------------------------------
+    # -- generation: one run is a short sequence of named steps ------------------------------------
     @torch.no_grad()
     def __call__(
         self,
@@ -656,8 +677,62 @@ class SourcesPipeline:
         ``stems``/``stereo``: also generate one stem per source / a stereo mix from the stems.
         ``progress``: True/False for terminal bars, or ``fn(fraction, message)``.
         ``bridge``: the zero-shot bridge's settings (training-free route only).
+
+        The steps, each a method below: :meth:`_start_run` → :meth:`parse_sources` →
+        :meth:`read_inputs` → :meth:`perceive_texts_and_audios` → (a video: :meth:`_video`) →
+        :meth:`perceive_images` → :meth:`compose` → :meth:`_generate` → :meth:`mix_and_stems`.
         """
         seed = resolve_seed(seed)
+        bridge, neg, report, bars = self._start_run(bridge, negative, progress)
+        req = self.parse_sources(
+            image, video, texts=texts, audios=audios, boxes=boxes, masks=masks, images=images,
+            image_weight=image_weight, detect=detect, threshold=threshold, max_detections=max_detections,
+            detector_size=detector_size, max_sources=max_sources, text_mode=text_mode, criterion=criterion,
+            cycle_rounds=cycle_rounds, cycle_samples=cycle_samples, var_samples=var_samples, duration_s=duration_s,
+            frames=frames, stems=stems, stereo=stereo)
+        notes: list[str] = []
+        inputs = self.read_inputs(req, notes)  # cheap checks first, so a bad file fails before any model runs
+        if report:
+            report(0.0, "perceiving sources")
+        text_sources, audio_sources, text_mode_used = self.perceive_texts_and_audios(
+            req, inputs, notes, text_mode=text_mode, seed=seed, prior_steps=prior_steps, prior_guidance=prior_guidance)
+        det_kwargs = {"detect": req.detect, "threshold": threshold, "detector_size": detector_size}
+        cycle = (cycle_rounds, cycle_samples, var_samples, criterion)
+        if req.video is not None:
+            return self._video(req.video, text_sources, audio_sources, notes=notes, seed=seed, det_kwargs=det_kwargs,
+                               max_detections=max_detections, max_sources=max_sources, duration_s=duration_s,
+                               preset=preset, steps=num_inference_steps, guidance=guidance_scale,
+                               candidates=num_candidates, cycle=cycle, frames=frames, report=report, bars=bars,
+                               text_mode=text_mode_used, bridge=bridge, negative_embeds=neg)
+
+        visual, detections_rec = self.perceive_images(req, inputs, notes, det_kwargs=det_kwargs,
+                                                      max_detections=max_detections)
+        if report:
+            report(0.15, "mixing sources")
+        sources = visual + text_sources + audio_sources
+        single_image, mix_clap, tracks, cm = self.compose(sources, len(inputs.images), notes, seed=seed, cycle=cycle,
+                                                          bridge=bridge)
+
+        # Generation: the mix, then (for stems/stereo) one stem per source, all with the same seed.
+        duration = DEFAULT_IMAGE_DURATION_S if duration_s is None else float(duration_s)
+        jobs = [("mix", mix_clap)] + ([(s.stem_name, tracks[i]) for i, s in enumerate(sources)] if (stems or stereo) else [])
+        waves, settings = self._generate(jobs, duration, seed=seed, preset=preset, steps=num_inference_steps,
+                                         guidance=guidance_scale, candidates=num_candidates, report=report, bars=bars,
+                                         start=0.2, negative_embeds=neg)
+        record = self._record(sources, cm, settings, notes, kind="image", text_mode=text_mode_used, detect=req.detect,
+                              threshold=threshold, max_detections=max_detections, max_sources=max_sources,
+                              detector_size=detector_size,
+                              single_image=single_image, stems=stems, stereo=stereo, bridge=bridge)
+        record["detections"] = detections_rec
+        result = self.mix_and_stems(waves, jobs, sources, record, seed=seed, stereo=stereo, condition=mix_clap)
+        if report:
+            report(1.0, "done")
+        return result
+
+    def _start_run(self, bridge: BridgeSettings | None, negative: str | None, progress: bool | ProgressFn):
+        """Checked bridge settings, the negative prompt's embedding (or None), the progress callback (or
+        None) and whether to show terminal bars. On the training-free route the bridge's vocabulary is
+        checked (and embedded once per model) here, before any perception."""
         if bridge is not None and self.free is None:
             raise InputError("bridge settings (vocabulary, top-k, temperature) apply to the training-free route only")
         bridge = (bridge or BridgeSettings()).check()
@@ -668,6 +743,13 @@ class SourcesPipeline:
             if report:
                 report(0.0, "sound vocabulary (embedded once per model, then read from the cache)")
             self.free.bridge(bridge)
+        return bridge, neg, report, bars
+
+    def parse_sources(self, image, video, *, texts, audios, boxes, masks, images, image_weight, detect, threshold,
+                      max_detections, detector_size, max_sources, text_mode, criterion, cycle_rounds, cycle_samples,
+                      var_samples, duration_s, frames, stems, stereo) -> _Request:
+        """Step 1, no model and no file read: split ``(value, weight)`` items, check every setting and
+        weight, tell an image from a video, and count the sources against the Remixer's slots."""
         texts = [(v.strip() if isinstance(v, str) else v, w) for v, w in (_split_weight(t) for t in texts)]
         audios = [_split_weight(a) for a in audios]
         boxes = [_split_weight(b) for b in boxes]
@@ -710,55 +792,57 @@ class SourcesPipeline:
         if user_count > room:
             raise InputError(f"at most {room} sound sources fit in one scene (M = {max_sources} slots, one kept for "
                              f"Cycle Mix feedback); got {user_count}")
+        return _Request(image, video, texts, audios, boxes, list(masks), extra_images, image_weight, detect,
+                        room - user_count)
 
-        notes: list[str] = []
-        # Cheap checks first, so a bad file fails before any model runs.
+    def read_inputs(self, req: _Request, notes: list[str]) -> _Inputs:
+        """Step 2, still no model: decode the audio clips, images, boxes and masks (a bad file fails here)."""
         audio_data = []
-        for i, (a, w) in enumerate(audios):
+        for i, (a, w) in enumerate(req.audios):
             wave, sr, name, info, n = _prepare_audio(a, f"audio {i + 1}")
             audio_data.append((wave, sr, name, info, w))
             notes += n
         main_img = None
         img_list: list[tuple[Image.Image, float]] = []
-        if image is not None:
-            main_img = load_image(image)
-            img_list.append((main_img, image_weight))
-        for i, (img, w) in enumerate(extra_images):
+        if req.image is not None:
+            main_img = load_image(req.image)
+            img_list.append((main_img, req.image_weight))
+        for i, (img, w) in enumerate(req.extra_images):
             img_list.append((load_image(img), _check_weight(w, f"image {i + 2}")))
         checked_boxes, checked_masks = [], []
         if main_img is not None:
             W, H = main_img.size
-            checked_boxes = [(check_box(b, W, H, f"box {i + 1}"), w) for i, (b, w) in enumerate(boxes)]
-            checked_masks = [_load_mask(m, (W, H), f"mask {i + 1}") for i, m in enumerate(masks)]
+            checked_boxes = [(check_box(b, W, H, f"box {i + 1}"), w) for i, (b, w) in enumerate(req.boxes)]
+            checked_masks = [_load_mask(m, (W, H), f"mask {i + 1}") for i, m in enumerate(req.masks)]
+        return _Inputs(audio_data, img_list, checked_boxes, checked_masks)
 
-        if report:
-            report(0.0, "perceiving sources")
-        # Texts and audios: embedded once (for a video: once for all frames).
+    def perceive_texts_and_audios(self, req: _Request, inputs: _Inputs, notes: list[str], *, text_mode: str, seed: int,
+                                  prior_steps: int, prior_guidance: float
+                                  ) -> tuple[list[SoundSource], list[SoundSource], str]:
+        """Step 3: the text and audio sources, each embedded once (for a video: once for all frames).
+        Returns (text sources, audio sources, the text mode used)."""
+        texts = req.texts
         text_emb, text_mode_used, tnotes = self.embed_texts([t for t, _ in texts], mode=text_mode, seed=seed,
                                                             prior_steps=prior_steps, prior_guidance=prior_guidance)
         notes += tnotes
         audio_emb = torch.empty(0, self.clap.dim)
-        if audio_data:
-            audio_emb = torch.cat([self.clap.embed_audio([wv], sr).cpu() for wv, sr, *_ in audio_data])
+        if inputs.audio_data:
+            audio_emb = torch.cat([self.clap.embed_audio([wv], sr).cpu() for wv, sr, *_ in inputs.audio_data])
         free = self.free is not None  # training-free: texts are CLAP vectors already
         text_sources = [SoundSource(0, "text", f"text '{t}'", f"text-{_slug(t)}", w, clip=None if free else text_emb[i],
                                     clap=text_emb[i] if free else None, info={"text_mode": text_mode_used})
                         for i, (t, w) in enumerate(texts)]
         audio_sources = [SoundSource(0, "audio", f"audio {name}", f"audio-{_slug(Path(name).stem)}", w,
                                      clap=audio_emb[i], info=info)
-                         for i, (_, _, name, info, w) in enumerate(audio_data)]
+                         for i, (_, _, name, info, w) in enumerate(inputs.audio_data)]
+        return text_sources, audio_sources, text_mode_used
 
-        det_kwargs = {"detect": detect, "threshold": threshold, "detector_size": detector_size}
-        if video is not None:
-            return self._video(video, text_sources, audio_sources, notes=notes, seed=seed, det_kwargs=det_kwargs,
-                               max_detections=max_detections, max_sources=max_sources, duration_s=duration_s,
-                               preset=preset, steps=num_inference_steps, guidance=guidance_scale,
-                               candidates=num_candidates, cycle=(cycle_rounds, cycle_samples, var_samples, criterion),
-                               frames=frames, report=report, bars=bars, text_mode=text_mode_used, bridge=bridge,
-                               negative_embeds=neg)
-
-        # Images: detection + CLIP once per image.
-        room_left = room - user_count
+    def perceive_images(self, req: _Request, inputs: _Inputs, notes: list[str], *, det_kwargs: dict,
+                        max_detections: int) -> tuple[list[SoundSource], list[dict]]:
+        """Step 4: the visual sources of every image (detection + CLIP once per image), within the slots
+        left over. Returns (visual sources, the detections' record)."""
+        img_list, checked_boxes, checked_masks = inputs.images, inputs.boxes, inputs.masks
+        room_left = req.room_left
         visual: list[SoundSource] = []
         detections_rec = []
         for k, (img, w) in enumerate(img_list):
@@ -775,37 +859,34 @@ class SourcesPipeline:
                 p.sources[0].name, p.sources[0].slug = f"image {k + 1}", f"image-{k + 1}"
             visual += p.sources
             detections_rec.append({"image": k, "size": list(p.size), "detections": [d.to_record() for d in p.detections]})
-            if detect and budget > 0 and not p.detections:
+            if req.detect and budget > 0 and not p.detections:
                 note = (f"no sound source detected in image {k + 1}" if len(img_list) > 1 else "no sound source detected")
                 note += "; the whole image is used as the only visual source" if not (bx or mk) else \
                     "; using the whole image and the given regions"
                 notes.append(note)
-        if report:
-            report(0.15, "mixing sources")
-        sources = visual + text_sources + audio_sources
+        return visual, detections_rec
+
+    def compose(self, sources: list[SoundSource], n_images: int, notes: list[str], *, seed: int, cycle,
+                bridge: BridgeSettings | None) -> tuple[bool, torch.Tensor, torch.Tensor, dict]:
+        """Step 5: Cycle Mix of all sources into one mixture CLAP (or the training-free mix); numbers the
+        sources and gives each its track vector. Returns (single_image, mix CLAP, tracks, the mix's record)."""
+        criterion = cycle[3]
         # Released weights: an image with texts or audios is the released multimodal layout (srcs_to_audio).
-        single_image = len(img_list) == 1 and not (self.ss2a is not None and self.ss2a.released_tokens
-                                                     and (text_sources or audio_sources))
-        mix_clap, tracks, cm = self._mix(sources, single_image=single_image, seed=seed,
-                                         cycle=(cycle_rounds, cycle_samples, var_samples, criterion), bridge=bridge)
+        single_image = n_images == 1 and not (self.ss2a is not None and self.ss2a.released_tokens
+                                              and any(s.kind in ("text", "audio") for s in sources))
+        mix_clap, tracks, cm = self._mix(sources, single_image=single_image, seed=seed, cycle=cycle, bridge=bridge)
         notes += cm.pop("notes") if self.free is not None else \
             _cycle_mix_notes(sources, single_image, criterion, [cm["criterion_used"]])
         for i, s in enumerate(sources):
             s.index, s.vector = i, tracks[i]
             s.info["track_similarity"] = None if not math.isfinite(cm["similarity"][i]) else round(cm["similarity"][i], 4)
+        return single_image, mix_clap, tracks, cm
 
-        # Generation: the mix, then (for stems/stereo) one stem per source, all with the same seed.
-        duration = DEFAULT_IMAGE_DURATION_S if duration_s is None else float(duration_s)
-        jobs = [("mix", mix_clap)] + ([(s.stem_name, tracks[i]) for i, s in enumerate(sources)] if (stems or stereo) else [])
-        waves, settings = self._generate(jobs, duration, seed=seed, preset=preset, steps=num_inference_steps,
-                                         guidance=guidance_scale, candidates=num_candidates, report=report, bars=bars,
-                                         start=0.2, negative_embeds=neg)
+    def mix_and_stems(self, waves: Sequence[np.ndarray], jobs, sources: list[SoundSource], record: dict, *,
+                      seed: int, stereo: bool, condition: torch.Tensor) -> SourcesResult:
+        """Step 6: the generated waves as the result: the mono mix, one stem per source (when generated)
+        and, with ``stereo``, the stereo mix panned from the stems."""
         sr = self.generator.sample_rate
-        record = self._record(sources, cm, settings, notes, kind="image", text_mode=text_mode_used, detect=detect,
-                              threshold=threshold, max_detections=max_detections, max_sources=max_sources,
-                              detector_size=detector_size,
-                              single_image=single_image, stems=stems, stereo=stereo, bridge=bridge)
-        record["detections"] = detections_rec
         mono = SoundResult(waves[0], sr, seed, record)
         stem_results = [(name, SoundResult(waves[j + 1], sr, seed, {"source": sources[j].to_record()}))
                         for j, (name, _) in enumerate(jobs[1:])]
@@ -814,10 +895,8 @@ class SourcesPipeline:
             st = stereo_from_stems([r.waveform for _, r in stem_results], [s.position for s in sources],
                                    [s.weight for s in sources])
             mix = SoundResult(st, sr, seed, record)
-        if report:
-            report(1.0, "done")
         return SourcesResult(mix=mix, stems=stem_results, record=record, sources=sources,
-                             mono_mix=mono if stereo else None, condition=mix_clap)
+                             mono_mix=mono if stereo else None, condition=condition)
 
     # -- mixing ------------------------------------------------------------------------------------
     def _slots(self, sources: Sequence[SoundSource], single_image: bool):
@@ -1004,16 +1083,10 @@ class SourcesPipeline:
         return rec
 
     def models_record(self) -> dict:
-        rec = {}
-        for role, enc in (("clip", self.clip), ("audioldm", self.generator),
-                          ("detector", self._detector), ("prior", self._prior)):
-            src = getattr(enc, "loaded_from", None)
-            if src is not None:
-                rec[role] = {"ref": src.ref, "revision": src.revision}
-        rec["clap"] = self.clap.record()
-        if self.model_set is not None:
-            rec["model_set"] = self.model_set.name
-        return rec
+        from .components import models_record
+
+        return models_record((("clip", self.clip), ("audioldm", self.generator), ("detector", self._detector),
+                              ("prior", self._prior)), self.clap, self.model_set)
 
 
 # ---------------------------------------------------------------------- writing outputs
@@ -1031,71 +1104,36 @@ def write_sources_outputs(
     stems_relative: bool = False,
     mux: dict | None = None,
 ) -> tuple[list[Path], list[Path], list[str]]:
-    """Write the mix to ``out_path`` and (with ``stems_dir``) one stem per source, each with a sidecar.
+    """Write the mix to ``out_path`` and (with ``stems_dir``) one stem per source, each with a sidecar
+    (:func:`foleykit.io.outputs.write_mix_and_stems`: staged, all or nothing).
     ``loudness``/``stems_relative``: output levels (:func:`foleykit.io.outputs.level_outputs`).
 
-    All files are written to staging folders beside their targets first and only then renamed into
-    place; a clash with an existing stem (without ``overwrite``) or any error leaves nothing behind.
+    A clash with an existing stem (without ``overwrite``) is refused before anything is written.
     Returns (outputs, sidecars, notes).
     """
-    from ..io.atomic import staged_outputs
-    from ..io.audio import write_audio
-    from ..io.outputs import level_outputs, write_sound, written_format
-    from ..io.sidecar import sidecar_path, write_sidecar
+    from ..io.outputs import StemFile, check_mp4_output, write_mix_and_stems
+    from ..io.sidecar import sidecar_path
 
-    if out_path.suffix.lower() == ".mp4" and video_source is None:
-        raise OutputError("an .mp4 output needs a video or picture input")
-    notes: list[str] = []
-    stems: list[tuple[Path, str, SoundResult]] = []  # (final path, stem name, sound)
-    d = created = None
+    check_mp4_output(out_path, video_source)
+    stems: list[StemFile] = []
     if stems_dir is not None:
         d = Path(stems_dir).expanduser()
-        stems = [(d / f"{name}.wav", name, sound) for name, sound in result.stems]
+        stem_record = {k: v for k, v in record.items() if k != "notes"}
+        stems = [StemFile(d / f"{name}.wav", sound.waveform, sound.sample_rate,
+                          {**stem_record, "source": sound.record.get("source")},
+                          {"what": f"stem: {name}", "sample_rate": sound.sample_rate,
+                           "duration_s": round(sound.duration_s, 6), "channels": 1})
+                 for name, sound in result.stems]
         if not stems:
             raise OutputError("no stems were generated (pass stems=True)")
         if not overwrite:
-            clash = [f.name for f, _, _ in stems if f.exists() or sidecar_path(f).exists()]
+            clash = [s.path.name for s in stems if s.path.exists() or sidecar_path(s.path).exists()]
             if clash:
                 raise OutputError(f"stems folder {d} already holds {clash[0]}; pass --overwrite to replace it")
-        created = not d.exists()
-        d.mkdir(parents=False, exist_ok=True)
-    outputs = [out_path] + [final for final, _, _ in stems]
-    sidecars = [sidecar_path(final) for final in outputs]
     mix = result.mix
-    levels = level_outputs(mix.waveform, [sound.waveform for _, _, sound in stems], mix.sample_rate,
-                           loudness=loudness, stems_relative=stems_relative,
-                           mix_stereo_out=out_path.suffix.lower() == ".mp4")
-    # Each sidecar before its file: whoever sees a file also sees its sidecar.
-    try:
-        with staged_outputs(*(p for pair in zip(sidecars, outputs) for p in pair)) as paths:
-            main_tmp = paths[1]
-            note = write_sound(main_tmp, levels.mix, mix.sample_rate, video_source=video_source,
-                               normalize=levels.normalize, **(mux or {}))
-            notes += [note] if note else []
-            main_record = dict(record)
-            main_record["output"] = {
-                "path": str(out_path.resolve()), "what": "stereo mix from stems" if mix.waveform.ndim == 2 else "mix",
-                "sample_rate": mix.sample_rate, "duration_s": round(mix.duration_s, 6),
-                "channels": 1 if mix.waveform.ndim == 1 else int(mix.waveform.shape[0]),
-            }
-            if levels.record:
-                main_record["output"]["levels"] = levels.record
-            main_record["output"].update(written_format(main_tmp))  # what the file holds (mp4: 48 kHz stereo)
-            if notes:
-                main_record["notes"] = list(main_record.get("notes", [])) + notes
-            write_sidecar(main_tmp, main_record)  # = paths[0]
-            for (final, name, sound), tmp, wave in zip(stems, paths[3::2], levels.stems):
-                write_audio(tmp, wave, sound.sample_rate, normalize=levels.normalize)
-                rec = dict(record)
-                rec.pop("notes", None)
-                rec["source"] = sound.record.get("source")
-                rec["output"] = {"path": str(final.resolve()), "what": f"stem: {name}",
-                                 "sample_rate": sound.sample_rate, "duration_s": round(sound.duration_s, 6),
-                                 "channels": 1}
-                write_sidecar(tmp, rec)
-    except BaseException:
-        if created:  # a stems folder made for this call goes again (it is empty: nothing was committed)
-            with contextlib.suppress(OSError):
-                d.rmdir()
-        raise
-    return outputs, sidecars, notes
+    output = {"what": "stereo mix from stems" if mix.waveform.ndim == 2 else "mix", "sample_rate": mix.sample_rate,
+              "duration_s": round(mix.duration_s, 6),
+              "channels": 1 if mix.waveform.ndim == 1 else int(mix.waveform.shape[0])}
+    return write_mix_and_stems(out_path, mix.waveform, mix.sample_rate, record, output, stems_dir=stems_dir,
+                               stems=stems, video_source=video_source, loudness=loudness,
+                               stems_relative=stems_relative, mux=mux)

@@ -71,7 +71,7 @@ def _save(out: str | os.PathLike, tensors: dict[str, torch.Tensor], provenance: 
 def build_remixer_scenes(extraction: str | os.PathLike, out: str | os.PathLike, *,
                          manifold: str | os.PathLike) -> Path:
     """Remixer scenes from an extraction with ``clip``, ``clip_crops`` and ``clap`` and a trained manifold."""
-    from .ss2a_commands import compute_remixer_codes
+    from .accelerate_config import compute_remixer_codes
 
     store = _store(extraction, ("clip", "clip_crops", "clap"), "remixer")
     data = store.load(["clip", "clip_crops", "crop_padding_mask", "clap"])
