@@ -58,6 +58,7 @@ import datetime as _dt
 import json
 import os
 import platform
+import shutil
 import statistics
 import subprocess
 import sys
@@ -231,8 +232,6 @@ def build_models(root: Path, *, tiny: bool = False) -> dict:
     try:
         os.replace(tmp, root)
     except OSError:
-        import shutil
-
         shutil.rmtree(tmp, ignore_errors=True)
         if not (root / "DONE").is_file():
             raise
@@ -730,8 +729,6 @@ def worker_cold_start(args) -> dict:
             raise SystemExit(f"warm run failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
         warm = json.loads(lines[-1][len(MARK):])
     total = time.perf_counter() - t0
-    import shutil
-
     shutil.rmtree(out_dir, ignore_errors=True)
     return {"cold_s": [round(x, 2) for x in cold], "cold_min_s": round(min(cold), 2),
             "warm_s": round(warm["warm_s"], 2), "first_call_in_process_s": round(warm["first_call_s"], 2),
