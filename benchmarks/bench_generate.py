@@ -1001,7 +1001,7 @@ def main(argv: list[str] | None = None) -> None:
         return
 
     t_start = time.perf_counter()
-    result: dict = {"command": "python benchmarks/bench_generate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+    result: dict = {"command": portable_command("bench_generate.py", argv if argv is not None else sys.argv[1:]),
                     "machine": machine(), "settings": {k: (_portable(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     parts = set(args.only.split(",")) if args.only else (
         {"stages", "e2e"} | {k for k, on in (("compile", args.compile), ("fidelity", args.fidelity),
@@ -1052,6 +1052,14 @@ def run_e2e(args, result: dict) -> None:
     shutil.rmtree(tmpdir, ignore_errors=True)
 
 
+def portable_command(script: str, argv: list[str]) -> str:
+    """The command line for the saved result, with paths inside the repository made relative."""
+    def arg(a: str) -> str:
+        return _portable(Path(a)) if a.startswith("/") and Path(a).resolve().is_relative_to(ROOT) else a
+
+    return " ".join(["python", f"benchmarks/{script}", *(arg(a) for a in argv)])
+
+
 def _portable(path: Path) -> str:
     """A path for the saved result: relative to the repository when inside it (no machine's prefix)."""
     path = path.resolve()
@@ -1071,7 +1079,7 @@ def paper_ab(args, argv) -> None:
                                                        "--steps", str(args.paper_ab)]))
     best = {impl: min(r["step"]["median_s"] for r in rs) for impl, rs in runs.items()}
     result = {
-        "command": "python benchmarks/bench_generate.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": portable_command("bench_generate.py", argv if argv is not None else sys.argv[1:]),
         "machine": machine(), "runs": runs,
         "step_median_s": {impl: [r["step"]["median_s"] for r in rs] for impl, rs in runs.items()},
         "before_diffusion_s": {impl: [r["before_diffusion_s"] for r in rs] for impl, rs in runs.items()},

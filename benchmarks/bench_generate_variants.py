@@ -165,7 +165,7 @@ def main() -> None:
     _, _, gen = B.load_parts(root, fast_path=False, dtype=args.dtype)
     dt = gen.dtype
     threads = torch.get_num_threads()
-    result = {"command": "python benchmarks/bench_generate_variants.py " + " ".join(sys.argv[1:]), "machine": B.machine(),
+    result = {"command": B.portable_command("bench_generate_variants.py", sys.argv[1:]), "machine": B.machine(),
               "load_start": B.load(), "dtype": str(dt).removeprefix("torch."),
               "cpu_capability": torch.backends.cpu.get_cpu_capability(),
               "generator_choice": {"unet_channels_last": P.unet_channels_last_pays(dt), "vae_decoder_channels_last": True,

@@ -2,7 +2,7 @@
 and video paths, under each released ``guidance`` setting, empty slots included.
 
 The reference here is written independently of our modules, from the reference notes
-(/work/shared/reference/ssv2a-reference.md: §1.5 key layout, §2.2 MLP encoders, §2.3 generator,
+(shared/reference/ssv2a-reference.md beside the checkout: §1.5 key layout, §2.2 MLP encoders, §2.3 generator,
 §2.6 Styler and efficient attention, §2.7 Cycle Mix, §2.8 multimodal slots, §2.10 aggregator). It
 reads the tensors of a random checkpoint *by their released key names* and evaluates the released
 forward functionally. It never calls our manifold, Remixer, Cycle Mix, padding or importer code.
