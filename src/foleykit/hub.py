@@ -22,7 +22,7 @@ _BIN_PATTERNS = ["*.bin", "**/*.bin"]
 def _ways_out(ref: str) -> str:
     return (
         f"ways out: run with --models tiny (offline stand-ins), pass a local copy (--models DIR), "
-        f"or fetch it where the hub is reachable (`hf download {ref}`) and reuse that HF_HOME"
+        "or fetch the model set where the hub is reachable (`foleykit models download`) and reuse that HF_HOME"
     )
 
 
