@@ -22,12 +22,12 @@ annotation at runtime to rebuild the dataclass in ``from_pretrained``.
 import math
 from dataclasses import dataclass
 
-import huggingface_hub
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from ..errors import InputError
+from .hub_mixin import ModuleHubMixin
 
 __all__ = ["GroundingConfig", "GroundingModule"]
 
@@ -67,7 +67,7 @@ class GroundingConfig:
         return self.grid_h * self.grid_w
 
 
-class GroundingModule(nn.Module, huggingface_hub.PyTorchModelHubMixin):
+class GroundingModule(nn.Module, ModuleHubMixin):
     """Single-head text→patch attention + MLP producing the UNet conditioning.
 
     Buffers saved with the weights:

@@ -14,10 +14,10 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from ..errors import InputError
+from .hub_mixin import ModuleHubMixin
 from .variational_mlp import VariationalMLP, VariationalOutput
 
 
@@ -76,7 +76,7 @@ class ManifoldForward:
     clap_from_clap_sample: Tensor  # a draw of χ(e_CLAP), unnormalised
 
 
-class CMSSManifold(nn.Module, PyTorchModelHubMixin):
+class CMSSManifold(nn.Module, ModuleHubMixin):
     """CMSS manifold: projectors v, φ, reconstructor χ and the learned contrastive temperature.
 
     ``save_pretrained(dir)`` writes ``config.json`` + ``model.safetensors``;
@@ -100,10 +100,6 @@ class CMSSManifold(nn.Module, PyTorchModelHubMixin):
         )
         # τ = exp(logit_scale), learned, as in CLIP/CLAP (paper: "τ is a learned temperature").
         self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / c.init_temperature)))
-
-    @classmethod
-    def _from_pretrained(cls, *, strict: bool = True, **kwargs) -> "CMSSManifold":
-        return super()._from_pretrained(strict=strict, **kwargs)
 
     @property
     def _param(self) -> Tensor:

@@ -19,10 +19,10 @@ from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from ..errors import InputError
+from .hub_mixin import ModuleHubMixin
 
 MapperKind = Literal["regression_mlp", "regression_transformer", "diffusion_transformer", "diffusion_mlp"]
 KINDS: tuple[str, ...] = get_args(MapperKind)
@@ -190,7 +190,7 @@ class _TokenTransformer(nn.Module):
         return self.head(self.norm(x[:, -1]))
 
 
-class V2AMapper(nn.Module, PyTorchModelHubMixin):
+class V2AMapper(nn.Module, ModuleHubMixin):
     """CLIP → CLAP mapper (any of the four paper variants, chosen by ``config.kind``).
 
     ``save_pretrained(dir)`` writes ``config.json`` + ``model.safetensors``;
@@ -223,10 +223,6 @@ class V2AMapper(nn.Module, PyTorchModelHubMixin):
             # Derived from the config, so not saved with the weights.
             self.register_buffer("alphas_cumprod", cosine_alphas_cumprod(c.num_train_timesteps).float(),
                                  persistent=False)
-
-    @classmethod
-    def _from_pretrained(cls, *, strict: bool = True, **kwargs) -> "V2AMapper":
-        return super()._from_pretrained(strict=strict, **kwargs)
 
     @property
     def _param(self) -> Tensor:

@@ -26,11 +26,11 @@ from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from ..errors import InputError
 from .efficient_attention import KEY_SOFTMAX_CHOICES, NUM_READOUT_TOKENS, readout_encoder
+from .hub_mixin import ModuleHubMixin
 from .variational_mlp import VariationalOutput, mean_of_samples
 
 SourceCode = Literal["manifold", "clap", "manifold+clap"]
@@ -103,7 +103,7 @@ class RemixerConfig:
         }[self.source_code]
 
 
-class SoundSourceRemixer(nn.Module, PyTorchModelHubMixin):
+class SoundSourceRemixer(nn.Module, ModuleHubMixin):
     """ψ(x_1 … x_M) → a_mix: a variational CLAP embedding of the mixture of the given sources."""
 
     def __init__(self, config: RemixerConfig) -> None:
@@ -114,10 +114,6 @@ class SoundSourceRemixer(nn.Module, PyTorchModelHubMixin):
         c = config
         self.input_proj = nn.Linear(c.source_dim + c.clip_dim, c.embed_dim)
         self.readout_tokens, self.encoder, self.mu_head, self.logvar_head = readout_encoder(c.embed_dim, c.clap_dim, c)
-
-    @classmethod
-    def _from_pretrained(cls, *, strict: bool = True, **kwargs) -> "SoundSourceRemixer":
-        return super()._from_pretrained(strict=strict, **kwargs)
 
     def _prepare(
         self, codes: Tensor, clips: Tensor, padding_mask: Tensor | None

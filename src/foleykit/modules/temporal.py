@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from huggingface_hub import PyTorchModelHubMixin
 from torch import Tensor, nn
 
 from ..errors import InputError
 from .efficient_attention import KEY_SOFTMAX_CHOICES, NUM_READOUT_TOKENS, readout_encoder
+from .hub_mixin import ModuleHubMixin
 from .variational_mlp import VariationalOutput, mean_of_samples
 
 #: The window the aggregator's frame positions are scaled to: the released model saw 10 s clips.
@@ -107,7 +107,7 @@ def frame_time_positions(frame_times_s: Tensor, full_window_s: float = FULL_WIND
     return torch.where((positions - rounded).abs() < 1e-6, rounded, positions).to(torch.float32)
 
 
-class TemporalAggregator(nn.Module, PyTorchModelHubMixin):
+class TemporalAggregator(nn.Module, ModuleHubMixin):
     """ω: per-frame CLAPs [B, T, clap_dim] → one CLAP per window [B, clap_dim]."""
 
     def __init__(self, config: TemporalConfig) -> None:
@@ -120,10 +120,6 @@ class TemporalAggregator(nn.Module, PyTorchModelHubMixin):
             "position_table", sinusoidal_table(c.position_resolution, c.clap_dim, 2.0 * c.position_resolution)
         )
         self.readout_tokens, self.encoder, self.mu_head, self.logvar_head = readout_encoder(c.clap_dim, c.clap_dim, c)
-
-    @classmethod
-    def _from_pretrained(cls, *, strict: bool = True, **kwargs) -> "TemporalAggregator":
-        return super()._from_pretrained(strict=strict, **kwargs)
 
     def forward(
         self,
