@@ -10,11 +10,29 @@ from __future__ import annotations
 
 import os
 
+from pathlib import Path
+
 from huggingface_hub import PyTorchModelHubMixin, constants
+
+from ..errors import InputError
 
 
 class ModuleHubMixin(PyTorchModelHubMixin):
     """``save_pretrained`` / ``from_pretrained`` for a foleykit module (``class X(nn.Module, ModuleHubMixin)``)."""
+
+    @classmethod
+    def from_folder(cls, ref: str | os.PathLike, *, what: str):
+        """A user-given module folder, or one clear line naming it (``what``: "mapper", "grounding", …)."""
+        path = Path(ref).expanduser()
+        if not (path / "config.json").is_file() or not (path / constants.SAFETENSORS_SINGLE_FILE).is_file():
+            raise InputError(f"{what} {ref}: expected a folder with config.json + model.safetensors")
+        try:
+            return cls.from_pretrained(str(path))
+        except InputError:
+            raise
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise InputError(f"{what} {ref} could not be loaded: {first}") from None
 
     @classmethod
     def _from_pretrained(cls, *, model_id: str, revision, cache_dir, force_download, local_files_only, token,

@@ -123,13 +123,7 @@ class MapperPipeline:
         if mapper_ref:
             from ..modules.mapper import V2AMapper
 
-            path = Path(mapper_ref).expanduser()
-            if not (path / "config.json").is_file():
-                raise InputError(f"mapper {mapper_ref}: expected a folder with config.json + model.safetensors")
-            try:
-                mp = V2AMapper.from_pretrained(str(path))
-            except (OSError, ValueError, TypeError, RuntimeError) as exc:
-                raise InputError(f"mapper {mapper_ref} could not be loaded: {exc}") from None
+            mp = V2AMapper.from_folder(mapper_ref, what="mapper")
             if mp.config.clip_dim != clip.dim:
                 raise InputError(f"mapper {mapper_ref} takes {mp.config.clip_dim}-d CLIP, the image encoder gives {clip.dim}")
             mp = mp.to(device=dev).eval()

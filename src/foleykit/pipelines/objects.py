@@ -315,12 +315,7 @@ class ObjectsPipeline:
         if route_name == TRAINING_FREE:
             return cls(clip, clap, None, gen, sam_ref=ms.extra.get("sam"), model_set=ms, route=(route_name, why))
         path = Path(ref).expanduser()
-        if not (path / "config.json").is_file():
-            raise InputError(f"grounding {ref}: expected a folder with config.json + model.safetensors")
-        try:
-            g = GroundingModule.from_pretrained(str(path))
-        except (OSError, ValueError, TypeError, RuntimeError) as exc:
-            raise InputError(f"grounding module {ref} could not be loaded: {exc}") from None
+        g = GroundingModule.from_folder(ref, what="grounding")
         trained = int(g.ref_attn_count) > 0
         record = {"ref": str(path), "trained": trained}
         if not trained:

@@ -15,8 +15,6 @@ The model set's ``ss2a`` role (the ``tiny`` set has one) is used when no bundle 
 
 from __future__ import annotations
 
-import contextlib
-import io
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,16 +88,7 @@ class SS2ABundle:
 
 
 def _load_module(cls, folder: Path, what: str):
-    if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
-        raise InputError(f"SS2A {what} folder {folder} needs config.json and model.safetensors")
-    try:
-        with contextlib.redirect_stdout(io.StringIO()):  # huggingface_hub prints "Loading weights from local directory"
-            return cls.from_pretrained(str(folder)).eval()
-    except InputError:
-        raise
-    except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise InputError(f"SS2A {what} in {folder} could not be loaded: {first}") from None
+    return cls.from_folder(folder, what=f"SS2A {what}").eval()
 
 
 def _load_released(pth: Path) -> SS2ABundle:

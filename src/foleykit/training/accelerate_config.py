@@ -282,9 +282,7 @@ def compute_remixer_codes(scenes: str | os.PathLike, manifold: str | os.PathLike
     if padding is not None:
         _check_shape(scenes, "padding_mask", padding, (n, m))
     path = Path(manifold).expanduser()
-    if not (path / "config.json").is_file():
-        raise InputError(f"manifold {path}: expected a folder with config.json + model.safetensors")
-    man = CMSSManifold.from_pretrained(str(path)).eval()
+    man = CMSSManifold.from_folder(path, what="manifold").eval()
     if man.config.clip_dim != clip_dim:
         raise InputError(f"manifold {path} takes {man.config.clip_dim}-d CLIP, {scenes} holds {clip_dim}-d")
     if (audio is None) != (is_audio is None):
