@@ -28,7 +28,8 @@ EXPECTED = {
 }
 
 # scripts whose --smoke runs in a test of their own (it needs a running app server)
-SMOKED_ELSEWHERE = {"bench_app_concurrency.py": "test_bench_app_concurrency.py"}
+SMOKED_ELSEWHERE = {"bench_app_concurrency.py": "test_bench_app_concurrency.py",
+                    "bench_app_memory.py": "test_bench_app_memory.py"}
 
 
 def test_every_benchmark_script_has_a_smoke_test():

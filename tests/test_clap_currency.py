@@ -179,6 +179,27 @@ def test_audio_source_is_embedded_by_audioldms_own_audio_tower(tiny, tmp_path):
     assert res.record["models"]["clap"]["same_space"] is True
 
 
+def test_audioldm_clap_keeps_no_second_text_tower(tiny):
+    """The converted CLAP's text tower is the generator's text_encoder again: it is used once, for the
+    space check at load, then freed; audio embeddings and the check's verdict stay."""
+    from transformers import ClapModel
+
+    from foleykit.encoders.generator_clap import GeneratorClap
+
+    folder = tiny / "audioldm-clap"
+    full = ClapModel.from_pretrained(str(folder))
+    assert sum(p.numel() for n, p in full.named_parameters() if n.startswith("text_")) > 0  # on disk: both towers
+    clap = GeneratorClap.from_pretrained(str(tiny / "audioldm-s-full-v2"), str(folder))
+    held = clap.audio.model
+    assert held.text_model is None and held.text_projection is None
+    assert not any(n.startswith("text_") for n, _ in held.named_parameters())
+    assert clap.space.same_space and clap.space.agreement > 0.999  # computed before the tower went
+    torch.testing.assert_close(clap.embed_audio([_wave()], 16_000)[0], audio_tower(folder, _wave(), 16_000),
+                               atol=1e-4, rtol=1e-3)
+    with pytest.raises(RuntimeError, match="released"):
+        clap.audio.embed_texts(["a dog barking"])
+
+
 def test_text_source_reaches_the_generator_without_any_clap_text_tower(tiny, monkeypatch):
     """SS2A text sources go text → CLIP (image space) → manifold; no CLAP text tower is involved, so
     no judge tower can leak in. The pipeline holds the generator's tower and nothing else."""

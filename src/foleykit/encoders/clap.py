@@ -72,9 +72,23 @@ class ClapEncoder(FrozenEncoder):
                                             dtype=dtype)
         return cls(model, fe, tok, loaded_from=src)
 
+    def release_text_tower(self) -> None:
+        """Free the text tower; ``embed_texts`` then refuses. For AudioLDM's converted CLAP, whose text
+        tower is the generator's own ``text_encoder``: the process holds it once (about 0.5 GB at fp32)."""
+        self.model.text_model = None
+        self.model.text_projection = None
+
+    @property
+    def has_text_tower(self) -> bool:
+        return getattr(self.model, "text_model", None) is not None
+
     @torch.no_grad()
     def embed_texts(self, texts: Sequence[str], *, batch_size: int = 64) -> torch.Tensor:
         """[N, 512] unit text embeddings."""
+        if not self.has_text_tower:
+            raise RuntimeError("this CLAP's text tower was released (its texts go through the generator's "
+                               "text_encoder); embed texts with GeneratorClap.embed_texts")
+
         def forward(ids, mask):
             return pooled(self.model.get_text_features(input_ids=ids, attention_mask=mask))
 

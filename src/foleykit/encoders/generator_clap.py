@@ -142,7 +142,7 @@ class GeneratorClap:
         tok, _ = load_pretrained(AutoTokenizer, generator_ref, subfolder="tokenizer")
         text_src = LoadedFrom(ref=generator_ref, revision=src.revision, path=src.path)
         audio = ClapEncoder.from_pretrained(clap_ref, device=dev, dtype=dt) if clap_ref else None
-        return cls(to_device(text, dev, dt), tok, text_loaded_from=text_src, audio=audio)
+        return cls(to_device(text, dev, dt), tok, text_loaded_from=text_src, audio=audio)._settle_audio()
 
     @classmethod
     def for_generator(cls, generator: Any, clap_ref: str | None = None) -> GeneratorClap:
@@ -152,7 +152,16 @@ class GeneratorClap:
             raise InputError("this generator has no text tower (text_encoder/tokenizer), so it has no CLAP space to use")
         audio = ClapEncoder.from_pretrained(clap_ref, device=generator.device, dtype=generator.dtype) if clap_ref else None
         return cls(generator.text_encoder, generator.tokenizer, text_loaded_from=getattr(generator, "loaded_from", None),
-                   audio=audio)
+                   audio=audio)._settle_audio()
+
+    def _settle_audio(self) -> GeneratorClap:
+        """Once, at load: run the space check, then free the audio CLAP's own text tower. It is needed
+        only for the check (a converted AudioLDM CLAP's text tower is the generator's ``text_encoder``
+        again), so the process holds one RoBERTa instead of two (about 0.5 GB at fp32)."""
+        if self.audio is not None and self.audio.has_text_tower:
+            _ = self.space
+            self.audio.release_text_tower()
+        return self
 
     # -- geometry ----------------------------------------------------------------------------------
     @property
