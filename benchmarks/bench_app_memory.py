@@ -251,6 +251,17 @@ print(json.dumps({"rss_imports_only_mib": round(hwm / 1024, 1)}))
 """
 
 
+def _commit() -> str:
+    try:
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=HERE.parent, capture_output=True,
+                               text=True, check=True).stdout.strip()
+        return out + ("+dirty-src" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
 def _env() -> dict:
     """The children import this checkout's foleykit (as the parent does), offline."""
     import foleykit
@@ -302,7 +313,7 @@ def main(argv: list[str] | None = None) -> dict:
         "benchmark": "app_memory",
         "machine": {"cpu": platform.processor() or platform.machine(), **cpu_flags(), "cores": os.cpu_count(),
                     "torch": torch.__version__, "loadavg_before": [round(x, 2) for x in os.getloadavg()],
-                    "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M")},
+                    "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M"), "git_commit": _commit()},
         "settings": {"models": "tiny" if args.smoke else "real-size random", "duration_s": args.duration,
                      "steps": args.steps, "dtype": args.dtype or "auto", "smoke": args.smoke,
                      "command": "python benchmarks/bench_app_memory.py" + (" --smoke" if args.smoke else "")},

@@ -155,6 +155,25 @@ def test_cpu_fast_path_matches_stock_modules(tiny_models_dir, monkeypatch, unet_
     assert not first_conv(stock.vae.decoder).is_contiguous(memory_format=cl)
 
 
+def test_cpu_decode_runs_clip_by_clip_and_equals_the_batched_stock_modules(tiny_models_dir):
+    """On CPU the VAE and vocoder see one clip at a time (one clip's activations at peak); the
+    waveforms are those of the stock modules run on the whole batch at once."""
+    ref = str(tiny_models_dir / "audioldm-s-full-v2")
+    gen = AudioLDMGenerator.from_pretrained(ref, device="cpu")
+    stock = AudioLDMGenerator.from_pretrained(ref, device="cpu", cpu_fast_path=False)
+    latents = torch.randn(gen.latent_shape(3, 1.0), generator=torch.Generator().manual_seed(2))
+    seen = []
+    real = gen.vae.decode
+    gen.vae.decode = lambda z, *a, **k: (seen.append(z.shape[0]), real(z, *a, **k))[1]
+    waves = gen.decode(latents, 1.0)
+    assert seen == [1, 1, 1] and waves.shape == (3, 16000)
+    with torch.no_grad():
+        mel = stock.vae.decode(latents / stock.vae.config.scaling_factor).sample.squeeze(1)
+        expected = stock.vocoder(mel).numpy()[:, :16000]
+    np.testing.assert_allclose(waves, expected, atol=1e-4)
+    assert np.abs(expected).max() > 0
+
+
 def test_fast_preset_samples_the_mapper_with_fewer_steps():
     assert PRESETS["fast"].mapper_steps is not None and PRESETS["fast"].mapper_steps < 200
     assert PRESETS["paper"].mapper_steps is None  # the mapper's own (paper) default of 200

@@ -18,7 +18,7 @@ SRC = Path(__file__).resolve().parents[1] / "src" / "foleykit"
 #: The floor of each part of the package (its first name under ``foleykit``). A part missing here fails
 #: the test: place it first.
 LAYER = {
-    "errors": 0, "seeding": 0, "devices": 0, "hub": 0,
+    "errors": 0, "seeding": 0, "devices": 0, "hub": 0, "memory": 0,
     "io": 1, "data": 1, "vocabulary": 1,  # vocabulary: word lists (package data) for the detector and the bridge
     "encoders": 2, "generator": 2,
     "modules": 3, "model_sets": 3,  # model_sets builds the tiny stand-ins of encoders, generator and modules

@@ -48,6 +48,7 @@ from tqdm.auto import tqdm
 from ..devices import dtype_name, resolve_device, resolve_dtype
 from ..encoders.loading import LoadedFrom, load_pretrained, to_device
 from ..errors import InputError
+from ..memory import release_freed_memory
 from ..seeding import make_generator, resolve_seed
 from .presets import PRESETS, get_preset, make_scheduler
 
@@ -318,16 +319,26 @@ class AudioLDMGenerator:
         return out
 
     def decode(self, latents: torch.Tensor, duration_s: float) -> np.ndarray:
-        """Latents → mel (VAE) → waveform (HiFi-GAN), cut to ``duration_s``."""
+        """Latents → mel (VAE) → waveform (HiFi-GAN), cut to ``duration_s``.
+
+        On CPU one clip at a time: decoding runs near the matmul peak there, so a batch buys no speed,
+        and one clip's activations at a time keep the peak memory of a many-source generation (stems,
+        candidates) at that of one clip. Freed decoder buffers are handed back to the OS afterwards
+        (:func:`foleykit.memory.release_freed_memory`), so a long-running process does not carry them."""
         with torch.no_grad():  # module conversions happen outside inference mode (weights stay ordinary tensors)
             self._prepare()
+        per_clip = self.device.type == "cpu"
         with torch.inference_mode():
             latents = (latents / self.vae.config.scaling_factor).to(next(self.vae.parameters()).dtype)
-            if self._decoder_channels_last:
-                latents = latents.contiguous(memory_format=torch.channels_last)
-            mel = self.vae.decode(latents).sample
-            mel = mel.squeeze(1)
-            wave = self.vocoder(mel.to(self.vocoder.dtype)).float().cpu().numpy()
+            waves = []
+            for part in (latents.split(1) if per_clip else (latents,)):
+                if self._decoder_channels_last:
+                    part = part.contiguous(memory_format=torch.channels_last)
+                mel = self.vae.decode(part).sample.squeeze(1)
+                waves.append(self.vocoder(mel.to(self.vocoder.dtype)).float().cpu().numpy())
+                del mel
+            wave = np.concatenate(waves) if len(waves) > 1 else waves[0]
+        release_freed_memory()
         return np.ascontiguousarray(wave[:, : int(round(duration_s * self.sample_rate))], dtype=np.float32)
 
     # -- speed ------------------------------------------------------------------------------
