@@ -1,18 +1,15 @@
-"""The web app under concurrent clients of mixed methods, and the memory the shared component cache saves.
+"""The web app under concurrent clients of mixed methods: completions, queue waits, page responsiveness.
 
-Part 1 (load): launch ``foleykit app`` (tiny models, 127.0.0.1) in this process, then N clients at once
+Launch ``foleykit app`` (tiny models, 127.0.0.1) in this process, then N clients at once
 (gradio_client, each its own session) upload a picture and generate, cycling through the methods
 (objects, mapper, sources). While they run, a probe fetches the page every 0.25 s: the server stays
 responsive if those answers stay fast. Records per-client wall time (queue wait included), how many
 completed, and the probe's latencies.
 
-Part 2 (memory, ``--memory``): peak RSS of a fresh process that loads all three methods' pipelines,
-(a) sharing their frozen parts (foleykit.pipelines.components, what the app does now) and (b) each
-pipeline loading its own copies (the old behaviour), on the tiny models; plus the fp32 weight bytes the
-sharing saves at real sizes, from the parameter counts of the real architectures (built on the meta
-device: no weights are downloaded or allocated).
+The memory of the three methods at real sizes (shared components vs own copies) is
+``bench_app_memory.py``.
 
-    python benchmarks/bench_app_concurrency.py [--clients 8] [--steps 2] [--duration 1] [--memory]
+    python benchmarks/bench_app_concurrency.py [--clients 8] [--steps 2] [--duration 1]
     python benchmarks/bench_app_concurrency.py --smoke      # 2 clients, 1 step: seconds, what the tests run
 
 Prints one JSON object (and writes it with ``--out``). Figures depend on the machine's load: record it.
@@ -27,7 +24,6 @@ import platform
 import resource
 import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -156,83 +152,12 @@ def run_load(models: str, clients: int, steps: int, duration: float, work: Path)
     }
 
 
-_MEMORY_CHILD = r"""
-import json, sys
-from foleykit import api
-from foleykit.pipelines import components
-models, share = sys.argv[1], sys.argv[2] == "share"
-pipes = []
-for method in ("mapper", "objects", "sources"):
-    if not share:
-        components.clear()  # the old behaviour: every pipeline loads its own copies
-    pipes.append(api.load_pipeline(method, models, None, "cpu", None, None, None))
-params = {id(p): p.numel() for pipe in pipes for part in (pipe.clip.model, pipe.clap.model, pipe.generator.unet,
-          pipe.generator.vae, pipe.generator.vocoder, pipe.generator.text_encoder) for p in part.parameters()}
-hwm = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmHWM:"))
-print(json.dumps({"peak_rss_mb": round(hwm / 1024, 1), "distinct_params": sum(params.values())}))
-"""
-
-
-def real_size_weight_bytes() -> dict:
-    """fp32 bytes of the frozen parts at real sizes (meta device: counted, not allocated)."""
-    import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
-    from transformers import (ClapConfig, ClapModel, ClapTextConfig, ClapTextModelWithProjection, CLIPConfig,
-                              CLIPModel, SpeechT5HifiGan, SpeechT5HifiGanConfig)
-
-    from foleykit.model_sets import real_size_configs
-
-    cfg = real_size_configs()
-
-    def size(build) -> int:
-        with torch.device("meta"):
-            return sum(p.numel() for p in build().parameters()) * 4
-
-    clip_l14 = CLIPConfig(
-        text_config={"hidden_size": 768, "intermediate_size": 3072, "num_attention_heads": 12,
-                     "num_hidden_layers": 12},
-        vision_config={"hidden_size": 1024, "intermediate_size": 4096, "num_attention_heads": 16,
-                       "num_hidden_layers": 24, "patch_size": 14, "image_size": 224},
-        projection_dim=768,
-    )
-    parts = {
-        "clip_vit_b32": size(lambda: CLIPModel(CLIPConfig())),
-        "clip_vit_l14": size(lambda: CLIPModel(clip_l14)),
-        "clap_htsat_unfused": size(lambda: ClapModel(ClapConfig())),
-        "audioldm_s": size(lambda: UNet2DConditionModel(**cfg["unet"])) + size(lambda: AutoencoderKL(**cfg["vae"]))
-        + size(lambda: SpeechT5HifiGan(SpeechT5HifiGanConfig(**cfg["vocoder"])))
-        + size(lambda: ClapTextModelWithProjection(ClapTextConfig())),
-    }
-    gib = 2**30
-    shared = parts["clip_vit_b32"] + parts["clip_vit_l14"] + parts["clap_htsat_unfused"] + parts["audioldm_s"]
-    own = (parts["clip_vit_b32"] + 2 * parts["clip_vit_l14"] + 3 * parts["clap_htsat_unfused"]
-           + 3 * parts["audioldm_s"])
-    return {"parts_gib": {k: round(v / gib, 3) for k, v in parts.items()},
-            "three_methods_shared_gib": round(shared / gib, 2), "three_methods_own_copies_gib": round(own / gib, 2),
-            "ratio_own_over_shared": round(own / shared, 2)}
-
-
-def run_memory(models: str) -> dict:
-    out = {}
-    env = dict(os.environ, OMP_NUM_THREADS="1")
-    for mode in ("share", "own"):
-        r = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, models, mode], capture_output=True, text=True,
-                           env=env, timeout=900)
-        if r.returncode:
-            raise RuntimeError(r.stderr[-2000:])
-        out[mode] = json.loads(r.stdout.strip().splitlines()[-1])
-    out["tiny_rss_saved_mb"] = round(out["own"]["peak_rss_mb"] - out["share"]["peak_rss_mb"], 1)
-    out["real_size"] = real_size_weight_bytes()
-    return out
-
-
 def main(argv: list[str] | None = None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--clients", type=int, default=8)
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--duration", type=float, default=1.0)
     ap.add_argument("--models", default=None, help="model set (default: the tiny set, built offline)")
-    ap.add_argument("--memory", action="store_true", help="also part 2: RSS with and without shared components")
     ap.add_argument("--smoke", action="store_true", help="2 clients, 1 step, 0.5 s: a quick check that it runs")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
@@ -256,8 +181,6 @@ def main(argv: list[str] | None = None) -> dict:
                          "models": "tiny" if args.models is None else args.models, "smoke": args.smoke},
             "load": run_load(models, args.clients, args.steps, args.duration, work),
         }
-        if args.memory:
-            result["memory"] = run_memory(models)
         result["machine"]["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     text = json.dumps(result, indent=2)
     print(text)

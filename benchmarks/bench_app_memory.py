@@ -2,7 +2,8 @@
 
 A fresh process builds the app's handlers (``foleykit.app.main._App``, the code behind every page
 button; no HTTP server, whose memory is the same in both modes), uploads a picture, clicks one object
-(SAM), and generates with ``mapper``, ``objects`` (the click plus a text) and ``sources`` (detection on).
+(SAM), and generates with ``mapper``, ``objects`` (the click plus a text) and ``sources`` (the click
+cleared, so SS2A detects the sources: OWLv2).
 Two modes, each in its own process:
 
 * ``share``: what the app does now: the three pipelines take their frozen parts from
@@ -226,6 +227,8 @@ def worker(args) -> dict:
             with Image.open(image) as im:
                 w, h = im.size
             state = app.on_click(state, _Click(w // 2, h // 2))[2]
+        if method == "sources":
+            state = app.on_clear(state)[2]  # no clicked regions: SS2A detects the sources (OWLv2 loads)
         texts = "a dog barking" if method == "objects" else ""
         a = time.perf_counter()
         result = app.on_generate(state, method, texts, None, args.duration, args.steps, 7, 2.5, 0.0,

@@ -23,6 +23,7 @@ def test_app_memory_benchmark_smoke(tiny_models_dir, tmp_path):
     # Sharing: one generator, one CLIP ViT-L/14 (objects and sources), one generator CLAP in the process.
     roles = [c.split(":")[0] for c in share["components"]]
     assert roles.count("audioldm") == 1 and roles.count("generator_clap") == 1
+    assert "sam" in roles and "detector" in roles  # a click (objects) and detection (sources) ran
     assert sorted(roles).count("clip") == 2  # ViT-L/14 and the mapper's ViT-B/32: two models, each once
     # Without sharing each method kept its own copies alive: clearly more weights at the end.
     assert own["weights_mib"] > 1.5 * share["weights_mib"]
