@@ -1,7 +1,7 @@
 """Layering: a lower floor of foleykit never imports a higher one (every import in src/, read with ``ast``,
 including the lazy ones inside functions).
 
-    base (errors, seeding, devices, hub) → io, data → encoders, generator → modules, model_sets, model_download
+    base (errors, seeding, devices, hub, memory) → io, data → encoders, generator → modules, model_sets, model_download
       → pipelines | training | evaluation (side by side: none imports another) → api, model_check
       → distributed, app → cli
 """
