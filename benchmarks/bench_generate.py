@@ -34,6 +34,9 @@ What is measured, in one run:
 4. ``cold start`` (``--cold-start``; needs a real-size CLAP too, built once): ``foleykit generate
    scene.jpg -o out.wav`` as a fresh process (process start → file written), against the warm time of
    the same ``foleykit.generate`` call with the models loaded (second call in one process).
+5. ``profile`` (``--profile``): our guided UNet step, VAE decode and vocoder under ``torch.profiler``,
+   self time per kind of op (convolution, matmul, attention, other) with its GFLOP/s as a fraction of
+   the matmul peak: which ops a faster CPU path would have to beat.
 
 ``--dtype auto`` (default) is what ``foleykit generate`` picks on this CPU (bfloat16 with native bf16,
 else float32); ours and diffusers always run at the same dtype. The machine is shared: every timing
@@ -463,6 +466,87 @@ def worker_stages(args) -> dict:
     res["vm_hwm_mib"] = vm_hwm_mib()
     res["load_end"] = load()
     return res
+
+
+# ----------------------------------------------------------------------------------------------
+# worker: where the time goes, per kind of op
+# ----------------------------------------------------------------------------------------------
+
+OP_KINDS = ("convolution", "matmul", "attention", "other")
+
+
+def op_kind(name: str) -> str:
+    """A profiler row or FLOP-counter op → convolution | matmul | attention | other."""
+    name = name.replace("aten::", "").replace("aten.", "").split(".")[0]
+    if "conv" in name:
+        return "convolution"
+    if name in ("addmm", "mm", "bmm", "baddbmm", "matmul", "linear"):
+        return "matmul"
+    if "scaled_dot_product" in name:
+        return "attention"
+    return "other"
+
+
+def worker_profile(args) -> dict:
+    """Our guided UNet step, VAE decode and vocoder under ``torch.profiler``: self time per kind of op,
+    with FLOPs from ``FlopCounterMode`` (the CPU attention kernel counted as its matmuls), as GFLOP/s
+    and as a fraction of this run's matmul peak. Says which ops a faster CPU path would have to beat."""
+    import torch
+    from torch.profiler import ProfilerActivity, profile
+    from torch.utils.flop_counter import FlopCounterMode, sdpa_flop_count
+
+    aten = torch.ops.aten
+    dt = torch_dtype(args.dtype)
+    _clip, _mapper, gen = load_parts(Path(args.models_dir), fast_path=True, dtype=args.dtype)
+    with torch.no_grad():
+        gen._prepare()
+    shape = gen.latent_shape(1, args.duration)
+    lat = torch.randn(shape, generator=torch.Generator().manual_seed(SEED))
+    x = torch.cat([lat] * 2).to(dt)
+    if gen._channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    cond = torch.nn.functional.normalize(torch.randn(1, gen.unconditional_embedding().shape[-1]), dim=-1)
+    labels = torch.cat([gen.unconditional_embedding()[None], cond]).to(dt)
+    z = (lat / gen.vae.config.scaling_factor).to(dt)
+    if gen._decoder_channels_last:
+        z = z.contiguous(memory_format=torch.channels_last)
+    t = torch.tensor(500)
+    with torch.inference_mode():
+        mel = gen.vae.decode(z).sample.squeeze(1)
+    parts = {"unet_step": lambda: gen.unet(x, t, encoder_hidden_states=None, class_labels=labels),
+             "vae_decode": lambda: gen.vae.decode(z), "vocoder": lambda: gen.vocoder(mel)}
+
+    def cpu_sdpa(query_shape, key_shape, value_shape, *_, out_shape=None, **__):
+        return sdpa_flop_count(query_shape, key_shape, value_shape)
+
+    peak = matmul_peak(args.peak_repeats, dt, args.peak_sizes)["gflops"]
+    out: dict = {"load_start": load(), "dtype": str(dt).removeprefix("torch."), "matmul_peak_gflops": peak,
+                 "unet_channels_last": gen._channels_last, "parts": {}}
+    for name, fn in parts.items():
+        with torch.inference_mode():
+            with FlopCounterMode(display=False,
+                                 custom_mapping={aten._scaled_dot_product_flash_attention_for_cpu: cpu_sdpa}) as fc:
+                fn()
+            fn()  # warm-up
+            with profile(activities=[ProfilerActivity.CPU]) as prof:
+                fn()
+        flops = dict.fromkeys(OP_KINDS, 0)
+        for op, n in fc.get_flop_counts()["Global"].items():
+            flops[op_kind(str(op))] += n
+        self_us = dict.fromkeys(OP_KINDS, 0.0)
+        for e in prof.key_averages():
+            self_us[op_kind(e.key)] += e.self_cpu_time_total
+        total = sum(self_us.values())
+        kinds = {}
+        for k in OP_KINDS:
+            sec = self_us[k] / 1e6
+            rate = flops[k] / 1e9 / sec if flops[k] and sec > 0 else None
+            kinds[k] = {"self_s": round(sec, 4), "share": round(self_us[k] / total, 3) if total else 0.0,
+                        "gflop": round(flops[k] / 1e9, 2), "gflops_per_s": round(rate, 1) if rate else None,
+                        "fraction_of_peak": round(rate / peak, 3) if rate else None}
+        out["parts"][name] = {"total_s": round(total / 1e6, 3), "kinds": kinds}
+    out["load_end"] = load()
+    return out
 
 
 def worker_compile(args) -> dict:
@@ -913,6 +997,18 @@ def markdown(r: dict) -> str:
                    f"{c['cold_s']}); warm (same call, models loaded) {c['warm_s']:.1f} s; cold/warm "
                    f"**{c['ratio_cold_over_warm']:.2f}**. In the warm process: `import foleykit` {c['import_foleykit_s']:.1f} s, "
                    f"first call (loads the models) {c['first_call_in_process_s']:.1f} s.")]
+    if r.get("profile"):
+        pr = r["profile"]
+        L += ["", (f"Where the time goes (ours, {pr['dtype']}, torch.profiler self time; FLOPs from FlopCounterMode; "
+                   f"matmul peak {pr['matmul_peak_gflops']} GFLOP/s):"), "",
+              "| part | total | " + " | ".join(OP_KINDS) + " |", "|---|---|" + "---|" * len(OP_KINDS)]
+        for name, d in pr["parts"].items():
+            cells = []
+            for k in OP_KINDS:
+                c = d["kinds"][k]
+                frac = f", {100 * c['fraction_of_peak']:.0f} % of peak" if c["fraction_of_peak"] else ""
+                cells.append(f"{c['self_s']:.3f} s ({100 * c['share']:.0f} %{frac})")
+            L.append(f"| {name} | {d['total_s']:.3f} s | " + " | ".join(cells) + " |")
     if r.get("compile"):
         c = r["compile"]
         L += ["", (f"compile=True: first call (compilation) {c['compile_s']} s; guided step compiled "
@@ -928,10 +1024,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tiny stand-in models, 1 s of audio, 2 steps, in process: checks the script in seconds, measures nothing")
     p.add_argument("--dtype", default="auto", help="auto (foleykit's choice on this CPU) | fp32 | bf16; ours and diffusers alike")
     p.add_argument("--fidelity", action="store_true", help="also bf16 vs fp32: the full fast schedule, same seed and noise")
+    p.add_argument("--profile", action="store_true",
+                   help="also where our UNet step, VAE and vocoder spend their time, per kind of op (torch.profiler)")
     p.add_argument("--cold-start", action="store_true",
                    help="also `foleykit generate` cold (fresh process) vs warm (models loaded); builds a real-size CLAP once")
     p.add_argument("--only", default=None,
-                   help="comma list of parts to run: stages,fidelity,cold_start,e2e,compile (default: stages,e2e + the flags)")
+                   help="comma list of parts to run: stages,fidelity,cold_start,profile,e2e,compile (default: stages,e2e + the flags)")
     p.add_argument("--cold-repeats", type=int, default=2, help="cold CLI runs (best counts: the page cache is warm after the first)")
     p.add_argument("--duration", type=float, default=DURATION_S, help=argparse.SUPPRESS)
     p.add_argument("--peak-sizes", type=int, nargs="+", default=[2048, 4096], help=argparse.SUPPRESS)
@@ -954,7 +1052,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--skip-diffusers-e2e", action="store_true")
     p.add_argument("--report", type=Path, default=None, help="re-print the Markdown tables of a saved result JSON")
     # worker-only
-    p.add_argument("--worker", choices=["build", "stages", "e2e", "compile", "fidelity", "cold_start"], help=argparse.SUPPRESS)
+    p.add_argument("--worker", choices=["build", "stages", "e2e", "compile", "fidelity", "cold_start", "profile"],
+                   help=argparse.SUPPRESS)
     p.add_argument("--impl", choices=["ours", "diffusers"], help=argparse.SUPPRESS)
     p.add_argument("--preset", help=argparse.SUPPRESS)
     p.add_argument("--steps", type=int, default=None, help=argparse.SUPPRESS)
@@ -963,7 +1062,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 WORKERS = {"build": lambda a: build_models(a.models_dir, tiny=a.smoke), "stages": worker_stages, "e2e": worker_e2e,
-           "compile": worker_compile, "fidelity": worker_fidelity, "cold_start": worker_cold_start}
+           "compile": worker_compile, "fidelity": worker_fidelity, "cold_start": worker_cold_start,
+           "profile": worker_profile}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -977,7 +1077,7 @@ def main(argv: list[str] | None = None) -> None:
         defaults = {"repeats": 1, "step_repeats": 1, "decode_repeats": 1, "peak_repeats": 1, "e2e_repeats": 1,
                     "mapper_steps": [3], "paper_steps": 2, "fast_steps": 2}
         args.duration, args.peak_sizes, args.cold_repeats = 1.0, [256], 1
-        args.fidelity = args.cold_start = True
+        args.fidelity = args.cold_start = args.profile = True
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -1005,9 +1105,9 @@ def main(argv: list[str] | None = None) -> None:
                     "machine": machine(), "settings": {k: (_portable(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}}
     parts = set(args.only.split(",")) if args.only else (
         {"stages", "e2e"} | {k for k, on in (("compile", args.compile), ("fidelity", args.fidelity),
-                                             ("cold_start", args.cold_start)) if on})
+                                             ("cold_start", args.cold_start), ("profile", args.profile)) if on})
     result["build"] = run_worker("build", args)
-    for part in ("stages", "compile", "fidelity", "cold_start"):
+    for part in ("stages", "compile", "fidelity", "cold_start", "profile"):
         if part in parts:
             result[part] = run_worker(part, args)
     if "e2e" in parts:

@@ -18,7 +18,7 @@ BENCH = ROOT / "benchmarks"
 # script -> strings its smoke report must contain
 EXPECTED = {
     "bench_generate.py": ["| guided UNet step (batch 2) |", "bf16 vs fp32, `fast` schedule", "Cold start:",
-                          "Same settings check", "smoke run"],
+                          "Same settings check", "Where the time goes", "| unet_step |", "smoke run"],
     "bench_generate_variants.py": ["| unet_step | stock |", "| unet_step | cl+int8_linear |", "| vocoder | conv1d_as_cl_2d |"],
     "bench_click.py": ['"click_total"', '"tiny SAM stand-in'],
     "bench_sources.py": ['"fraction_of_fast_generation"', '"cycle_mix"'],
