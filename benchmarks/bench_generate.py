@@ -1161,9 +1161,13 @@ def portable_command(script: str, argv: list[str]) -> str:
 
 
 def _portable(path: Path) -> str:
-    """A path for the saved result: relative to the repository when inside it (no machine's prefix)."""
+    """A path for the saved result: relative to the repository when inside it, ``~/...`` when under the
+    home folder (no machine's prefix)."""
     path = path.resolve()
-    return str(path.relative_to(ROOT)) if path.is_relative_to(ROOT) else str(path)
+    if path.is_relative_to(ROOT):
+        return str(path.relative_to(ROOT))
+    home = Path.home().resolve()
+    return "~/" + str(path.relative_to(home)) if path.is_relative_to(home) else str(path)
 
 
 def paper_ab(args, argv) -> None:
