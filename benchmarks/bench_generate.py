@@ -1175,6 +1175,7 @@ def paper_ab(args, argv) -> None:
     before-diffusion time, and the ratio of the per-implementation best medians."""
     import statistics
 
+    run_worker("build", args)  # a fresh machine has no model cache yet
     runs: dict[str, list] = {"ours": [], "diffusers": []}
     order = [("ours", "diffusers") if r % 2 == 0 else ("diffusers", "ours") for r in range(args.ab_rounds)]
     for pair in order:
@@ -1184,18 +1185,25 @@ def paper_ab(args, argv) -> None:
     best = {impl: min(r["step"]["median_s"] for r in rs) for impl, rs in runs.items()}
     result = {
         "command": portable_command("bench_generate.py", argv if argv is not None else sys.argv[1:]),
-        "machine": machine(), "runs": runs,
+        "machine": machine(), "runs": runs, "dtype": sorted({r["dtype"] for rs in runs.values() for r in rs}),
         "step_median_s": {impl: [r["step"]["median_s"] for r in rs] for impl, rs in runs.items()},
         "before_diffusion_s": {impl: [r["before_diffusion_s"] for r in rs] for impl, rs in runs.items()},
         "best_step_median_s": best, "step_ratio_ours_over_diffusers": best["ours"] / best["diffusers"],
         "median_of_medians_ratio": statistics.median(r["step"]["median_s"] for r in runs["ours"])
         / statistics.median(r["step"]["median_s"] for r in runs["diffusers"]),
     }
+    keys = ("dtype", "step_median_s", "before_diffusion_s", "best_step_median_s", "step_ratio_ours_over_diffusers",
+            "median_of_medians_ratio")
+    summary = json.dumps({k: result[k] for k in keys}, indent=1)
+    if args.smoke:
+        shutil.rmtree(args.models_dir.parent, ignore_errors=True)
+        print(summary)
+        print("\nsmoke run of the paper A/B (tiny models, nothing measured)")
+        return
     out = args.out or HERE / "results" / f"generate-paper-ab-{platform.node() or 'host'}-{_dt.datetime.now().strftime('%Y%m%d-%H%M')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2))
-    print(json.dumps({k: result[k] for k in ("step_median_s", "before_diffusion_s", "best_step_median_s",
-                                             "step_ratio_ours_over_diffusers", "median_of_medians_ratio")}, indent=1))
+    print(summary)
     print(f"JSON: {out}")
 
 

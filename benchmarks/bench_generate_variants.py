@@ -40,6 +40,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_generate as B
 
+from foleykit.devices import cpu_has_native_bf16
 from foleykit.generator import pipeline as P
 
 MK = torch.ops.mkldnn
@@ -104,16 +105,19 @@ def unet_variants(stock, with_compile: bool) -> dict:
         if isinstance(m, Attention):
             m.set_processor(_FusedQKV(m))
     out["cl+fused_qkv"] = (u, True, None)
-    u = cl()
-    for m in u.modules():
-        if type(m) is torch.nn.Conv2d:
-            m.forward = functools.partial(_packed_conv, m, {})
-    out["cl+packed_conv"] = (u, True, None)
-    u = cl()
-    for m in u.modules():
-        if type(m) is torch.nn.Linear:
-            m.forward = functools.partial(_packed_linear, m, {})
-    out["cl+packed_linear"] = (u, True, None)
+    # oneDNN's bf16 weight pre-packing needs AVX-512 BW/VL/DQ or AVX-NE-CONVERT: every native-bf16 CPU
+    # has them; on other CPUs (bf16 emulated) these two variants cannot run and are left out.
+    if next(stock.parameters()).dtype != torch.bfloat16 or cpu_has_native_bf16():
+        u = cl()
+        for m in u.modules():
+            if type(m) is torch.nn.Conv2d:
+                m.forward = functools.partial(_packed_conv, m, {})
+        out["cl+packed_conv"] = (u, True, None)
+        u = cl()
+        for m in u.modules():
+            if type(m) is torch.nn.Linear:
+                m.forward = functools.partial(_packed_linear, m, {})
+        out["cl+packed_linear"] = (u, True, None)
     out["cl@1thread"] = (out["channels_last"][0], True, 1)
     if next(stock.parameters()).dtype == torch.float32:
         out["cl+int8_linear"] = (_int8_linear(out["channels_last"][0]), True, None)

@@ -55,3 +55,25 @@ def test_benchmark_smoke(script, tiny_cache_env):
         json.loads(out)
     after = set(results.iterdir()) if results.is_dir() else set()
     assert after == before, f"{script} --smoke wrote result files: {sorted(after - before)}"
+
+
+#: The bf16 machine's command lines (BENCHMARKS.md, issue 15) in smoke form, so that they cannot rot before a
+#: CPU with native bf16 runs them: bf16 end to end (ours and diffusers' pipeline), the alternated paper A/B,
+#: and every layout variant in bf16.
+BF16_MACHINE = {
+    "generate_bf16": ["bench_generate.py", "--smoke", "--dtype", "bf16"],
+    "paper_ab_bf16": ["bench_generate.py", "--smoke", "--dtype", "bf16", "--paper-ab", "2", "--ab-rounds", "2"],
+    "variants_bf16": ["bench_generate_variants.py", "--smoke", "--dtype", "bf16"],
+}
+
+
+@pytest.mark.parametrize("name", sorted(BF16_MACHINE))
+def test_bf16_machine_commands_smoke(name, tiny_cache_env):
+    script, *args = BF16_MACHINE[name]
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "bfloat16" in proc.stdout  # the runs really were in bf16
+    assert "smoke run" in proc.stdout

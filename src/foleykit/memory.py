@@ -2,9 +2,9 @@
 
 glibc keeps the heap pages of freed activations (decoder and vocoder buffers of a few to tens of MB)
 for reuse; in a long-running process (the web app, a batch) the retained heap rides on top of the next
-request's peak. Measured at real sizes (BENCHMARKS.md, ``bench_app_memory.py``): the same decode left
-+14 MiB resident in one run and +650 MiB in another. ``malloc_trim(0)`` returns those pages, costs
-milliseconds, and is a no-op where the C library is not glibc.
+request's peak. At real sizes (BENCHMARKS.md, issue 15) the same vocoder call left +14 MiB resident in
+one run and +650 MiB in another. ``malloc_trim(0)`` returns those pages (about 50 ms for a heap of
+~750 MB of freed tensors, 1-2 ms when little is free) and is a no-op where the C library is not glibc.
 """
 
 from __future__ import annotations
