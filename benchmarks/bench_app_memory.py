@@ -312,6 +312,8 @@ def main(argv: list[str] | None = None) -> dict:
         print(f"[bench] model set ready in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
     import torch
 
+    from bench_generate import portable_command
+
     result = {
         "benchmark": "app_memory",
         "machine": {"cpu": platform.processor() or platform.machine(), **cpu_flags(), "cores": os.cpu_count(),
@@ -319,7 +321,7 @@ def main(argv: list[str] | None = None) -> dict:
                     "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M"), "git_commit": _commit()},
         "settings": {"models": "tiny" if args.smoke else "real-size random", "duration_s": args.duration,
                      "steps": args.steps, "dtype": args.dtype or "auto", "smoke": args.smoke,
-                     "command": "python benchmarks/bench_app_memory.py" + (" --smoke" if args.smoke else "")},
+                     "command": portable_command("bench_app_memory.py", argv if argv is not None else sys.argv[1:])},
     }
     base = subprocess.run([sys.executable, "-c", _BASELINE], capture_output=True, text=True, timeout=600, check=True,
                           env=_env())
