@@ -190,6 +190,7 @@ def test_audioldm_clap_keeps_no_second_text_tower(tiny):
     full = ClapModel.from_pretrained(str(folder))
     assert sum(p.numel() for n, p in full.named_parameters() if n.startswith("text_")) > 0  # on disk: both towers
     clap = GeneratorClap.from_pretrained(str(tiny / "audioldm-s-full-v2"), str(folder))
+    assert not clap.audio_loaded  # loaded on first use
     held = clap.audio.model
     assert held.text_model is None and held.text_projection is None
     assert not any(n.startswith("text_") for n, _ in held.named_parameters())
@@ -198,6 +199,22 @@ def test_audioldm_clap_keeps_no_second_text_tower(tiny):
                                atol=1e-4, rtol=1e-3)
     with pytest.raises(RuntimeError, match="released"):
         clap.audio.embed_texts(["a dog barking"])
+
+
+def test_a_run_without_audio_never_loads_the_audio_tower(bridge_set):
+    """Image → sound embeds no audio: AudioLDM's audio CLAP stays on disk (cold start, memory), and the
+    sidecar says so; the first audio use (re-ranking) loads and checks it."""
+    from foleykit import api
+    from foleykit.pipelines.mapper import MapperPipeline
+
+    api.clear_pipelines()  # a fresh shared generator CLAP, whatever earlier tests used
+    pipe = MapperPipeline.from_models(str(bridge_set), device="cpu")
+    sound = pipe(_image(), duration_s=0.5, num_inference_steps=1, seed=0, progress=False)
+    assert not pipe.clap.audio_loaded
+    assert sound.record["models"]["clap"]["audio_used"] is False
+    assert "same_space" not in sound.record["models"]["clap"]
+    sound = pipe(_image(), duration_s=0.5, num_inference_steps=1, num_candidates=2, seed=0, progress=False)
+    assert pipe.clap.audio_loaded and sound.record["models"]["clap"]["same_space"] is True
 
 
 def test_text_source_reaches_the_generator_without_any_clap_text_tower(tiny, monkeypatch):

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -113,16 +113,20 @@ class GeneratorClap:
     ``embed_audio`` with AudioLDM's converted audio tower (space-checked), both [N, 512] unit vectors.
 
     Build it with :meth:`from_pretrained` (a generator reference and the model set's ``clap`` role) or
-    :meth:`for_generator` (reuses a loaded generator's text tower). ``audio`` may be None: text paths
-    work, audio paths raise :class:`ModelNotAvailableError` naming ``foleykit models import-audioldm-clap``.
+    :meth:`for_generator` (reuses a loaded generator's text tower). Both load the audio tower on its
+    first use (audio sources, re-ranking, extraction), not before: a run that embeds no audio never
+    reads it, and the CLI's cold start does not pay for it. Without a ``clap`` role, audio paths raise
+    :class:`ModelNotAvailableError` naming ``foleykit models import-audioldm-clap``.
     """
 
     def __init__(self, text_encoder, tokenizer, *, text_loaded_from: LoadedFrom | None = None,
-                 audio: ClapEncoder | None = None, audio_ref: str | None = None) -> None:
+                 audio: ClapEncoder | None = None, audio_ref: str | None = None,
+                 audio_loader: Callable[[], ClapEncoder] | None = None) -> None:
         self.text_encoder = text_encoder
         self.tokenizer = tokenizer
         self.loaded_from = text_loaded_from
-        self.audio = audio
+        self._audio = audio
+        self._audio_loader = audio_loader  # loads the audio tower on first use (None: loaded or none)
         self.audio_ref = audio_ref if audio_ref is not None else (audio.loaded_from.ref if audio is not None and audio.loaded_from else None)
         self._probes: torch.Tensor | None = None
         self._space: SpaceCheck | None = None
@@ -133,7 +137,7 @@ class GeneratorClap:
     def from_pretrained(cls, generator_ref: str, clap_ref: str | None = None, *,
                         device: str | torch.device = "cpu", dtype: str | torch.dtype | None = None) -> GeneratorClap:
         """The text tower from ``generator_ref``'s ``text_encoder``/``tokenizer`` sub-folders; the audio
-        tower from ``clap_ref`` (a ``ClapModel`` folder or hub id; None = no audio tower)."""
+        tower from ``clap_ref`` (a ``ClapModel`` folder or hub id; None = no audio tower), on first use."""
         from transformers import AutoTokenizer, ClapTextModelWithProjection
 
         dev = resolve_device(device)
@@ -141,27 +145,43 @@ class GeneratorClap:
         text, src = load_pretrained(ClapTextModelWithProjection, generator_ref, subfolder="text_encoder", dtype=dt)
         tok, _ = load_pretrained(AutoTokenizer, generator_ref, subfolder="tokenizer")
         text_src = LoadedFrom(ref=generator_ref, revision=src.revision, path=src.path)
-        audio = ClapEncoder.from_pretrained(clap_ref, device=dev, dtype=dt) if clap_ref else None
-        return cls(to_device(text, dev, dt), tok, text_loaded_from=text_src, audio=audio)._settle_audio()
+        return cls(to_device(text, dev, dt), tok, text_loaded_from=text_src, audio_ref=clap_ref,
+                   audio_loader=_audio_loader(clap_ref, dev, dt))
 
     @classmethod
     def for_generator(cls, generator: Any, clap_ref: str | None = None) -> GeneratorClap:
-        """Share a loaded generator's text tower (``generator.text_encoder``/``tokenizer``); load the
-        audio tower from ``clap_ref`` on the generator's device and dtype."""
+        """Share a loaded generator's text tower (``generator.text_encoder``/``tokenizer``); the audio
+        tower from ``clap_ref``, on the generator's device and dtype, on first use."""
         if getattr(generator, "text_encoder", None) is None or getattr(generator, "tokenizer", None) is None:
             raise InputError("this generator has no text tower (text_encoder/tokenizer), so it has no CLAP space to use")
-        audio = ClapEncoder.from_pretrained(clap_ref, device=generator.device, dtype=generator.dtype) if clap_ref else None
         return cls(generator.text_encoder, generator.tokenizer, text_loaded_from=getattr(generator, "loaded_from", None),
-                   audio=audio)._settle_audio()
+                   audio_ref=clap_ref, audio_loader=_audio_loader(clap_ref, generator.device, generator.dtype))
 
-    def _settle_audio(self) -> GeneratorClap:
-        """Once, at load: run the space check, then free the audio CLAP's own text tower. It is needed
+    @property
+    def audio(self) -> ClapEncoder | None:
+        """AudioLDM's audio tower (None without a ``clap`` role), loaded on first use.
+
+        At that load the space check runs, then the audio CLAP's own text tower is freed: it is needed
         only for the check (a converted AudioLDM CLAP's text tower is the generator's ``text_encoder``
-        again), so the process holds one RoBERTa instead of two (about 0.5 GB at fp32)."""
-        if self.audio is not None and self.audio.has_text_tower:
-            _ = self.space
-            self.audio.release_text_tower()
-        return self
+        again), so the process holds one RoBERTa instead of two (about 0.5 GB at fp32). Thread-safe: the
+        load runs under the process-wide model-load lock and the tower is published once settled."""
+        if self._audio is None and self._audio_loader is not None:
+            from .loading import MODEL_LOAD_LOCK
+
+            with MODEL_LOAD_LOCK:
+                if self._audio is None and self._audio_loader is not None:
+                    audio = self._audio_loader()
+                    check = self._space_of(audio)
+                    audio.release_text_tower()
+                    with self._lock:
+                        self._space = check
+                    self._audio, self._audio_loader = audio, None
+        return self._audio
+
+    @property
+    def audio_loaded(self) -> bool:
+        """Whether the audio tower is in memory (it loads on first use)."""
+        return self._audio is not None
 
     # -- geometry ----------------------------------------------------------------------------------
     @property
@@ -203,18 +223,26 @@ class GeneratorClap:
         return space_fingerprint(self.probe_embeddings())
 
     # -- space check and audio ---------------------------------------------------------------------
+    def _space_of(self, audio: ClapEncoder) -> SpaceCheck:
+        """The space check of ``audio``'s CLAP (its own text tower) against the generator's text tower."""
+        ours = self.probe_embeddings()
+        theirs = audio.embed_texts(PROBE_CAPTIONS).cpu()
+        return compare_spaces(ours, theirs, clap_ref=self.audio_ref or "in-memory CLAP",
+                              generator_ref=self.generator_ref)
+
     @property
     def space(self) -> SpaceCheck | None:
-        """The space check of the audio tower's CLAP against the generator's text tower (None: no audio tower)."""
-        if self.audio is None:
+        """The space check of the audio tower's CLAP against the generator's text tower (None: no audio
+        tower). Loads the audio tower if it is not loaded yet."""
+        audio = self.audio
+        if audio is None:
             return None
-        ours = self.probe_embeddings()
-        with self._lock:
-            if self._space is None:
-                theirs = self.audio.embed_texts(PROBE_CAPTIONS).cpu()
-                self._space = compare_spaces(ours, theirs, clap_ref=self.audio_ref or "in-memory CLAP",
-                                             generator_ref=self.generator_ref)
-            return self._space
+        if self._space is None:  # an audio tower given to the constructor, not checked yet
+            check = self._space_of(audio)
+            with self._lock:
+                if self._space is None:
+                    self._space = check
+        return self._space
 
     @property
     def audio_encoder(self) -> ClapEncoder:
@@ -236,12 +264,23 @@ class GeneratorClap:
         return self.audio_encoder.embed_audio(waves, sample_rate, batch_size=batch_size, return_windows=return_windows)
 
     def record(self) -> dict[str, Any]:
-        """What sidecars and extraction records say about the CLAP used."""
+        """What sidecars and extraction records say about the CLAP used. The space check's figures are
+        there once the audio tower was used (a run that embedded no audio did not load it)."""
         rec: dict[str, Any] = {"text": self.generator_ref + " (text_encoder)", "audio": self.audio_ref}
         if self.loaded_from is not None:
             rec["revision"] = self.loaded_from.revision
+        if self._audio is None and self._audio_loader is not None:
+            rec["audio_used"] = False
+            return rec
         check = self.space
         if check is not None:
             rec["probe_agreement"] = _round(check.agreement)
             rec["same_space"] = check.same_space
         return rec
+
+
+def _audio_loader(clap_ref: str | None, device: torch.device, dtype: torch.dtype) -> Callable[[], ClapEncoder] | None:
+    """A deferred ``ClapEncoder.from_pretrained(clap_ref)`` on ``device``/``dtype`` (None without a ref)."""
+    if not clap_ref:
+        return None
+    return lambda: ClapEncoder.from_pretrained(clap_ref, device=device, dtype=dtype)
