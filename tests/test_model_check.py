@@ -60,6 +60,21 @@ def test_a_set_whose_clap_is_another_space_fails_naming_it(tiny_models_dir, tmp_
     assert "clap-htsat-unfused" in report.table()
 
 
+def test_a_broken_clap_folder_is_a_failed_load_row_not_a_crash(tiny_models_dir, tmp_path):
+    """The audio tower loads on first use in the pipelines; the check loads it at once, so a truncated
+    checkpoint is one failed row naming the problem."""
+    import shutil
+
+    broken = tmp_path / "broken-clap"
+    shutil.copytree(tiny_models_dir / "audioldm-clap", broken)
+    weights = next(broken.glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:200])
+    ms = _set_dir(tmp_path / "set", tiny_models_dir, clap=str(broken))  # an absolute path stays as it is
+    report = check_model_set(str(ms), generate=False)
+    (bad,) = [c for c in report.failures if c.role == "clap"]
+    assert bad.what == "loads" and bad.note and "\n" not in bad.note
+
+
 def test_a_judge_in_the_generators_space_is_not_independent(tiny_models_dir, tmp_path):
     same = _set_dir(tmp_path / "same", tiny_models_dir, clap_judge="audioldm-clap")
     report = check_model_set(str(same), facts="tiny", generate=False)

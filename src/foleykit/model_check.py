@@ -164,7 +164,7 @@ def check_model_set(models: str | os.PathLike | None = None, *, facts: str = "au
                   note="convert it: foleykit models import-audioldm-clap audioldm-s-full-v2.ckpt -o "
                        "$FOLEYKIT_CACHE/audioldm-clap (audio sources, re-ranking and extraction need it)")
         else:
-            own = c.load("clap", lambda: GeneratorClap.for_generator(gen, ms.clap))
+            own = c.load("clap", lambda: GeneratorClap.for_generator(gen, ms.clap).load_audio())
     if own is not None:
         audio = own.audio
         c.add("clap", "audio embedding size", CLAP_DIM, audio.dim)

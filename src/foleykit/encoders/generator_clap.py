@@ -178,6 +178,12 @@ class GeneratorClap:
                     self._audio, self._audio_loader = audio, None
         return self._audio
 
+    def load_audio(self) -> GeneratorClap:
+        """Load (and check) the audio tower now rather than on first use, where a caller wants a broken
+        ``clap`` folder to fail at load time (``foleykit models check``). Returns ``self``."""
+        _ = self.audio
+        return self
+
     @property
     def audio_loaded(self) -> bool:
         """Whether the audio tower is in memory (it loads on first use)."""

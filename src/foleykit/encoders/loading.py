@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 
 from ..errors import ModelNotAvailableError
 from ..hub import resolve_pretrained
@@ -56,8 +57,10 @@ def _load_pretrained(cls: Any, ref: str, *, subfolder: str | None, revision: str
         raise ModelNotAvailableError(f"model {ref!r} has no sub-folder {subfolder!r} ({cls.__name__} expected there)")
     try:
         obj = cls.from_pretrained(str(folder), **kwargs)
-    except (OSError, ValueError, KeyError) as exc:
-        raise ModelNotAvailableError(f"could not load {cls.__name__} from {folder}: {exc}") from None
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as exc:  # missing, truncated, mismatched
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()] or [type(exc).__name__]
+        msg = " ".join(lines[:2]) if lines[0].endswith(":") and len(lines) > 1 else lines[0]  # one line
+        raise ModelNotAvailableError(f"could not load {cls.__name__} from {folder}: {msg}") from None
     return obj, LoadedFrom(ref=ref, revision=rev, path=str(folder))
 
 
