@@ -30,10 +30,8 @@ bundle at its default sizes. The prior (Karlo) is not loaded: it serves text sou
 from __future__ import annotations
 
 import argparse
-import datetime as _dt
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -42,33 +40,12 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+import bench_generate as B  # noqa: E402  (shared helpers: machine facts, memory figures, command lines)
+
 BUILD_VERSION = "1"
 MARK = "@@RESULT@@ "
 MODES = ("share", "own")
 METHODS = ("mapper", "objects", "sources")
-
-
-def _mib(kib: int) -> float:
-    return round(kib / 1024, 1)
-
-
-def proc_status(field: str) -> float:
-    """``VmHWM`` / ``VmRSS`` of this process in MiB."""
-    with open("/proc/self/status") as f:
-        return _mib(next(int(line.split()[1]) for line in f if line.startswith(field + ":")))
-
-
-def cpu_flags() -> dict:
-    import torch
-
-    flags = set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            flags = set(next(line for line in f if line.startswith("flags")).split(":", 1)[1].split())
-    except (OSError, StopIteration):
-        pass
-    return {"capability": torch.backends.cpu.get_cpu_capability(),
-            "flags": sorted(flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "fma"})}
 
 
 # ----------------------------------------------------------------------------------------------
@@ -93,7 +70,6 @@ def build_real_size_set(root: Path) -> Path:
         ClapModel,
         ClapTextModelWithProjection,
         CLIPImageProcessorPil,
-        CLIPModel,
         CLIPTokenizer,
         Owlv2Config,
         Owlv2ForObjectDetection,
@@ -105,7 +81,6 @@ def build_real_size_set(root: Path) -> Path:
         SamProcessor,
     )
 
-    import bench_generate
     from bench_sources import real_size_clip_l14
     from foleykit.encoders.loading import quiet_loading
     from foleykit.encoders.tiny_vocab import byte_level_vocab, clip_vocab
@@ -119,8 +94,8 @@ def build_real_size_set(root: Path) -> Path:
         from transformers import SamImageProcessor
 
     quiet_loading()
-    gen_root = bench_generate.default_models_dir()
-    bench_generate.build_models(gen_root)  # AudioLDM-S, CLIP ViT-B/32, the paper-size mapper
+    gen_root = B.default_models_dir()
+    B.build_models(gen_root)  # AudioLDM-S, CLIP ViT-B/32, the paper-size mapper
     root.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.", dir=root.parent))
     vocab, merges = clip_vocab()
@@ -207,7 +182,7 @@ def worker(args) -> dict:
     quiet_loading()
     torch.set_num_threads(args.threads or torch.get_num_threads())
     work = Path(tempfile.mkdtemp(prefix="bench-app-memory-"))
-    rec: dict = {"mode": args.mode, "rss_after_imports_mib": proc_status("VmRSS")}
+    rec: dict = {"mode": args.mode, "rss_after_imports_mib": B.vm_rss_mib()}
     app = _App(AppConfig(models=args.models, device="cpu", dtype=args.dtype, workdir=work / "app"))
     image = str((HERE.parent / "examples" / "scene.jpg").resolve())
     out = app.on_upload(image, None)
@@ -236,9 +211,9 @@ def worker(args) -> dict:
         if not str(result[2]).startswith("Done"):
             raise SystemExit(f"{method} failed: {result[2]}")
         stages.append({"method": method, "load_s": round(load_s, 1), "generate_s": round(time.perf_counter() - a, 1),
-                       "peak_rss_mib": proc_status("VmHWM"), "rss_mib": proc_status("VmRSS")})
+                       "peak_rss_mib": B.vm_hwm_mib(), "rss_mib": B.vm_rss_mib()})
     rec["stages"] = stages
-    rec["peak_rss_mib"] = proc_status("VmHWM")
+    rec["peak_rss_mib"] = B.vm_hwm_mib()
     rec["weights_mib"] = round(weight_bytes() / 2**20, 1)
     rec["components"] = [f"{role}:{Path(ref).name}" for role, ref, *_ in components.loaded()]
     rec["wall_s"] = round(time.perf_counter() - t0, 1)
@@ -252,17 +227,6 @@ import foleykit.app.main  # noqa: F401
 hwm = next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM:'))
 print(json.dumps({"rss_imports_only_mib": round(hwm / 1024, 1)}))
 """
-
-
-def _commit() -> str:
-    try:
-        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=HERE, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=HERE.parent, capture_output=True,
-                               text=True, check=True).stdout.strip()
-        return out + ("+dirty-src" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
 
 
 def _env() -> dict:
@@ -310,18 +274,12 @@ def main(argv: list[str] | None = None) -> dict:
         t = time.perf_counter()
         args.models = str(build_real_size_set(default_root()))
         print(f"[bench] model set ready in {time.perf_counter() - t:.0f} s", file=sys.stderr, flush=True)
-    import torch
-
-    from bench_generate import portable_command
-
     result = {
         "benchmark": "app_memory",
-        "machine": {"cpu": platform.processor() or platform.machine(), **cpu_flags(), "cores": os.cpu_count(),
-                    "torch": torch.__version__, "loadavg_before": [round(x, 2) for x in os.getloadavg()],
-                    "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M"), "git_commit": _commit()},
+        "machine": {**B.machine(), "loadavg_before": [round(x, 2) for x in os.getloadavg()]},
         "settings": {"models": "tiny" if args.smoke else "real-size random", "duration_s": args.duration,
                      "steps": args.steps, "dtype": args.dtype or "auto", "smoke": args.smoke,
-                     "command": portable_command("bench_app_memory.py", argv if argv is not None else sys.argv[1:])},
+                     "command": B.portable_command("bench_app_memory.py", argv if argv is not None else sys.argv[1:])},
     }
     base = subprocess.run([sys.executable, "-c", _BASELINE], capture_output=True, text=True, timeout=600, check=True,
                           env=_env())

@@ -138,6 +138,20 @@ def interleaved(fns: dict, repeats: int, warmup: int = 1) -> dict:
     return out
 
 
+#: The /proc/cpuinfo flags that decide our speed paths (AVX-512 layouts, native bf16, AMX).
+SPEED_FLAGS = ("avx2", "fma", "avx512f", "avx512bw", "avx512_bf16", "avx512_vnni", "amx_tile", "amx_bf16")
+
+
+def cpu_flags() -> list[str]:
+    """The speed-relevant CPU flags of this machine (recorded with every result)."""
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = set(next(ln for ln in fh if ln.startswith("flags")).split(":", 1)[1].split())
+    except (OSError, StopIteration):
+        return []
+    return [f for f in SPEED_FLAGS if f in flags]
+
+
 def machine() -> dict:
     import diffusers
     import torch
@@ -159,7 +173,8 @@ def machine() -> dict:
     except OSError:
         commit, dirty = "", False
     return {
-        "cpu": model, "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
+        "cpu": model, "cpu_capability": torch.backends.cpu.get_cpu_capability(), "cpu_flags": cpu_flags(),
+        "logical_cpus": os.cpu_count(), "torch_threads": torch.get_num_threads(),
         "torch": torch.__version__, "diffusers": diffusers.__version__, "transformers": transformers.__version__,
         "python": platform.python_version(), "date_utc": _dt.datetime.now(_dt.UTC).strftime("%Y-%m-%d %H:%M"),
         "git_commit": commit + ("+dirty-src" if dirty else ""), "host": platform.node(),

@@ -38,16 +38,21 @@ def test_every_benchmark_script_has_a_smoke_test():
         assert "--smoke" in (ROOT / "tests" / test).read_text()
 
 
+def _run_bench(script: str, *args: str) -> subprocess.CompletedProcess:
+    """``python benchmarks/<script> <args>`` offline, one thread, this checkout's foleykit; must exit 0."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
+               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
+    proc = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc
+
+
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 def test_benchmark_smoke(script, tiny_cache_env):
     results = BENCH / "results"
     before = set(results.iterdir()) if results.is_dir() else set()
-    src = str(ROOT / "src")
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([src, os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, str(BENCH / script), "--smoke"], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run_bench(script, "--smoke")
     out = proc.stdout
     for needle in EXPECTED[script]:
         assert needle in out, f"{script} --smoke printed no {needle!r}:\n{out[-2000:]}"
@@ -69,11 +74,6 @@ BF16_MACHINE = {
 
 @pytest.mark.parametrize("name", sorted(BF16_MACHINE))
 def test_bf16_machine_commands_smoke(name, tiny_cache_env):
-    script, *args = BF16_MACHINE[name]
-    env = dict(os.environ, OMP_NUM_THREADS="1", HF_HUB_OFFLINE="1",
-               PYTHONPATH=os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]))
-    proc = subprocess.run([sys.executable, str(BENCH / script), *args], cwd=ROOT, env=env, capture_output=True,
-                          text=True, timeout=600, check=False)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    proc = _run_bench(*BF16_MACHINE[name])
     assert "bfloat16" in proc.stdout  # the runs really were in bf16
     assert "smoke run" in proc.stdout
